@@ -1,0 +1,538 @@
+"""The canonical event envelope and run record: one definition for every tier.
+
+This module is the bottom of the stack. Hot stores (``backends``), the Parquet lake
+and its query layer (``lakehouse``) and ClickHouse all take their columns from
+:data:`EVENT_COLUMNS` / :data:`RUN_COLUMNS` and their Arrow types from
+:func:`event_arrow_schema` / :func:`run_arrow_schema`. A column added here is added
+everywhere, or the schema tests fail.
+
+Timestamps are UTC with microsecond precision. In hot stores they are kept as integer
+microseconds since the Unix epoch (``*_us`` helpers below); at every API boundary they
+are ISO-8601 strings (``2025-10-23T08:15:02.123456+00:00``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
+from hashlib import blake2b
+from typing import TYPE_CHECKING, Any
+
+from backends.errors import ValidationError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+# Event types named by the envelope; any other non-empty name is accepted too.
+LOG = "log"
+MCP_CALL = "mcp.call"
+METRIC = "metric"
+DELEGATION = "delegation"
+ARTIFACT = "artifact"
+EVENT_TYPES = (LOG, MCP_CALL, METRIC, DELEGATION, ARTIFACT)
+
+LEVELS = ("debug", "info", "warning", "error", "critical")
+_LEVEL_ALIASES = {"warn": "warning", "err": "error", "fatal": "critical"}
+
+RUNNING, SUCCEEDED, FAILED, CANCELED = "running", "succeeded", "failed", "canceled"
+RUN_STATUSES = (RUNNING, SUCCEEDED, FAILED, CANCELED)
+TERMINAL_STATUSES = (SUCCEEDED, FAILED, CANCELED)
+
+# Column order is the order of every table and file in every tier.
+EVENT_COLUMNS = (
+    "event_id",
+    "ts",
+    "run_id",
+    "agent_slug",
+    "type",
+    "level",
+    "msg",
+    "payload",
+    "span_id",
+    "parent_span_id",
+    "contract_id",
+    "contract_version",
+    "artifact_uri",
+)
+RUN_COLUMNS = (
+    "run_id",
+    "agent_slug",
+    "parent_run_id",
+    "status",
+    "started_at",
+    "ended_at",
+    "metrics",
+    "tags",
+)
+
+MAX_ID_LEN = 256
+MAX_TYPE_LEN = 128
+US_PER_DAY = 86_400_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------- time
+
+
+def to_us(value: datetime) -> int:
+    """Aware datetime -> integer microseconds since the epoch (UTC)."""
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_us(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def iso_from_us(us: int | None) -> str | None:
+    if us is None:
+        return None
+    return from_us(us).isoformat(timespec="microseconds")
+
+
+def day_of_us(us: int) -> date:
+    return (_EPOCH + timedelta(days=us // US_PER_DAY)).date()
+
+
+def day_start_us(day: date) -> int:
+    return to_us(datetime(day.year, day.month, day.day, tzinfo=UTC))
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def hot_cutoff(hot_days: int, now: datetime | None = None) -> datetime:
+    """UTC midnight of today minus ``hot_days`` days (right across month/year ends)."""
+    if hot_days < 0:
+        raise ValidationError(f"hot_days must be >= 0, got {hot_days}")
+    now = (now or utc_now()).astimezone(UTC)
+    midnight = datetime(now.year, now.month, now.day, tzinfo=UTC)
+    return midnight - timedelta(days=hot_days)
+
+
+def coerce_datetime(value: Any, name: str, *, required: bool = True) -> datetime | None:
+    """Accept an aware datetime or an ISO-8601 string with an offset; return it in UTC.
+
+    Naive datetimes are refused: a timestamp without a zone is ambiguous and would be
+    silently shifted by whoever reads it next.
+    """
+    if value is None:
+        if required:
+            raise ValidationError(f"{name} is required")
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValidationError(f"{name} is not an ISO-8601 timestamp: {value!r}") from None
+        if value.tzinfo is None and len(text) == 10:  # a bare date means UTC midnight
+            value = value.replace(tzinfo=UTC)
+    elif isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if not isinstance(value, datetime):
+        raise ValidationError(f"{name} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        raise ValidationError(
+            f"{name} is a naive datetime ({value.isoformat()}); pass an aware datetime, e.g. datetime.now(timezone.utc)"
+        )
+    return value.astimezone(UTC)
+
+
+# ---------------------------------------------------------------------- event ids
+
+_id_lock = threading.Lock()
+_id_state = {"ms": -1, "counter": 0}
+_id_node = random.SystemRandom().getrandbits(30)
+_id_seq = [int.from_bytes(os.urandom(4), "big")]
+
+
+def _format_uuid(value: int) -> str:
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _uuid7_int(ms: int, rand_a: int, rand_b: int) -> int:
+    ms &= (1 << 48) - 1
+    return (ms << 80) | (0x7 << 76) | ((rand_a & 0xFFF) << 64) | (0b10 << 62) | (rand_b & ((1 << 62) - 1))
+
+
+def new_event_id(ts_us: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562) whose time bits are the event's own timestamp.
+
+    ``rand_b`` holds a per-process node number and a per-process counter (RFC 9562
+    method 1), so ids are unique across processes and ids from one writer compress
+    well in columnar files. Ids sort by event time, so every tier can use them to
+    deduplicate and reloads stay idempotent.
+    """
+    ms = (ts_us // 1000) if ts_us is not None else time.time_ns() // 1_000_000
+    with _id_lock:
+        if ms == _id_state["ms"]:
+            _id_state["counter"] += 1
+        else:
+            _id_state["ms"] = ms
+            _id_state["counter"] = 0
+        counter = _id_state["counter"]
+        _id_seq[0] = (_id_seq[0] + 1) & 0xFFFFFFFF
+        seq = _id_seq[0]
+    return _format_uuid(_uuid7_int(ms, counter, (_id_node << 32) | seq))
+
+
+def derived_event_id(ts_us: int, *key_parts: object) -> str:
+    """A deterministic UUIDv7-shaped id for an imported record.
+
+    The same source record (same ``key_parts``, e.g. file and line identity) always
+    gets the same id, so importing twice inserts nothing twice.
+    """
+    digest = blake2b("\x1f".join(map(str, key_parts)).encode("utf-8", "surrogatepass"), digest_size=10).digest()
+    bits = int.from_bytes(digest, "big")
+    return _format_uuid(_uuid7_int(ts_us // 1000, bits >> 62, bits))
+
+
+# ------------------------------------------------------------------- validation
+
+
+def _check_text(value: Any, name: str, *, required: bool, max_len: int | None = None) -> str | None:
+    if value is None:
+        if required:
+            raise ValidationError(f"{name} is required")
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(f"{name} must be a string, got {type(value).__name__}")
+    if required and not value.strip():
+        raise ValidationError(f"{name} must not be empty")
+    if max_len is not None and len(value) > max_len:
+        raise ValidationError(f"{name} is longer than {max_len} characters")
+    if "\x00" in value:
+        raise ValidationError(f"{name} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(f"{name} is not valid Unicode (lone surrogate)") from None
+    return value
+
+
+def _check_json_value(value: Any, where: str, depth: int = 0) -> None:
+    if depth > 64:
+        raise ValidationError(f"{where} is nested too deeply")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError(f"{where} contains a non-finite number ({value})")
+    elif isinstance(value, str):
+        if "\x00" in value:
+            raise ValidationError(f"{where} contains a NUL character")
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValidationError(f"{where} has a non-string key {k!r}")
+            if "\x00" in k:
+                raise ValidationError(f"{where} has a key with a NUL character")
+            _check_json_value(v, where, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _check_json_value(v, where, depth + 1)
+    elif value is None or isinstance(value, (bool, int)):
+        return
+    else:
+        raise ValidationError(f"{where} contains a value that is not JSON ({type(value).__name__})")
+
+
+def dump_json(value: Any, where: str) -> str:
+    """Serialize a validated JSON value compactly (UTF-8, no NaN)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text.encode("utf-8")
+    except (ValueError, TypeError, UnicodeEncodeError):
+        _check_json_value(value, where)
+        raise ValidationError(f"{where} is not serializable as JSON") from None
+    if "\\u0000" in text:
+        raise ValidationError(f"{where} contains a NUL character")
+    return text
+
+
+def json_object_text(value: Any, name: str) -> str:
+    """Validate that ``value`` is a JSON object (dict, or JSON text of one); return its text."""
+    if value is None:
+        return "{}"
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValidationError(f"{name} is not valid JSON") from None
+    if not isinstance(value, Mapping):
+        raise ValidationError(f"{name} must be a JSON object (dict), got {type(value).__name__}")
+    return dump_json(value, name)
+
+
+def normalize_level(level: Any) -> str:
+    if level is None:
+        return "info"
+    if not isinstance(level, str) or not level.strip():
+        raise ValidationError("level must be a non-empty string")
+    lv = level.strip().lower()
+    lv = _LEVEL_ALIASES.get(lv, lv)
+    if lv not in LEVELS:
+        raise ValidationError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
+    return lv
+
+
+def normalize_status(status: Any) -> str:
+    if status not in RUN_STATUSES:
+        raise ValidationError(f"status must be one of {', '.join(RUN_STATUSES)}; got {status!r}")
+    return status
+
+
+# ------------------------------------------------------------------ the records
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One validated event. ``payload`` is held as compact JSON text."""
+
+    event_id: str
+    ts_us: int
+    run_id: str
+    agent_slug: str
+    type: str
+    level: str
+    msg: str | None
+    payload: str
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    contract_id: str | None = None
+    contract_version: str | None = None
+    artifact_uri: str | None = None
+
+    @classmethod
+    def create(
+        cls,
+        run_id: str,
+        agent_slug: str,
+        event_type: str,
+        timestamp: datetime | str,
+        level: str | None = None,
+        message: str | None = None,
+        payload: Mapping[str, Any] | str | None = None,
+        span_id: str | None = None,
+        parent_span_id: str | None = None,
+        contract_id: str | None = None,
+        contract_version: str | None = None,
+        artifact_uri: str | None = None,
+        event_id: str | None = None,
+    ) -> Event:
+        """Validate the arguments of ``append_event`` and build the event."""
+        ts = coerce_datetime(timestamp, "timestamp")
+        assert ts is not None
+        ts_us = to_us(ts)
+        if event_id is not None:
+            _check_text(event_id, "event_id", required=True, max_len=64)
+        return cls(
+            event_id=event_id or new_event_id(ts_us),
+            ts_us=ts_us,
+            run_id=_check_text(run_id, "run_id", required=True, max_len=MAX_ID_LEN),  # type: ignore[arg-type]
+            agent_slug=_check_text(agent_slug, "agent_slug", required=True, max_len=MAX_ID_LEN),  # type: ignore[arg-type]
+            type=_check_text(event_type, "event_type", required=True, max_len=MAX_TYPE_LEN),  # type: ignore[arg-type]
+            level=normalize_level(level),
+            msg=_check_text(message, "message", required=False),
+            payload=json_object_text(payload, "payload"),
+            span_id=_check_text(span_id, "span_id", required=False, max_len=MAX_ID_LEN),
+            parent_span_id=_check_text(parent_span_id, "parent_span_id", required=False, max_len=MAX_ID_LEN),
+            contract_id=_check_text(contract_id, "contract_id", required=False, max_len=MAX_ID_LEN),
+            contract_version=_check_text(contract_version, "contract_version", required=False, max_len=MAX_ID_LEN),
+            artifact_uri=_check_text(artifact_uri, "artifact_uri", required=False),
+        )
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Event:
+        """Build from a dict using either the record names (``type``, ``ts``, ``msg``) or
+        the ``append_event`` parameter names (``event_type``, ``timestamp``, ``message``)."""
+        if isinstance(data, Event):
+            return data
+        if not isinstance(data, Mapping):
+            raise ValidationError(f"an event must be a mapping, got {type(data).__name__}")
+
+        def pick(*names: str) -> Any:
+            for n in names:
+                if n in data:
+                    return data[n]
+            return None
+
+        return cls.create(
+            run_id=pick("run_id"),
+            agent_slug=pick("agent_slug"),
+            event_type=pick("event_type", "type"),
+            timestamp=pick("timestamp", "ts"),
+            level=pick("level"),
+            message=pick("message", "msg"),
+            payload=pick("payload"),
+            span_id=pick("span_id"),
+            parent_span_id=pick("parent_span_id"),
+            contract_id=pick("contract_id"),
+            contract_version=pick("contract_version"),
+            artifact_uri=pick("artifact_uri"),
+            event_id=pick("event_id"),
+        )
+
+    def row(self) -> tuple[Any, ...]:
+        """Values in :data:`EVENT_COLUMNS` order, ts as integer microseconds."""
+        return (
+            self.event_id,
+            self.ts_us,
+            self.run_id,
+            self.agent_slug,
+            self.type,
+            self.level,
+            self.msg,
+            self.payload,
+            self.span_id,
+            self.parent_span_id,
+            self.contract_id,
+            self.contract_version,
+            self.artifact_uri,
+        )
+
+    def to_record(self) -> dict[str, Any]:
+        return event_record(self.row())
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    run_id: str
+    agent_slug: str
+    parent_run_id: str | None
+    status: str
+    started_at_us: int
+    ended_at_us: int | None = None
+    metrics: str = "{}"
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def create(
+        cls,
+        run_id: str,
+        agent_slug: str,
+        parent_run_id: str | None = None,
+        started_at: datetime | str | None = None,
+        status: str = RUNNING,
+        tags: Iterable[str] | None = None,
+        ended_at: datetime | str | None = None,
+        metrics: Mapping[str, Any] | None = None,
+    ) -> Run:
+        started = coerce_datetime(started_at, "started_at", required=False) or utc_now()
+        ended = coerce_datetime(ended_at, "ended_at", required=False)
+        return cls(
+            run_id=_check_text(run_id, "run_id", required=True, max_len=MAX_ID_LEN),  # type: ignore[arg-type]
+            agent_slug=_check_text(agent_slug, "agent_slug", required=True, max_len=MAX_ID_LEN),  # type: ignore[arg-type]
+            parent_run_id=_check_text(parent_run_id, "parent_run_id", required=False, max_len=MAX_ID_LEN),
+            status=normalize_status(status),
+            started_at_us=to_us(started),
+            ended_at_us=to_us(ended) if ended else None,
+            metrics=json_object_text(metrics, "metrics"),
+            tags=check_tags(tags),
+        )
+
+
+def check_tags(tags: Iterable[str] | None) -> tuple[str, ...]:
+    if tags is None:
+        return ()
+    if isinstance(tags, str) or not isinstance(tags, Iterable):
+        raise ValidationError("tags must be a list of strings")
+    out = []
+    for t in tags:
+        out.append(_check_text(t, "tag", required=True, max_len=MAX_ID_LEN))
+    return tuple(out)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------ record conversion
+
+
+def _loads(text: Any, default: Any) -> Any:
+    if text is None:
+        return default
+    if isinstance(text, (dict, list)):
+        return text
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return default
+
+
+def event_record(row: tuple[Any, ...] | list[Any]) -> dict[str, Any]:
+    """A row in EVENT_COLUMNS order (ts as int microseconds) -> the public dict."""
+    rec = dict(zip(EVENT_COLUMNS, row, strict=True))
+    rec["ts"] = iso_from_us(rec["ts"])
+    rec["payload"] = _loads(rec["payload"], {})
+    return rec
+
+
+def run_record(row: tuple[Any, ...] | list[Any]) -> dict[str, Any]:
+    """A row in RUN_COLUMNS order (times as int microseconds) -> the public dict."""
+    rec = dict(zip(RUN_COLUMNS, row, strict=True))
+    rec["started_at"] = iso_from_us(rec["started_at"])
+    rec["ended_at"] = iso_from_us(rec["ended_at"])
+    rec["metrics"] = _loads(rec["metrics"], {})
+    rec["tags"] = list(_loads(rec["tags"], []))
+    return rec
+
+
+# ------------------------------------------------------------------ Arrow schema
+
+
+@cache
+def event_arrow_schema() -> pa.Schema:
+    """The canonical Arrow schema of events in the lake and in every Arrow exchange."""
+    import pyarrow as pa
+
+    s = pa.string()
+    return pa.schema(
+        [
+            pa.field("event_id", s, nullable=False),
+            pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
+            pa.field("run_id", s, nullable=False),
+            pa.field("agent_slug", s, nullable=False),
+            pa.field("type", s, nullable=False),
+            pa.field("level", s),
+            pa.field("msg", s),
+            pa.field("payload", s, metadata={"format": "json"}),
+            pa.field("span_id", s),
+            pa.field("parent_span_id", s),
+            pa.field("contract_id", s),
+            pa.field("contract_version", s),
+            pa.field("artifact_uri", s),
+        ],
+        metadata={"magsag.table": "events", "magsag.schema_version": str(SCHEMA_VERSION)},
+    )
+
+
+@cache
+def run_arrow_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    s = pa.string()
+    ts = pa.timestamp("us", tz="UTC")
+    return pa.schema(
+        [
+            pa.field("run_id", s, nullable=False),
+            pa.field("agent_slug", s, nullable=False),
+            pa.field("parent_run_id", s),
+            pa.field("status", s, nullable=False),
+            pa.field("started_at", ts, nullable=False),
+            pa.field("ended_at", ts),
+            pa.field("metrics", s, metadata={"format": "json"}),
+            pa.field("tags", pa.list_(s)),
+        ],
+        metadata={"magsag.table": "runs", "magsag.schema_version": str(SCHEMA_VERSION)},
+    )

@@ -1,0 +1,322 @@
+"""The one writer of a SQLite hot store: a thread, a queue, group commit and a journal.
+
+Every write to the database goes through :class:`SQLiteWriter`: one connection owned by
+one thread, so SQLite never answers "database is locked" to our own callers, and the
+event loop never blocks on disk.
+
+* **Group commit.** The thread drains everything queued and commits it in one
+  transaction, then wakes all the waiters with a single call into each event loop.
+  Sixteen tasks logging at once share one commit.
+* **Crash journal.** A single ``append_event`` writes its row to an append-only journal
+  file (one ``write(2)``, no fsync, the same durability SQLite's WAL gives with
+  ``synchronous=NORMAL``: it survives a crash of this process) and returns; the thread
+  moves journaled rows into SQLite in batches. On open, journals left by dead processes
+  are replayed (``INSERT OR IGNORE`` on ``event_id`` makes the replay idempotent).
+  Reads first wait for everything already appended (``barrier``), so a caller always
+  reads its own writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - non-POSIX
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+RowWriter = Callable[[sqlite3.Connection, list[tuple[Any, ...]]], int]
+_STOP = object()
+_JOURNAL_TRUNCATE_BYTES = 8 * 1024 * 1024
+_MAX_BATCH_ROWS = 50_000
+
+
+class _Waiter:
+    """Resolves either an asyncio future (batched per loop) or a concurrent Future."""
+
+    __slots__ = ("fut", "loop")
+
+    def __init__(self, fut: asyncio.Future[Any] | Future[Any], loop: asyncio.AbstractEventLoop | None):
+        self.fut = fut
+        self.loop = loop
+
+
+def _settle(fut: asyncio.Future[Any] | Future[Any], result: Any) -> None:
+    if fut.done():
+        return
+    if isinstance(result, BaseException):
+        fut.set_exception(result)
+    else:
+        fut.set_result(result)
+
+
+class Journal:
+    """This process's append-only crash journal (one JSON array per line)."""
+
+    def __init__(self, directory: Path):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"{os.getpid()}-{uuid.uuid4().hex[:12]}.jsonl"
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.lock = threading.Lock()
+        self.generation = 0
+        self.written = 0
+
+    def append(self, row: tuple[Any, ...]) -> tuple[int, int]:
+        data = (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        with self.lock:
+            os.write(self.fd, data)
+            self.written += len(data)
+            return self.generation, self.written
+
+    def maybe_truncate(self, committed: tuple[int, int]) -> None:
+        with self.lock:
+            if committed == (self.generation, self.written) and self.written > _JOURNAL_TRUNCATE_BYTES:
+                os.ftruncate(self.fd, 0)
+                self.generation += 1
+                self.written = 0
+
+    def close(self, *, remove: bool) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        if remove:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+
+
+def orphan_journals(directory: Path) -> list[Path]:
+    """Journal files no live writer holds (their process died before moving them)."""
+    if fcntl is None or not directory.is_dir():
+        return []
+    found = []
+    for path in sorted(directory.glob("*.jsonl")):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # alive: its owner holds the lock
+        finally:
+            os.close(fd)
+        found.append(path)
+    return found
+
+
+def read_journal(path: Path) -> list[tuple[Any, ...]]:
+    """Rows of a journal; a torn last line (crash mid-write) is skipped."""
+    rows = []
+    with open(path, "rb") as fh:
+        for line in fh:
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, list):
+                rows.append(tuple(value))
+    return rows
+
+
+class SQLiteWriter:
+    """Owns the write connection and its thread. See the module docstring."""
+
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        write_rows: RowWriter,
+        journal_dir: Path | None,
+    ):
+        self._connect = connect
+        self._write_rows = write_rows
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._journal = Journal(journal_dir) if (journal_dir is not None and fcntl is not None) else None
+        self._enqueued = 0
+        self._committed = 0
+        self._count_lock = threading.Lock()
+        self._failed_rows: list[tuple[Any, ...]] = []
+        self._closed = False
+        self._ready: Future[None] = Future()
+
+    # ---------------------------------------------------------------- control
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="magsag-sqlite-writer", daemon=True)
+        self._thread.start()
+        self._ready.result()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        await self.barrier()
+        self._closed = True
+        self._queue.put(_STOP)
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        if self._journal is not None:
+            self._journal.close(remove=not self._failed_rows)
+
+    @property
+    def journaling(self) -> bool:
+        return self._journal is not None
+
+    # ----------------------------------------------------------------- submit
+    def _put(self, item: tuple[Any, ...]) -> None:
+        if self._closed:
+            raise RuntimeError("the storage backend is closed")
+        with self._count_lock:
+            self._enqueued += 1
+        self._queue.put(item)
+
+    async def call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``fn(conn)`` inside the writer's transaction (in a savepoint); return its result."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._put(("call", fn, _Waiter(fut, loop)))
+        return await fut
+
+    def call_sync(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        fut: Future[Any] = Future()
+        self._put(("call", fn, _Waiter(fut, None)))
+        return fut.result()
+
+    async def write_rows(self, rows: list[tuple[Any, ...]]) -> int:
+        """Insert a batch of event rows in one transaction; return how many were new."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._put(("rows", rows, _Waiter(fut, loop), None))
+        return await fut
+
+    async def append_journaled(self, row: tuple[Any, ...]) -> None:
+        """Durably record one event row and return without waiting for the commit."""
+        if self._journal is None:
+            await self.write_rows([row])
+            return
+        mark = self._journal.append(row)
+        self._put(("rows", [row], None, mark))
+
+    async def barrier(self) -> None:
+        """Wait until everything appended before this call is committed."""
+        with self._count_lock:
+            pending = self._enqueued != self._committed
+        if pending and not self._closed:
+            loop = asyncio.get_running_loop()
+            fut = loop.create_future()
+            self._put(("barrier", _Waiter(fut, loop)))
+            await fut
+
+    # ----------------------------------------------------------------- thread
+    def _run(self) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as exc:
+            self._ready.set_exception(exc)
+            return
+        self._ready.set_result(None)
+        try:
+            while True:
+                first = self._queue.get()
+                if first is _STOP:
+                    return
+                items = [first]
+                rows_seen = len(first[1]) if first[0] == "rows" else 0
+                stop = False
+                while rows_seen < _MAX_BATCH_ROWS:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is _STOP:
+                        stop = True
+                        break
+                    items.append(nxt)
+                    if nxt[0] == "rows":
+                        rows_seen += len(nxt[1])
+                self._process(conn, items)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _process(self, conn: sqlite3.Connection, items: list[tuple[Any, ...]]) -> None:
+        results: list[tuple[_Waiter, Any]] = []
+        loose: list[tuple[Any, ...]] = self._failed_rows
+        self._failed_rows = []
+        journal_mark: tuple[int, int] | None = None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for item in items:
+                kind = item[0]
+                if kind == "rows":
+                    _, rows, waiter, mark = item
+                    if waiter is None:
+                        loose.extend(rows)
+                        journal_mark = mark
+                    else:
+                        results.append((waiter, self._savepoint(conn, lambda c, r=rows: self._write_rows(c, r))))
+                elif kind == "call":
+                    _, fn, waiter = item
+                    results.append((waiter, self._savepoint(conn, fn)))
+                else:  # barrier
+                    results.append((item[1], None))
+            if loose:
+                self._write_rows(conn, loose)
+            conn.execute("COMMIT")
+        except BaseException as exc:  # the whole transaction failed (disk full, busy, ...)
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            log.warning("magsag sqlite writer: transaction failed: %s", exc)
+            self._failed_rows = loose  # journaled rows stay in the journal; retried next round
+            results = [(w, r if isinstance(r, BaseException) else exc) for w, r in results]
+            if loose:
+                time.sleep(0.05)
+        finally:
+            with self._count_lock:
+                self._committed += len(items)
+        self._wake(results)
+        if journal_mark is not None and self._journal is not None and not self._failed_rows:
+            self._journal.maybe_truncate(journal_mark)
+
+    @staticmethod
+    def _savepoint(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        conn.execute("SAVEPOINT op")
+        try:
+            result = fn(conn)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            return exc
+        conn.execute("RELEASE op")
+        return result
+
+    @staticmethod
+    def _wake(results: list[tuple[_Waiter, Any]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
+        for waiter, result in results:
+            if waiter.loop is None:
+                _settle(waiter.fut, result)
+            else:
+                by_loop.setdefault(waiter.loop, []).append((waiter.fut, result))
+        for loop, pairs in by_loop.items():
+
+            def settle_all(pairs: list[tuple[Any, Any]] = pairs) -> None:
+                for fut, result in pairs:
+                    _settle(fut, result)
+
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                loop.call_soon_threadsafe(settle_all)

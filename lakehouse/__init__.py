@@ -1,0 +1,1 @@
+"""The lakehouse: settings, tiering of hot day-partitions into Parquet, and queries over every tier."""

@@ -1,0 +1,124 @@
+"""Settings from ``MAGSAG_STORAGE_*`` environment variables or a ``.env`` file.
+
+One :class:`StorageSettings` configures every layer: which hot store, where the lake is,
+how to reach S3. Invalid values are a :class:`~backends.errors.ConfigError` naming the
+variable, never a traceback.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Any
+
+import pydantic
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from backends.base import StorageBackend
+from backends.errors import ConfigError, redact_dsn
+from backends.registry import resolve_backend_class
+
+ENV_PREFIX = "MAGSAG_STORAGE_"
+
+
+class StorageSettings(BaseSettings):
+    """Everything the storage layer reads from the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    backend: str = Field("sqlite", description="sqlite, postgres, timescale, a plugin name or pkg.module:Class")
+    db_path: Path = Field(Path(".magsag/storage.db"), description="SQLite file of the hot store")
+    enable_fts: bool = Field(True, description="keep a full-text index over event messages (SQLite)")
+    dsn: SecretStr | None = Field(None, description="PostgreSQL DSN, e.g. postgresql://user:pw@host:5432/db")
+    hot_days: int = Field(7, ge=0, le=36500, description="days kept in the hot store before tiering")
+    archive_enabled: bool = Field(False, description="vacuum refuses to delete days not archived yet")
+    archive_destination: str | None = Field(None, description="default destination of `data archive`")
+    lake_url: str = Field("./lake", description="root of the Parquet lake: a folder, s3://bucket/prefix, ...")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. http://127.0.0.1:8333")
+    s3_region: str | None = Field(None, description="S3 region (default us-east-1)")
+    s3_access_key_id: SecretStr | None = Field(None, description="S3 key id (else AWS_ACCESS_KEY_ID)")
+    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret (else AWS_SECRET_ACCESS_KEY)")
+    pg_pool_min: int = Field(1, ge=0, le=1000, description="PostgreSQL pool: minimum connections")
+    pg_pool_max: int = Field(10, ge=1, le=1000, description="PostgreSQL pool: maximum connections")
+    pg_statement_timeout_ms: int = Field(60_000, ge=0, description="PostgreSQL statement timeout")
+    runs_base_dir: Path = Field(
+        Path(".runs/agents"),
+        validation_alias=AliasChoices("MAGSAG_RUNS_BASE_DIR", "MAGSAG_STORAGE_RUNS_BASE_DIR"),
+        description="legacy run folders to import (MAGSAG_RUNS_BASE_DIR)",
+    )
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_name(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("lake_url")
+    @classmethod
+    def _lake_url(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+    def dsn_value(self) -> str | None:
+        return self.dsn.get_secret_value() if self.dsn is not None else None
+
+    def describe(self) -> dict[str, Any]:
+        """Settings for display: secrets masked, DSN passwords removed."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = redact_dsn(value.get_secret_value()) if name == "dsn" else "***"
+            out[name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+def _env_name(field: str) -> str:
+    if field == "runs_base_dir":
+        return "MAGSAG_RUNS_BASE_DIR"
+    return ENV_PREFIX + field.upper()
+
+
+def load_settings(**overrides: Any) -> StorageSettings:
+    """Read settings from the environment and ``.env``; ``overrides`` (not None) win.
+
+    Raises :class:`ConfigError` naming the variable for any invalid value.
+    """
+    values = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return StorageSettings(**values)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err.get("loc") else "?"
+        source = field if field in values else _env_name(field)
+        raw = values.get(field, os.environ.get(_env_name(field)))
+        shown = "" if raw is None or "secret" in field or field == "dsn" else f" (got {raw!r})"
+        raise ConfigError(f"{source}: {err['msg'].lower()}{shown}") from None
+
+
+def backend_from_settings(settings: StorageSettings) -> StorageBackend:
+    """Instantiate (not initialize) the hot store the settings name."""
+    try:
+        cls = resolve_backend_class(settings.backend)
+    except ConfigError as exc:
+        raise ConfigError(f"MAGSAG_STORAGE_BACKEND: {exc}") from None
+    factory = getattr(cls, "from_settings", None)
+    if callable(factory):
+        return factory(settings)
+    kind = settings.backend.strip().lower()
+    if kind == "sqlite":
+        return cls(db_path=settings.db_path, enable_fts=settings.enable_fts)  # type: ignore[call-arg]
+    params = inspect.signature(cls).parameters
+    return cls(**{k: v for k, v in {"settings": settings}.items() if k in params})  # type: ignore[arg-type]
