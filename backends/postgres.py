@@ -1,0 +1,753 @@
+"""PostgreSQL hot store: the production backend, same contract as SQLite, built for volume.
+
+* **Connections.** One asyncpg pool (``pool_min``..``pool_max``), a server-side
+  ``statement_timeout`` on every session, timestamps exchanged as integer microseconds.
+  Reads are retried with back-off when the *connection* is lost (server restart,
+  terminated session); writes never are: they fail with one line saying that appending
+  the batch again is safe, since duplicates are skipped.
+* **Schema.** See :mod:`backends.postgres_schema`: JSONB ``payload``/``metrics`` with GIN
+  indexes, a generated ``tsvector`` over ``msg`` with a GIN index, events partitioned by
+  UTC day (created ahead at ``init`` and on demand for late or early timestamps), or a
+  TimescaleDB hypertable when that extension is available at the first ``init``.
+* **Ingest.** ``append_events`` streams the batch with binary ``COPY`` in one transaction.
+  If the batch holds already-stored ``event_id``\\ s, the COPY fails on the unique key
+  and the batch goes through a temporary staging table and ``INSERT ... ON CONFLICT DO
+  NOTHING`` instead, which stores only the new rows (and stays on that path while
+  batches keep containing duplicates). A single ``append_event`` is one prepared
+  statement that inserts the event and, if needed, its run.
+* **Search.** ``websearch_to_tsquery`` over quoted words (default; no input can raise a
+  syntax error) or ``to_tsquery`` syntax with ``raw=True``; ranked by ``ts_rank``.
+* **Retention.** ``vacuum`` drops whole day partitions when a whole day goes and
+  DELETEs only on days that keep rows (events of runs still ``running``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import unicodedata
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from datetime import date, datetime
+from typing import Any, ClassVar, TypeVar
+
+from backends import postgres_partitions as parts_mod
+from backends.base import StorageBackend, StorageCapabilities, check_aggregation, check_limit
+from backends.errors import ConfigError, NotFoundError, QueryError, StorageError
+from backends.postgres_conn import (
+    DsnInfo,
+    create_pool,
+    is_connection_loss,
+    query_error,
+    require_asyncpg,
+)
+from backends.postgres_partitions import NATIVE, TIMESCALE, DayPartition
+from backends.postgres_schema import (
+    EVENT_COLUMN_LIST,
+    FTS_CONFIG,
+    check_schema_name,
+    date_day,
+    migrate,
+    read_meta,
+    target_version,
+)
+from backends.schema import (
+    EVENT_COLUMNS,
+    RUN_COLUMNS,
+    RUNNING,
+    TERMINAL_STATUSES,
+    US_PER_DAY,
+    Event,
+    Run,
+    coerce_datetime,
+    event_record,
+    iso_from_us,
+    json_object_text,
+    normalize_status,
+    run_record,
+    to_us,
+    utc_now,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_ALNUM = re.compile(r"[^\W_]+", re.UNICODE)
+_MARKS = re.compile("[\u0300-\u036f]+")
+_RUN_SELECT = ", ".join(RUN_COLUMNS)
+_EVENT_SELECT = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
+_PAGE = 1000
+_RETRY_DELAYS = (0.1, 0.5, 1.5, 3.0)
+_AGGREGATES = {"avg": "avg(v)", "sum": "sum(v)", "min": "min(v)", "max": "max(v)", "count": "count(v)"}
+
+
+def _fold(text: str) -> str:
+    """Strip diacritics the way the index does (NFD, drop U+0300..U+036F)."""
+    return _MARKS.sub("", unicodedata.normalize("NFD", text))
+
+
+def websearch_words(query: str) -> str | None:
+    """User text -> a ``websearch_to_tsquery`` input of quoted words (all required).
+
+    Each word is split into the same letter/digit runs the index holds, so
+    ``foo_bar`` or ``mcp.call`` become the phrase ``"foo bar"``/``"mcp call"``; quoting
+    keeps ``or`` and ``-`` literal. None when the text has no words.
+    """
+    groups = []
+    for word in _WORD.findall(query or ""):
+        pieces = _ALNUM.findall(_fold(word))
+        if pieces:
+            groups.append('"' + " ".join(pieces) + '"')
+    return " ".join(groups) or None
+
+
+class PostgresStorageBackend(StorageBackend):
+    """PostgreSQL hot store living in one schema (``magsag`` by default) of the DSN's database."""
+
+    name: ClassVar[str] = "postgres"
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "magsag",
+        pool_min: int = 1,
+        pool_max: int = 10,
+        statement_timeout_ms: int = 60_000,
+        timescale: bool | None = None,
+        premake_days: int = 3,
+        read_retries: int = 3,
+        connect_timeout: float = 10.0,
+        lock_timeout_ms: int = 5_000,
+    ):
+        self._dsn = dsn  # holds the password: never put it in a message, a log or repr()
+        self._info = DsnInfo.parse(dsn)
+        self.schema = check_schema_name(schema)
+        if pool_max < 1 or pool_min < 0:
+            raise ConfigError(f"PostgreSQL pool size must be min >= 0 and max >= 1, got {pool_min}..{pool_max}")
+        self.pool_min, self.pool_max = pool_min, pool_max
+        self.statement_timeout_ms = int(statement_timeout_ms)
+        self._want_timescale = timescale
+        self.premake_days = max(0, int(premake_days))
+        self.read_retries = max(0, int(read_retries))
+        self.connect_timeout = connect_timeout
+        self.lock_timeout_ms = int(lock_timeout_ms)
+        self.enable_fts = True  # the tsvector index always exists (parity with SQLite's flag)
+        self.partitioning: str | None = None  # "native" or "timescale", known after initialize()
+        self.schema_version: int | None = None
+        self._pool: Any = None
+        self._parts: dict[int, DayPartition] = {}
+        self._parts_lock = asyncio.Lock()
+        self._dedupe_mode = False
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> PostgresStorageBackend:
+        dsn = settings.dsn_value()
+        if not dsn:
+            raise ConfigError(
+                "MAGSAG_STORAGE_DSN is required for the postgres backend (e.g. postgresql://user@host:5432/db)"
+            )
+        kind = str(settings.backend).strip().lower()
+        return cls(
+            dsn,
+            pool_min=settings.pg_pool_min,
+            pool_max=settings.pg_pool_max,
+            statement_timeout_ms=settings.pg_statement_timeout_ms,
+            timescale=True if kind == "timescale" else None,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._info}, schema={self.schema!r})"
+
+    @property
+    def where(self) -> str:
+        """``user@host:port/db`` (never the password)."""
+        return str(self._info)
+
+    # ------------------------------------------------------------ lifecycle
+    async def initialize(self) -> None:
+        if self._pool is not None:
+            return
+        require_asyncpg()
+        pool = await create_pool(
+            self._dsn,
+            self._info,
+            min_size=self.pool_min,
+            max_size=self.pool_max,
+            statement_timeout_ms=self.statement_timeout_ms,
+            connect_timeout=self.connect_timeout,
+        )
+        try:
+            async with pool.acquire() as conn:
+                meta = await self._migrate(conn)
+            self.partitioning = meta.get("partitioning", NATIVE)
+            self.schema_version = int(meta.get("schema_version", "0"))
+            self._pool = pool
+            await self._refresh_partitions()
+            today = date_day(utc_now().date())
+            await self.ensure_days(range(today - 1, today + self.premake_days + 1))
+        except BaseException as exc:
+            self._pool = None
+            pool.terminate()
+            if isinstance(exc, (StorageError, asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+                raise
+            raise query_error(exc, f"initializing schema {self.schema!r} in {self.where}", self._info, 0) from None
+
+    async def _migrate(self, conn: Any) -> dict[str, str]:
+        what = f"creating schema {self.schema!r} in database {self._info.database!r}"
+        try:
+            meta = await read_meta(conn, self.schema)
+            if int(meta.get("schema_version", "0")) == target_version():
+                return meta
+            timescale = await self._choose_timescale(conn, meta)
+            _, meta = await migrate(conn, self.schema, timescale=timescale)
+            return meta
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise query_error(exc, what, self._info, self.statement_timeout_ms) from None
+
+    async def _choose_timescale(self, conn: Any, meta: dict[str, str]) -> bool:
+        """Hypertable or native partitions: fixed when the schema is first created."""
+        if "partitioning" in meta:
+            if self._want_timescale and meta["partitioning"] != TIMESCALE:
+                log.warning("schema %s uses native partitioning; TimescaleDB needs a new schema", self.schema)
+            return meta["partitioning"] == TIMESCALE
+        if self._want_timescale is False:
+            return False
+        row = await conn.fetchrow(
+            "SELECT installed_version FROM pg_available_extensions WHERE name = 'timescaledb'",
+        )
+        if row is None:
+            if self._want_timescale:
+                raise ConfigError(
+                    f"the timescaledb extension is not available on {self._info.host}:{self._info.port}; "
+                    "use MAGSAG_STORAGE_BACKEND=postgres (native day partitions)"
+                )
+            return False
+        if row["installed_version"] is None:
+            try:
+                async with conn.transaction():
+                    await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            except Exception as exc:
+                if self._want_timescale:
+                    raise ConfigError(f"cannot enable timescaledb: {str(exc).splitlines()[0]}") from None
+                log.warning("timescaledb is installed but cannot be enabled (%s); using native partitions", exc)
+                return False
+        return True
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), timeout=10)
+        except TimeoutError:
+            pool.terminate()
+
+    @property
+    def capabilities(self) -> StorageCapabilities:
+        return StorageCapabilities(
+            append_event=True,
+            get_run=True,
+            list_runs=True,
+            query_metrics=True,
+            search_text=True,
+            vector_search=False,
+            archive_artifacts=False,
+            lifecycle_policy=True,
+            streaming=True,
+        )
+
+    # ----------------------------------------------------------------- plumbing
+    def _require(self) -> Any:
+        if self._pool is None:
+            raise RuntimeError("call initialize() (or use 'async with') before using the backend")
+        return self._pool
+
+    async def _read(self, fn: Callable[[Any], Awaitable[T]], what: str) -> T:
+        """Run an idempotent read; retried with back-off when the connection is lost."""
+        pool = self._require()
+        for attempt in range(self.read_retries + 1):
+            try:
+                async with pool.acquire() as conn:
+                    return await fn(conn)
+            except StorageError:
+                raise
+            except Exception as exc:
+                if not is_connection_loss(exc) or attempt >= self.read_retries:
+                    raise query_error(exc, what, self._info, self.statement_timeout_ms) from None
+                log.info("magsag postgres: connection lost while %s; retrying (%s)", what, type(exc).__name__)
+                with contextlib.suppress(Exception):
+                    await pool.expire_connections()
+                await asyncio.sleep(_RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _write(self, fn: Callable[[Any], Awaitable[T]], what: str) -> T:
+        """Run a write once: a lost connection is reported, never silently replayed."""
+        pool = self._require()
+        try:
+            async with pool.acquire() as conn:
+                return await fn(conn)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise query_error(exc, what, self._info, self.statement_timeout_ms) from None
+
+    async def read(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``await fn(conn)`` on a pooled asyncpg connection (for tools and tiering)."""
+        return await self._read(fn, "running a read")
+
+    # --------------------------------------------------------------- partitions
+    async def _refresh_partitions(self) -> None:
+        mode = self.partitioning or NATIVE
+        self._parts = await self._read(lambda c: parts_mod.list_partitions(c, self.schema, mode), "listing partitions")
+
+    async def ensure_days(self, days: Iterable[int]) -> None:
+        """Make sure a partition exists for each day number (days since 1970-01-01)."""
+        if self.partitioning == TIMESCALE:
+            return  # TimescaleDB creates chunks itself
+        missing = set(days) - self._parts.keys()
+        if not missing:
+            return
+        today = date_day(utc_now().date())
+        # A day at or after today also gets the next days, so midnight never waits on DDL.
+        for day in list(missing):
+            if day >= today - 1:
+                missing.update(range(day + 1, day + self.premake_days + 1))
+        async with self._parts_lock:
+            missing -= self._parts.keys()
+            if missing:
+                self._parts = await self._write(
+                    lambda c: parts_mod.create_partitions(
+                        c, self.schema, missing, lock_timeout_ms=self.lock_timeout_ms
+                    ),
+                    f"creating day partitions in schema {self.schema!r}",
+                )
+
+    async def day_partitions(self) -> list[dict[str, Any]]:
+        """Every day partition, oldest first: ``day`` (ISO date), ``table`` (qualified), ``bytes``."""
+        await self._refresh_partitions()
+        found = list(self._parts.values())
+        sizes = await self._read(lambda c: parts_mod.partition_sizes(c, found), "sizing partitions")
+        return [
+            {"day": p.date_iso, "table": p.table, "bytes": sizes.get(p.day, 0)}
+            for p in sorted(found, key=lambda p: p.day)
+        ]
+
+    def partition_table(self, day: date) -> str | None:
+        """The qualified table holding ``day``'s events, if that partition exists."""
+        part = self._parts.get(date_day(day))
+        return part.table if part else None
+
+    # ------------------------------------------------------------------ writes
+    async def _append_validated(self, events: list[Event]) -> int:
+        self._require()
+        await self.ensure_days({e.ts_us // US_PER_DAY for e in events})
+        asyncpg = require_asyncpg()
+        for attempt in range(2):
+            try:
+                if len(events) == 1:
+                    return await self._write_raw(lambda c: self._insert_one(c, events[0]))
+                return await self._write_raw(lambda c: self._copy(c, events))
+            except asyncpg.CheckViolationError as exc:
+                # A partition another process dropped since we listed them: list again, retry once.
+                if "no partition" not in str(exc) or attempt:
+                    raise query_error(exc, "appending events", self._info, self.statement_timeout_ms) from None
+                await self._refresh_partitions()
+                await self.ensure_days({e.ts_us // US_PER_DAY for e in events})
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _write_raw(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """Like :meth:`_write` but lets CheckViolationError through (partition retry)."""
+        asyncpg = require_asyncpg()
+        pool = self._require()
+        try:
+            async with pool.acquire() as conn:
+                return await fn(conn)
+        except (StorageError, asyncpg.CheckViolationError):
+            raise
+        except Exception as exc:
+            what = "appending events (appending the same batch again is safe: stored events are skipped)"
+            raise query_error(exc, what, self._info, self.statement_timeout_ms) from None
+
+    async def _insert_one(self, conn: Any, event: Event) -> int:
+        s = self.schema
+        placeholders = ", ".join(f"${i}" for i in range(1, len(EVENT_COLUMNS) + 1))
+        sql = (
+            f"WITH ev AS (INSERT INTO {s}.events ({EVENT_COLUMN_LIST}) VALUES ({placeholders}) "
+            "ON CONFLICT DO NOTHING RETURNING run_id, agent_slug, ts), "
+            f"run AS (INSERT INTO {s}.runs (run_id, agent_slug, status, started_at) "
+            "SELECT run_id, agent_slug, 'running', ts FROM ev ON CONFLICT (run_id) DO NOTHING) "
+            "SELECT count(*) FROM ev"
+        )
+        return await conn.fetchval(sql, *event.row())
+
+    async def _copy(self, conn: Any, events: list[Event]) -> int:
+        asyncpg = require_asyncpg()
+        rows = [e.row() for e in events]
+        if not self._dedupe_mode:
+            try:
+                async with conn.transaction():
+                    status = await conn.copy_records_to_table(
+                        "events", records=rows, columns=EVENT_COLUMNS, schema_name=self.schema
+                    )
+                    await self._create_runs(conn, events)
+                return _count(status)
+            except asyncpg.UniqueViolationError:
+                self._dedupe_mode = True
+        s = self.schema
+        async with conn.transaction():
+            await conn.execute(
+                "CREATE TEMP TABLE magsag_stage (event_id text, ts timestamptz, run_id text, agent_slug text, "
+                "type text, level text, msg text, payload jsonb, span_id text, parent_span_id text, "
+                "contract_id text, contract_version text, artifact_uri text) ON COMMIT DROP"
+            )
+            await conn.copy_records_to_table("magsag_stage", records=rows, columns=EVENT_COLUMNS)
+            status = await conn.execute(
+                f"INSERT INTO {s}.events ({EVENT_COLUMN_LIST}) SELECT {EVENT_COLUMN_LIST} FROM magsag_stage "
+                "ORDER BY ctid ON CONFLICT DO NOTHING"
+            )
+            inserted = _count(status)
+            if inserted:
+                await self._create_runs(conn, events)
+        self._dedupe_mode = inserted < len(rows)
+        return inserted
+
+    async def _create_runs(self, conn: Any, events: list[Event]) -> None:
+        """Create the unknown runs of a batch (status running, started at their first event)."""
+        firsts: dict[str, tuple[str, int]] = {}
+        for e in events:
+            known = firsts.get(e.run_id)
+            if known is None or e.ts_us < known[1]:
+                firsts[e.run_id] = (e.agent_slug, e.ts_us)
+        ids = sorted(firsts)  # one lock order for every writer: no deadlocks between batches
+        await conn.execute(
+            f"INSERT INTO {self.schema}.runs (run_id, agent_slug, status, started_at) "
+            "SELECT r, a, 'running', t FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(r, a, t) "
+            "ON CONFLICT (run_id) DO NOTHING",
+            ids,
+            [firsts[r][0] for r in ids],
+            [firsts[r][1] for r in ids],
+        )
+
+    async def create_run(
+        self,
+        run_id: str,
+        agent_slug: str,
+        parent_run_id: str | None = None,
+        started_at: datetime | None = None,
+        status: str = "running",
+        tags: list[str] | None = None,
+    ) -> dict[str, Any]:
+        run = Run.create(run_id, agent_slug, parent_run_id, started_at, status, tags)
+        sql = (
+            f"INSERT INTO {self.schema}.runs AS r (run_id, agent_slug, parent_run_id, status, started_at, tags) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id) DO UPDATE SET "
+            "agent_slug = excluded.agent_slug, "
+            "parent_run_id = coalesce(excluded.parent_run_id, r.parent_run_id), "
+            "status = excluded.status, "
+            "started_at = CASE WHEN $7 THEN excluded.started_at ELSE r.started_at END, "
+            f"tags = excluded.tags RETURNING {_RUN_SELECT}"
+        )
+        args = (
+            run.run_id,
+            run.agent_slug,
+            run.parent_run_id,
+            run.status,
+            run.started_at_us,
+            list(run.tags),
+            started_at is not None,
+        )
+        row = await self._write(lambda c: c.fetchrow(sql, *args), f"creating run {run_id!r}")
+        return run_record(row)
+
+    async def update_run(
+        self,
+        run_id: str,
+        status: str | None = None,
+        ended_at: datetime | None = None,
+        metrics: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        if status is not None:
+            normalize_status(status)
+        ended = coerce_datetime(ended_at, "ended_at", required=False)
+        ended_us = to_us(ended) if ended else None
+        if ended_us is None and status in TERMINAL_STATUSES:
+            ended_us = to_us(utc_now())
+        patch = json_object_text(metrics, "metrics") if metrics is not None else None
+        clear_end = status == RUNNING and ended is None
+        sql = (
+            f"UPDATE {self.schema}.runs SET status = coalesce($2, status), "
+            "ended_at = CASE WHEN $5 THEN NULL ELSE coalesce($3, ended_at) END, "
+            "metrics = CASE WHEN $4::jsonb IS NULL THEN metrics ELSE metrics || $4::jsonb END "
+            f"WHERE run_id = $1 RETURNING {_RUN_SELECT}"
+        )
+        row = await self._write(
+            lambda c: c.fetchrow(sql, run_id, status, ended_us, patch, clear_end), f"updating run {run_id!r}"
+        )
+        if row is None:
+            raise NotFoundError(f"run {run_id!r} not found")
+        return run_record(row)
+
+    # ------------------------------------------------------------------- reads
+    async def get_run(self, run_id: str) -> dict[str, Any] | None:
+        sql = f"SELECT {_RUN_SELECT} FROM {self.schema}.runs WHERE run_id = $1"
+        row = await self._read(lambda c: c.fetchrow(sql, run_id), f"reading run {run_id!r}")
+        return run_record(row) if row else None
+
+    async def list_runs(
+        self,
+        agent_slug: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        check_limit(limit)
+        check_limit(offset, "offset")
+        if status is not None:
+            normalize_status(status)
+        where: list[str] = []
+        params: list[Any] = []
+
+        def add(cond: str, value: Any) -> None:
+            params.append(value)
+            where.append(cond.format(f"${len(params)}"))
+
+        if agent_slug is not None:
+            add("agent_slug = {}", agent_slug)
+        if status is not None:
+            add("status = {}", status)
+        if since is not None:
+            add("started_at >= {}", to_us(coerce_datetime(since, "since")))  # type: ignore[arg-type]
+        if until is not None:
+            add("started_at < {}", to_us(coerce_datetime(until, "until")))  # type: ignore[arg-type]
+        sql = f"SELECT {_RUN_SELECT} FROM {self.schema}.runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY started_at DESC, run_id DESC LIMIT ${len(params) + 1} OFFSET ${len(params) + 2}"
+        rows = await self._read(lambda c: c.fetch(sql, *params, limit, offset), "listing runs")
+        return [run_record(r) for r in rows]
+
+    async def get_events(  # type: ignore[override]
+        self,
+        run_id: str,
+        event_type: str | None = None,
+        level: str | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        check_limit(limit)
+        where, params = ["e.run_id = $1"], [run_id]
+        if event_type is not None:
+            params.append(event_type)
+            where.append(f"e.type = ${len(params)}")
+        if level is not None:
+            params.append(level.lower())
+            where.append(f"e.level = ${len(params)}")
+        n = len(params)
+        base = f"SELECT {_EVENT_SELECT}, e.seq FROM {self.schema}.events e WHERE {' AND '.join(where)}"
+        first_sql = f"{base} ORDER BY e.ts, e.seq LIMIT ${n + 1}"
+        next_sql = f"{base} AND (e.ts, e.seq) > (${n + 1}, ${n + 2}) ORDER BY e.ts, e.seq LIMIT ${n + 3}"
+        remaining = limit
+        cursor: tuple[int, int] | None = None
+        while remaining is None or remaining > 0:
+            page = _PAGE if remaining is None else min(_PAGE, remaining)
+            if cursor is None:
+                args: list[Any] = [*params, page]
+                sql = first_sql
+            else:
+                args = [*params, cursor[0], cursor[1], page]
+                sql = next_sql
+            rows = await self._read(lambda c, q=sql, a=args: c.fetch(q, *a), f"reading events of run {run_id!r}")
+            for r in rows:
+                yield event_record(tuple(r)[:-1])
+            if len(rows) < page:
+                return
+            cursor = (rows[-1]["ts"], rows[-1]["seq"])
+            if remaining is not None:
+                remaining -= len(rows)
+
+    async def search_text(
+        self,
+        query: str,
+        agent_slug: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+        *,
+        raw: bool = False,
+        until: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """Full-text search over ``msg``, best match first (``ts_rank``, then newest).
+
+        Default: ``query`` is words, all required (``websearch_to_tsquery`` over quoted
+        words). ``raw=True``: PostgreSQL ``to_tsquery`` syntax (``&``, ``|``, ``!``,
+        ``<->``, prefix ``:*``); a malformed raw query raises :class:`QueryError`.
+        """
+        check_limit(limit)
+        if not isinstance(query, str):
+            raise QueryError("the search query must be text")
+        if raw:
+            text = _fold(query)
+            fn = "to_tsquery"
+        else:
+            text = websearch_words(query)  # type: ignore[assignment]
+            fn = "websearch_to_tsquery"
+        if not text or not text.strip():
+            return []
+        params: list[Any] = [text]
+        filters = []
+        if agent_slug is not None:
+            params.append(agent_slug)
+            filters.append(f"e.agent_slug = ${len(params)}")
+        if since is not None:
+            params.append(to_us(coerce_datetime(since, "since")))  # type: ignore[arg-type]
+            filters.append(f"e.ts >= ${len(params)}")
+        if until is not None:
+            params.append(to_us(coerce_datetime(until, "until")))  # type: ignore[arg-type]
+            filters.append(f"e.ts < ${len(params)}")
+        params.append(limit)
+        extra = "".join(f" AND {f}" for f in filters)
+        sql = (
+            f"WITH q AS MATERIALIZED (SELECT {fn}('{FTS_CONFIG}', $1) AS q) "
+            f"SELECT {_EVENT_SELECT}, ts_rank(e.msg_tsv, q.q, 1) AS score "
+            f"FROM q, {self.schema}.events e WHERE e.msg_tsv @@ q.q{extra} "
+            f"ORDER BY score DESC, e.ts DESC LIMIT ${len(params)}"
+        )
+        asyncpg = require_asyncpg()
+
+        async def run(c: Any) -> list[Any]:
+            try:
+                return await c.fetch(sql, *params)
+            except asyncpg.PostgresSyntaxError as exc:
+                if raw:
+                    raise QueryError(
+                        f"malformed full-text query {query!r}: {str(exc).splitlines()[0]}; "
+                        "search without --raw to match the words as typed"
+                    ) from None
+                raise
+
+        rows = await self._read(run, "searching events")
+        out = []
+        for r in rows:
+            rec = event_record(tuple(r)[:-1])
+            rec["score"] = float(r["score"])
+            out.append(rec)
+        return out
+
+    async def query_metrics(
+        self,
+        metric_name: str,
+        agent_slug: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        aggregation: str = "avg",
+    ) -> dict[str, Any]:
+        check_aggregation(aggregation)
+        where = ["type = 'metric'", "payload ->> 'name' = $1", "jsonb_typeof(payload -> 'value') = 'number'"]
+        params: list[Any] = [metric_name]
+        if agent_slug is not None:
+            params.append(agent_slug)
+            where.append(f"agent_slug = ${len(params)}")
+        if since is not None:
+            params.append(to_us(coerce_datetime(since, "since")))  # type: ignore[arg-type]
+            where.append(f"ts >= ${len(params)}")
+        if until is not None:
+            params.append(to_us(coerce_datetime(until, "until")))  # type: ignore[arg-type]
+            where.append(f"ts < ${len(params)}")
+        if aggregation.startswith("p"):
+            agg = f"percentile_cont({int(aggregation[1:]) / 100}) WITHIN GROUP (ORDER BY v)"
+        else:
+            agg = _AGGREGATES[aggregation]
+        sql = (
+            f"SELECT {agg} AS value, count(v) AS n FROM (SELECT (payload ->> 'value')::float8 AS v "
+            f"FROM {self.schema}.events WHERE {' AND '.join(where)}) m"
+        )
+        row = await self._read(lambda c: c.fetchrow(sql, *params), f"aggregating metric {metric_name!r}")
+        count = int(row["n"])
+        value = row["value"]
+        if aggregation == "count":
+            value = count
+        elif count == 0 or value is None:
+            value = None
+        else:
+            value = float(value)
+        return {"metric": metric_name, "aggregation": aggregation, "value": value, "count": count}
+
+    # --------------------------------------------------------------- retention
+    async def vacuum(
+        self,
+        hot_days: int = 7,
+        max_disk_mb: float | None = None,
+        dry_run: bool = False,
+        *,
+        now: datetime | None = None,
+        keep_days: Iterable[Any] | None = None,
+    ) -> dict[str, Any]:
+        """Delete data older than the cutoff: whole day partitions are dropped, not DELETEd.
+
+        A day before the cutoff whose events all go (no run of it is still ``running``)
+        is dropped with ``DROP TABLE`` (no bloat, no vacuum debt); a day that keeps some
+        events gets a ``DELETE`` of the others. ``keep_days`` are left untouched.
+        """
+        from backends.postgres_retention import run_vacuum
+
+        return await run_vacuum(self, hot_days, max_disk_mb, dry_run, now=now, keep_days=keep_days)
+
+    async def drop_day_partition(self, day: date) -> int:
+        """Drop one whole day of events, whatever runs they belong to; return the rows dropped.
+
+        For tiering, after that day is safely in the lake. Raises :class:`LockedError` if
+        the table stays locked by others longer than ``lock_timeout_ms``.
+        """
+        from backends.postgres_retention import drop_whole_day
+
+        await self._refresh_partitions()
+        part = self._parts.get(date_day(day))
+        if part is None:
+            return 0
+        return await drop_whole_day(self, part, require_no_running=False)
+
+    # ------------------------------------------------------------------- misc
+    async def stats(self) -> dict[str, Any]:
+        """Row counts, time range and on-disk size of the hot store."""
+        s = self.schema
+
+        async def q(c: Any) -> dict[str, Any]:
+            n_ev, lo, hi = await c.fetchrow(f"SELECT count(*), min(ts), max(ts) FROM {s}.events")
+            n_run = await c.fetchval(f"SELECT count(*) FROM {s}.runs")
+            found = await parts_mod.list_partitions(c, s, self.partitioning or NATIVE)
+            sizes = await parts_mod.partition_sizes(c, found.values())
+            other = await c.fetchval(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind = 'r' "
+                "AND NOT c.relispartition",
+                s,
+            )
+            return {
+                "backend": self.name,
+                "dsn": self.where,
+                "schema": s,
+                "schema_version": self.schema_version,
+                "partitioning": self.partitioning,
+                "partitions": len(found),
+                "events": int(n_ev),
+                "runs": int(n_run),
+                "oldest": iso_from_us(lo),
+                "newest": iso_from_us(hi),
+                "bytes": int(sum(sizes.values()) + int(other)),
+                "fts": True,
+            }
+
+        return await self._read(q, "reading store statistics")
+
+
+def _count(status: str) -> int:
+    """Rows of a command tag such as ``COPY 500`` or ``INSERT 0 500``."""
+    try:
+        return int(status.rsplit(" ", 1)[-1])
+    except (ValueError, AttributeError):
+        return 0
