@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import date, datetime
 from typing import Any, ClassVar, TypeVar
@@ -39,6 +38,7 @@ from backends.postgres_conn import (
     DsnInfo,
     create_pool,
     is_connection_loss,
+    never_sent,
     query_error,
     require_asyncpg,
 )
@@ -75,17 +75,11 @@ T = TypeVar("T")
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _ALNUM = re.compile(r"[^\W_]+", re.UNICODE)
-_MARKS = re.compile("[\u0300-\u036f]+")
 _RUN_SELECT = ", ".join(RUN_COLUMNS)
 _EVENT_SELECT = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
 _PAGE = 1000
 _RETRY_DELAYS = (0.1, 0.5, 1.5, 3.0)
 _AGGREGATES = {"avg": "avg(v)", "sum": "sum(v)", "min": "min(v)", "max": "max(v)", "count": "count(v)"}
-
-
-def _fold(text: str) -> str:
-    """Strip diacritics the way the index does (NFD, drop U+0300..U+036F)."""
-    return _MARKS.sub("", unicodedata.normalize("NFD", text))
 
 
 def websearch_words(query: str) -> str | None:
@@ -97,7 +91,7 @@ def websearch_words(query: str) -> str | None:
     """
     groups = []
     for word in _WORD.findall(query or ""):
-        pieces = _ALNUM.findall(_fold(word))
+        pieces = _ALNUM.findall(word)
         if pieces:
             groups.append('"' + " ".join(pieces) + '"')
     return " ".join(groups) or None
@@ -267,17 +261,38 @@ class PostgresStorageBackend(StorageBackend):
             raise RuntimeError("call initialize() (or use 'async with') before using the backend")
         return self._pool
 
-    async def _read(self, fn: Callable[[Any], Awaitable[T]], what: str) -> T:
-        """Run an idempotent read; retried with back-off when the connection is lost."""
+    async def _run(
+        self,
+        fn: Callable[[Any], Awaitable[T]],
+        what: str,
+        *,
+        idempotent: bool,
+        passthrough: tuple[type[BaseException], ...] = (),
+    ) -> T:
+        """Run ``await fn(conn)`` on a pooled connection, mapping errors to one line.
+
+        A lost connection is retried with back-off for idempotent work (reads). A write is
+        retried only when the driver proves the statement was never sent (a pooled
+        connection the server closed while idle); otherwise the loss is reported, never
+        silently replayed. Broken connections are terminated, not handed back to the pool.
+        """
         pool = self._require()
-        for attempt in range(self.read_retries + 1):
+        attempts = self.read_retries + 1 if idempotent else 2
+        for attempt in range(attempts):
             try:
                 async with pool.acquire() as conn:
-                    return await fn(conn)
-            except StorageError:
+                    try:
+                        return await fn(conn)
+                    except Exception as exc:
+                        if is_connection_loss(exc):
+                            with contextlib.suppress(Exception):  # already detached if it closed itself
+                                conn.terminate()
+                        raise
+            except (StorageError, *passthrough):
                 raise
             except Exception as exc:
-                if not is_connection_loss(exc) or attempt >= self.read_retries:
+                retry = is_connection_loss(exc) if idempotent else never_sent(exc)
+                if not retry or attempt + 1 >= attempts:
                     raise query_error(exc, what, self._info, self.statement_timeout_ms) from None
                 log.info("magsag postgres: connection lost while %s; retrying (%s)", what, type(exc).__name__)
                 with contextlib.suppress(Exception):
@@ -285,16 +300,11 @@ class PostgresStorageBackend(StorageBackend):
                 await asyncio.sleep(_RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)])
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def _read(self, fn: Callable[[Any], Awaitable[T]], what: str) -> T:
+        return await self._run(fn, what, idempotent=True)
+
     async def _write(self, fn: Callable[[Any], Awaitable[T]], what: str) -> T:
-        """Run a write once: a lost connection is reported, never silently replayed."""
-        pool = self._require()
-        try:
-            async with pool.acquire() as conn:
-                return await fn(conn)
-        except StorageError:
-            raise
-        except Exception as exc:
-            raise query_error(exc, what, self._info, self.statement_timeout_ms) from None
+        return await self._run(fn, what, idempotent=False)
 
     async def read(self, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``await fn(conn)`` on a pooled asyncpg connection (for tools and tiering)."""
@@ -347,11 +357,15 @@ class PostgresStorageBackend(StorageBackend):
         self._require()
         await self.ensure_days({e.ts_us // US_PER_DAY for e in events})
         asyncpg = require_asyncpg()
+        passthrough = (asyncpg.CheckViolationError,)
+        what = "appending events (appending the same batch again is safe: stored events are skipped)"
         for attempt in range(2):
             try:
                 if len(events) == 1:
-                    return await self._write_raw(lambda c: self._insert_one(c, events[0]))
-                return await self._write_raw(lambda c: self._copy(c, events))
+                    return await self._run(
+                        lambda c: self._insert_one(c, events[0]), what, idempotent=False, passthrough=passthrough
+                    )
+                return await self._run(lambda c: self._copy(c, events), what, idempotent=False, passthrough=passthrough)
             except asyncpg.CheckViolationError as exc:
                 # A partition another process dropped since we listed them: list again, retry once.
                 if "no partition" not in str(exc) or attempt:
@@ -359,19 +373,6 @@ class PostgresStorageBackend(StorageBackend):
                 await self._refresh_partitions()
                 await self.ensure_days({e.ts_us // US_PER_DAY for e in events})
         raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _write_raw(self, fn: Callable[[Any], Awaitable[T]]) -> T:
-        """Like :meth:`_write` but lets CheckViolationError through (partition retry)."""
-        asyncpg = require_asyncpg()
-        pool = self._require()
-        try:
-            async with pool.acquire() as conn:
-                return await fn(conn)
-        except (StorageError, asyncpg.CheckViolationError):
-            raise
-        except Exception as exc:
-            what = "appending events (appending the same batch again is safe: stored events are skipped)"
-            raise query_error(exc, what, self._info, self.statement_timeout_ms) from None
 
     async def _insert_one(self, conn: Any, event: Event) -> int:
         s = self.schema
@@ -591,7 +592,9 @@ class PostgresStorageBackend(StorageBackend):
         if not isinstance(query, str):
             raise QueryError("the search query must be text")
         if raw:
-            text = _fold(query)
+            if "\x00" in query:
+                raise QueryError("malformed full-text query: it contains a NUL character")
+            text = query
             fn = "to_tsquery"
         else:
             text = websearch_words(query)  # type: ignore[assignment]

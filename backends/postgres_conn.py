@@ -164,9 +164,21 @@ def is_connection_loss(exc: BaseException) -> bool:
             asyncpg.AdminShutdownError,
             asyncpg.CrashShutdownError,
             asyncpg.CannotConnectNowError,
+            # asyncpg's protocol state breaks when the server ends an idle session
+            # (MagicStack/asyncpg#1069); the connection is unusable, like a lost one.
+            asyncpg.InternalClientError,
         ),
     ):
         return True
+    return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
+
+
+def never_sent(exc: BaseException) -> bool:
+    """True when the driver failed before sending anything: even a write may be retried."""
+    if asyncpg is None:
+        return False
+    if isinstance(exc, asyncpg.InternalClientError):
+        return "cannot switch to state" in str(exc)
     return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
 
 
