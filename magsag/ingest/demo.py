@@ -59,8 +59,8 @@ TOOLS = {
 TOOL_LATENCY_MS = {"web": 420.0, "github": 260.0, "pg": 35.0, "vector-db": 60.0, "slack": 180.0, "jira": 240.0}
 MODELS = (("gpt-4.1-mini", 0.0008), ("claude-sonnet-4", 0.009), ("gemini-2.5-flash", 0.0006))
 ERRORS = (
-    ("RateLimitError", "RateLimitError: 429 Too Many Requests from model provider"),
-    ("TimeoutError", "TimeoutError: MCP call exceeded 30s deadline"),
+    ("RateLimitError", "RateLimitError: 429 Too Many Requests, rate limit exceeded at model provider"),
+    ("TimeoutError", "TimeoutError: MCP tool call timed out after 30s"),
     ("ConnectionError", "ConnectionError: connection reset by peer while calling tool"),
     ("ContractViolation", "ContractViolation: output missing required field 'summary'"),
     ("ToolError", "ToolError: upstream returned 502 Bad Gateway"),
@@ -264,7 +264,7 @@ class DemoGenerator:
                 w.emit(
                     t,
                     LOG,
-                    "retry attempt 1 after RateLimitError: 429",
+                    "retry attempt 1 after rate limit (RateLimitError: 429)",
                     {"attempt": 1, "error": "RateLimitError: 429"},
                     level="warning",
                 )
