@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import date, datetime
 from typing import Any, ClassVar, TypeVar
 
@@ -464,6 +464,28 @@ class PostgresStorageBackend(StorageBackend):
         )
         row = await self._write(lambda c: c.fetchrow(sql, *args), f"creating run {run_id!r}")
         return run_record(row)
+
+    async def upsert_runs(self, runs: Iterable[Run | Mapping[str, Any]]) -> int:
+        """Write whole run records (insert, or replace every field) in one transaction."""
+        batch = [Run.from_mapping(r) for r in runs]
+        if not batch:
+            return 0
+        updates = ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS[1:])
+        sql = (
+            f"INSERT INTO {self.schema}.runs ({_RUN_SELECT}) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8) "
+            f"ON CONFLICT (run_id) DO UPDATE SET {updates}"
+        )
+        rows = [
+            (r.run_id, r.agent_slug, r.parent_run_id, r.status, r.started_at_us, r.ended_at_us, r.metrics, list(r.tags))
+            for r in batch
+        ]
+
+        async def op(conn: Any) -> int:
+            async with conn.transaction():
+                await conn.executemany(sql, rows)
+            return len(rows)
+
+        return await self._write(op, f"writing {len(rows)} runs")
 
     async def update_run(
         self,

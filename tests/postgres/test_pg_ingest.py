@@ -177,3 +177,39 @@ async def test_concurrent_writers_and_readers(make_backend, admin) -> None:
     assert await stored(admin, backend.schema, run) == 16 * 25
     total = await admin.fetchval(f"SELECT count(*) FROM {backend.schema}.events WHERE run_id LIKE $1", f"{run}-b%")
     assert total == 1000
+
+
+async def test_upsert_runs_inserts_and_replaces_whole_records(backend) -> None:
+    run = uid("run")
+    first = {"run_id": run, "agent_slug": "planner", "started_at": NOW - timedelta(hours=2), "tags": ["a", "b"]}
+    assert await backend.upsert_runs([first]) == 1
+    assert (await backend.get_run(run))["tags"] == ["a", "b"]
+    final = {
+        **first,
+        "status": "failed",
+        "ended_at": NOW,
+        "metrics": {"tokens": 12, "cost_usd": 0.5},
+        "tags": [],
+        "parent_run_id": "mag-1",
+    }
+    assert await backend.upsert_runs([final, final]) == 2
+    rec = await backend.get_run(run)
+    assert (rec["status"], rec["parent_run_id"], rec["tags"]) == ("failed", "mag-1", [])
+    assert rec["metrics"] == {"tokens": 12, "cost_usd": 0.5}
+    assert rec["ended_at"] == NOW.isoformat(timespec="microseconds")
+    assert await backend.upsert_runs([]) == 0
+
+
+async def test_demo_activity_loads_once(make_backend, admin) -> None:
+    from magsag.ingest.demo import load_demo
+
+    backend = await make_backend("demo")
+    first = await load_demo(backend, days=3, runs_per_day=4, seed=11, end=NOW)
+    assert first.new_events == first.events > 50
+    again = await load_demo(backend, days=3, runs_per_day=4, seed=11, end=NOW)
+    assert again.new_events == 0
+    assert await admin.fetchval(f"SELECT count(*) FROM {backend.schema}.events") == first.events
+    runs = await backend.list_runs(limit=1000)
+    assert len(runs) == first.runs
+    assert {r["status"] for r in runs} <= {"running", "succeeded", "failed", "canceled"}
+    assert (await backend.query_metrics("tokens", aggregation="count"))["count"] > 0
