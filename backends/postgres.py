@@ -42,9 +42,9 @@ from backends.postgres_conn import (
     query_error,
     require_asyncpg,
 )
+from backends.postgres_ingest import CopyPath, GroupCommit, insert_events
 from backends.postgres_partitions import NATIVE, TIMESCALE, DayPartition
 from backends.postgres_schema import (
-    EVENT_COLUMN_LIST,
     FTS_CONFIG,
     check_schema_name,
     date_day,
@@ -134,7 +134,8 @@ class PostgresStorageBackend(StorageBackend):
         self._pool: Any = None
         self._parts: dict[int, DayPartition] = {}
         self._parts_lock = asyncio.Lock()
-        self._dedupe_mode = False
+        self._copy_path = CopyPath()
+        self._singles = GroupCommit(self._write_singles, max_inflight=min(4, pool_max))
 
     @classmethod
     def from_settings(cls, settings: Any) -> PostgresStorageBackend:
@@ -233,9 +234,10 @@ class PostgresStorageBackend(StorageBackend):
         return True
 
     async def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is None:
+        if self._pool is None:
             return
+        await self._singles.wait_idle()
+        pool, self._pool = self._pool, None
         try:
             await asyncio.wait_for(pool.close(), timeout=10)
         except TimeoutError:
@@ -362,10 +364,13 @@ class PostgresStorageBackend(StorageBackend):
         for attempt in range(2):
             try:
                 if len(events) == 1:
-                    return await self._run(
-                        lambda c: self._insert_one(c, events[0]), what, idempotent=False, passthrough=passthrough
-                    )
-                return await self._run(lambda c: self._copy(c, events), what, idempotent=False, passthrough=passthrough)
+                    return await self._singles.append(events[0])
+                return await self._run(
+                    lambda c: self._copy_path.copy_events(c, self.schema, events),
+                    what,
+                    idempotent=False,
+                    passthrough=passthrough,
+                )
             except asyncpg.CheckViolationError as exc:
                 # A partition another process dropped since we listed them: list again, retry once.
                 if "no partition" not in str(exc) or attempt:
@@ -374,64 +379,13 @@ class PostgresStorageBackend(StorageBackend):
                 await self.ensure_days({e.ts_us // US_PER_DAY for e in events})
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _insert_one(self, conn: Any, event: Event) -> int:
-        s = self.schema
-        placeholders = ", ".join(f"${i}" for i in range(1, len(EVENT_COLUMNS) + 1))
-        sql = (
-            f"WITH ev AS (INSERT INTO {s}.events ({EVENT_COLUMN_LIST}) VALUES ({placeholders}) "
-            "ON CONFLICT DO NOTHING RETURNING run_id, agent_slug, ts), "
-            f"run AS (INSERT INTO {s}.runs (run_id, agent_slug, status, started_at) "
-            "SELECT run_id, agent_slug, 'running', ts FROM ev ON CONFLICT (run_id) DO NOTHING) "
-            "SELECT count(*) FROM ev"
-        )
-        return await conn.fetchval(sql, *event.row())
-
-    async def _copy(self, conn: Any, events: list[Event]) -> int:
+    async def _write_singles(self, events: list[Event]) -> list[int]:
         asyncpg = require_asyncpg()
-        rows = [e.row() for e in events]
-        if not self._dedupe_mode:
-            try:
-                async with conn.transaction():
-                    status = await conn.copy_records_to_table(
-                        "events", records=rows, columns=EVENT_COLUMNS, schema_name=self.schema
-                    )
-                    await self._create_runs(conn, events)
-                return _count(status)
-            except asyncpg.UniqueViolationError:
-                self._dedupe_mode = True
-        s = self.schema
-        async with conn.transaction():
-            await conn.execute(
-                "CREATE TEMP TABLE magsag_stage (event_id text, ts timestamptz, run_id text, agent_slug text, "
-                "type text, level text, msg text, payload jsonb, span_id text, parent_span_id text, "
-                "contract_id text, contract_version text, artifact_uri text) ON COMMIT DROP"
-            )
-            await conn.copy_records_to_table("magsag_stage", records=rows, columns=EVENT_COLUMNS)
-            status = await conn.execute(
-                f"INSERT INTO {s}.events ({EVENT_COLUMN_LIST}) SELECT {EVENT_COLUMN_LIST} FROM magsag_stage "
-                "ORDER BY ctid ON CONFLICT DO NOTHING"
-            )
-            inserted = _count(status)
-            if inserted:
-                await self._create_runs(conn, events)
-        self._dedupe_mode = inserted < len(rows)
-        return inserted
-
-    async def _create_runs(self, conn: Any, events: list[Event]) -> None:
-        """Create the unknown runs of a batch (status running, started at their first event)."""
-        firsts: dict[str, tuple[str, int]] = {}
-        for e in events:
-            known = firsts.get(e.run_id)
-            if known is None or e.ts_us < known[1]:
-                firsts[e.run_id] = (e.agent_slug, e.ts_us)
-        ids = sorted(firsts)  # one lock order for every writer: no deadlocks between batches
-        await conn.execute(
-            f"INSERT INTO {self.schema}.runs (run_id, agent_slug, status, started_at) "
-            "SELECT r, a, 'running', t FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(r, a, t) "
-            "ON CONFLICT (run_id) DO NOTHING",
-            ids,
-            [firsts[r][0] for r in ids],
-            [firsts[r][1] for r in ids],
+        return await self._run(
+            lambda c: insert_events(c, self.schema, events),
+            "appending an event (appending it again is safe: a stored event is skipped)",
+            idempotent=False,
+            passthrough=(asyncpg.CheckViolationError,),
         )
 
     async def create_run(
@@ -768,11 +722,3 @@ class PostgresStorageBackend(StorageBackend):
             }
 
         return await self._read(q, "reading store statistics")
-
-
-def _count(status: str) -> int:
-    """Rows of a command tag such as ``COPY 500`` or ``INSERT 0 500``."""
-    try:
-        return int(status.rsplit(" ", 1)[-1])
-    except (ValueError, AttributeError):
-        return 0

@@ -213,3 +213,20 @@ async def test_demo_activity_loads_once(make_backend, admin) -> None:
     assert len(runs) == first.runs
     assert {r["status"] for r in runs} <= {"running", "succeeded", "failed", "canceled"}
     assert (await backend.query_metrics("tokens", aggregation="count"))["count"] > 0
+
+
+async def test_concurrent_single_appends_share_commits_but_each_counts(backend, admin) -> None:
+    run = uid("run")
+    ts = NOW - timedelta(seconds=30)
+    item = {"event_id": f"dup-{run}", "run_id": run, "agent_slug": "a", "type": "log", "ts": ts, "msg": "same"}
+    counts = await asyncio.gather(*(backend.append_events([item]) for _ in range(12)))
+    assert sorted(counts) == [0] * 11 + [1]
+    ids = await asyncio.gather(
+        *(
+            backend.append_event(run, f"sag-{i % 4}", "log", ts + timedelta(microseconds=i), message=str(i))
+            for i in range(200)
+        )
+    )
+    assert len(set(ids)) == 200
+    assert await stored(admin, backend.schema, run) == 201
+    assert [e["msg"] async for e in backend.get_events(run)] == ["same", *map(str, range(200))]
