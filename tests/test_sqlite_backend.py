@@ -59,7 +59,7 @@ async def test_newer_schema_is_refused(sqlite_path: Path) -> None:
 async def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
     bogus = tmp_path / "notes.txt"
     bogus.write_text("this is not sqlite " * 500)
-    with pytest.raises(BackendUnavailable, match="notes.txt"):
+    with pytest.raises(BackendUnavailable, match=r"notes\.txt"):
         async with SQLiteStorageBackend(bogus):
             pass
     assert bogus.read_text().startswith("this is not sqlite")  # untouched

@@ -153,7 +153,7 @@ async def test_append_events_batch_is_idempotent(backend: StorageBackend) -> Non
     ]
     assert await backend.append_events(batch) == 5
     assert await backend.append_events(batch) == 0
-    assert await backend.append_events(batch + [{**batch[0], "event_id": "0190-new", "ts": at(9)}]) == 1
+    assert await backend.append_events([*batch, {**batch[0], "event_id": "0190-new", "ts": at(9)}]) == 1
     assert len(await events_of(backend, "r")) == 6
 
 
