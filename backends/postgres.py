@@ -145,8 +145,14 @@ class PostgresStorageBackend(StorageBackend):
                 "MAGSAG_STORAGE_DSN is required for the postgres backend (e.g. postgresql://user@host:5432/db)"
             )
         kind = str(settings.backend).strip().lower()
+        schema = getattr(settings, "pg_schema", "magsag")
+        try:
+            check_schema_name(schema)
+        except ConfigError as exc:
+            raise ConfigError(f"MAGSAG_STORAGE_PG_SCHEMA: {exc}") from None
         return cls(
             dsn,
+            schema=schema,
             pool_min=settings.pg_pool_min,
             pool_max=settings.pg_pool_max,
             statement_timeout_ms=settings.pg_statement_timeout_ms,

@@ -7,6 +7,7 @@ A backend whose server is unreachable is skipped with the reason, except in CI
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -36,13 +37,16 @@ def pg_unavailable() -> str | None:
         reason = None
         try:
             import asyncpg
+
             import backends.postgres  # noqa: F401
 
             async def probe() -> None:
                 conn = await asyncpg.connect(PG_DSN, timeout=5)
                 await conn.close()
 
-            asyncio.run(probe())
+            # Called from async fixtures too: probe on a fresh loop in its own thread.
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(asyncio.run, probe()).result()
         except ImportError as exc:
             reason = f"PostgreSQL backend not importable: {exc}"
         except Exception as exc:

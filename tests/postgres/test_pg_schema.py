@@ -106,11 +106,17 @@ def test_built_from_settings(monkeypatch, pg_dsn) -> None:
     monkeypatch.setenv("MAGSAG_STORAGE_DSN", "postgresql://app:s3cr3t-pw@db.example:6543/telemetry")
     monkeypatch.setenv("MAGSAG_STORAGE_PG_POOL_MAX", "7")
     monkeypatch.setenv("MAGSAG_STORAGE_PG_STATEMENT_TIMEOUT_MS", "1234")
+    monkeypatch.setenv("MAGSAG_STORAGE_PG_SCHEMA", "telemetry_hot")
     backend = backend_from_settings(load_settings())
     assert isinstance(backend, PostgresStorageBackend)
-    assert (backend.pool_max, backend.statement_timeout_ms) == (7, 1234)
+    assert (backend.pool_max, backend.statement_timeout_ms, backend.schema) == (7, 1234, "telemetry_hot")
     assert backend.where == "app@db.example:6543/telemetry"
     assert "s3cr3t" not in repr(backend)
+
+    monkeypatch.setenv("MAGSAG_STORAGE_PG_SCHEMA", "Telemetry")
+    with pytest.raises(ConfigError, match="MAGSAG_STORAGE_PG_SCHEMA"):
+        backend_from_settings(load_settings())
+    monkeypatch.delenv("MAGSAG_STORAGE_PG_SCHEMA")
 
     monkeypatch.setenv("MAGSAG_STORAGE_BACKEND", "timescale")
     assert backend_from_settings(load_settings())._want_timescale is True
