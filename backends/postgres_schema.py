@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 PG_SCHEMA_VERSION = 1
 PARTITION_PREFIX = "events_"
 FTS_CONFIG = "simple"
-FTS_MAX_CHARS = 100_000  # longer messages are indexed up to here (a tsvector holds at most 1 MB)
+FTS_MAX_CHARS = 100_000
+GIN_PENDING_KB = 512  # longer messages are indexed up to here (a tsvector holds at most 1 MB)
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _PARTITION_NAME = re.compile(r"^events_(\d{8})$")
 
@@ -187,8 +188,11 @@ EVENT_INDEXES = (
     ("events_type_ts", "(type, ts)"),
     ("events_span", "(span_id) WHERE span_id IS NOT NULL"),
     ("events_metric_name", "((payload ->> 'name'), ts) WHERE type = 'metric'"),
-    ("events_payload", "USING gin (payload jsonb_path_ops)"),
-    ("events_msg_tsv", "USING gin (msg_tsv)"),
+    # A 512 kB pending list (default 4 MB) keeps searches fast between autovacuum runs:
+    # every search scans the unmerged list of each partition it touches. Measured on 300k
+    # fresh events: search p50 272 -> 66 ms for about 9% slower COPY (docs/backends.md).
+    ("events_payload", f"USING gin (payload jsonb_path_ops) WITH (gin_pending_list_limit = {GIN_PENDING_KB})"),
+    ("events_msg_tsv", f"USING gin (msg_tsv) WITH (gin_pending_list_limit = {GIN_PENDING_KB})"),
 )
 
 Step = Callable[[str, bool], list[str]]
