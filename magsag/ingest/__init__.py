@@ -1,0 +1,6 @@
+"""Getting data into the storage layer from outside: the legacy ``.runs`` importer."""
+
+from magsag.ingest.legacy import ImportReport, LegacyImporter, import_legacy
+from magsag.ingest.legacy_reader import Rejection
+
+__all__ = ["ImportReport", "LegacyImporter", "Rejection", "import_legacy"]
