@@ -10,13 +10,14 @@ dicts, ``tags`` as a list.
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
 from backends.errors import ValidationError
-from backends.schema import Event
+from backends.schema import Event, Run, from_us
 
 AGGREGATIONS = ("avg", "sum", "min", "max", "count", "p50", "p90", "p95", "p99")
 
@@ -134,6 +135,30 @@ class StorageBackend(abc.ABC):
         tags: list[str] | None = None,
     ) -> dict[str, Any]:
         """Create a run, or update the given fields of an existing one; return it."""
+
+    async def upsert_runs(self, runs: Iterable[Run | Mapping[str, Any]]) -> int:
+        """Write whole run records (insert or replace every field); return how many.
+
+        The bulk path for importers and generators. The default implementation calls
+        ``create_run``/``update_run`` per run; backends override it with one statement.
+        """
+        batch = [Run.from_mapping(r) for r in runs]
+        for run in batch:
+            await self.create_run(
+                run.run_id,
+                run.agent_slug,
+                parent_run_id=run.parent_run_id,
+                started_at=from_us(run.started_at_us),
+                status=run.status,
+                tags=list(run.tags),
+            )
+            await self.update_run(
+                run.run_id,
+                status=run.status,
+                ended_at=from_us(run.ended_at_us) if run.ended_at_us is not None else None,
+                metrics=json.loads(run.metrics),
+            )
+        return len(batch)
 
     @abc.abstractmethod
     async def update_run(

@@ -444,6 +444,37 @@ class Run:
             tags=check_tags(tags),
         )
 
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Run:
+        """Build from a run record dict (``started_at``/``ended_at`` as datetimes or ISO text)."""
+        if isinstance(data, Run):
+            return data
+        if not isinstance(data, Mapping):
+            raise ValidationError(f"a run must be a mapping, got {type(data).__name__}")
+        return cls.create(
+            run_id=data.get("run_id"),  # type: ignore[arg-type]
+            agent_slug=data.get("agent_slug"),  # type: ignore[arg-type]
+            parent_run_id=data.get("parent_run_id"),
+            started_at=data.get("started_at"),
+            status=data.get("status", RUNNING),
+            tags=data.get("tags"),
+            ended_at=data.get("ended_at"),
+            metrics=data.get("metrics"),
+        )
+
+    def row(self) -> tuple[Any, ...]:
+        """Values in :data:`RUN_COLUMNS` order (times as int microseconds, JSON as text)."""
+        return (
+            self.run_id,
+            self.agent_slug,
+            self.parent_run_id,
+            self.status,
+            self.started_at_us,
+            self.ended_at_us,
+            self.metrics,
+            json.dumps(list(self.tags), ensure_ascii=False),
+        )
+
 
 def check_tags(tags: Iterable[str] | None) -> tuple[str, ...]:
     if tags is None:

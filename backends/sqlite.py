@@ -14,7 +14,7 @@ import json
 import re
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from pathlib import Path
@@ -271,6 +271,18 @@ class SQLiteStorageBackend(StorageBackend):
             return _fetch_run(conn, run.run_id)  # type: ignore[return-value]
 
         return await self.write(op)
+
+    async def upsert_runs(self, runs: Iterable[Run | Mapping[str, Any]]) -> int:
+        rows = [Run.from_mapping(r).row() for r in runs]
+        if not rows:
+            return 0
+        cols = ", ".join(RUN_COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS[1:])
+        sql = (
+            f"INSERT INTO runs ({cols}) VALUES ({', '.join('?' * len(RUN_COLUMNS))}) "
+            f"ON CONFLICT (run_id) DO UPDATE SET {updates}"
+        )
+        return await self.write(lambda c: c.executemany(sql, rows).rowcount)
 
     async def update_run(
         self,

@@ -97,6 +97,7 @@ FTS_DDL = (
     "msg, content='events', content_rowid='seq', tokenize='unicode61 remove_diacritics 2')"
 )
 
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     """Run statements one by one (``executescript`` would commit the open transaction)."""
     pending = ""

@@ -9,6 +9,8 @@ Settings come from ``MAGSAG_STORAGE_*`` environment variables or ``.env`` (see
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from backends.base import StorageBackend, StorageCapabilities
@@ -22,6 +24,30 @@ from backends.errors import (
 )
 from backends.schema import ARTIFACT, DELEGATION, LOG, MCP_CALL, METRIC, Event
 from lakehouse.settings import StorageSettings, backend_from_settings, load_settings
+
+
+@asynccontextmanager
+async def open_storage(settings: StorageSettings | None = None, **overrides: Any) -> AsyncIterator[StorageBackend]:
+    """``async with open_storage() as storage:`` — :func:`get_storage_backend` that closes itself."""
+    storage = await get_storage_backend(settings, **overrides)
+    try:
+        yield storage
+    finally:
+        await storage.close()
+
+
+async def vacuum_storage(
+    storage: StorageBackend,
+    settings: StorageSettings,
+    *,
+    hot_days: int | None = None,
+    max_disk_mb: float | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Retention as the settings ask: ``hot_days`` from settings unless given."""
+    return await storage.vacuum(
+        hot_days=settings.hot_days if hot_days is None else hot_days, max_disk_mb=max_disk_mb, dry_run=dry_run
+    )
 
 
 async def get_storage_backend(settings: StorageSettings | None = None, **overrides: Any) -> StorageBackend:
@@ -50,4 +76,6 @@ __all__ = [
     "ValidationError",
     "get_storage_backend",
     "load_settings",
+    "open_storage",
+    "vacuum_storage",
 ]

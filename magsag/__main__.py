@@ -1,0 +1,3 @@
+from magsag.cli import main
+
+main()

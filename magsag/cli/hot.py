@@ -1,0 +1,284 @@
+"""``magsag data init|query|search|vacuum|demo``: the hot store from the command line."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from backends.errors import NotFoundError
+from magsag.cli.common import (
+    AgentOpt,
+    BackendOpt,
+    DbPathOpt,
+    DsnOpt,
+    JsonOpt,
+    SinceOpt,
+    UntilOpt,
+    command,
+    console,
+    err_console,
+    fail,
+    parse_when,
+    print_json,
+    print_kv,
+    print_table,
+    run,
+    settings_from,
+)
+from magsag.storage import open_storage
+
+RUN_COLUMNS = ("run_id", "agent_slug", "status", "started_at", "duration_s", "cost_usd", "tokens", "parent_run_id")
+EVENT_COLUMNS = ("ts", "type", "level", "msg", "span_id")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.command("query")(query)
+    app.command("search")(search)
+    app.command("vacuum")(vacuum)
+    app.command("demo")(demo)
+
+
+@command
+def init(
+    backend: BackendOpt = None,
+    db_path: DbPathOpt = None,
+    dsn: DsnOpt = None,
+    fts: Annotated[
+        bool | None, typer.Option("--fts/--no-fts", help="Keep a full-text index over messages (SQLite).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create or upgrade the hot store's schema (safe to run again)."""
+    settings = settings_from(backend, db_path, dsn, enable_fts=fts)
+
+    async def go() -> dict[str, Any]:
+        async with open_storage(settings) as storage:
+            info: dict[str, Any] = {"backend": storage.name}
+            stats = getattr(storage, "stats", None)
+            if stats is not None:
+                info.update(await stats())
+            info["capabilities"] = [k for k, v in storage.capabilities.as_dict().items() if v]
+            return info
+
+    info = run(go())
+    if json_out:
+        print_json(info)
+    else:
+        console.print(f"[green]ready[/]: {info['backend']} hot store")
+        print_kv({k: v for k, v in info.items() if k != "backend"})
+
+
+def _run_row(r: dict[str, Any]) -> dict[str, Any]:
+    metrics = r.get("metrics") or {}
+    row = dict(r)
+    dur = metrics.get("duration_ms")
+    row["duration_s"] = round(dur / 1000, 2) if isinstance(dur, (int, float)) else None
+    row["cost_usd"] = metrics.get("cost_usd")
+    row["tokens"] = metrics.get("tokens")
+    return row
+
+
+@command
+def query(
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Show one run and its events.")] = None,
+    agent: AgentOpt = None,
+    status: Annotated[str | None, typer.Option("--status", help="running, succeeded, failed or canceled.")] = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit", min=0, help="Most runs to list (default 10), or events to show with --run-id (default all)."
+        ),
+    ] = None,
+    event_type: Annotated[str | None, typer.Option("--type", help="With --run-id: only events of this type.")] = None,
+    level: Annotated[str | None, typer.Option("--level", help="With --run-id: only events of this level.")] = None,
+    backend: BackendOpt = None,
+    db_path: DbPathOpt = None,
+    dsn: DsnOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List runs (newest first), or show one run with its events (--run-id)."""
+    settings = settings_from(backend, db_path, dsn)
+    since_dt, until_dt = parse_when(since, "--since"), parse_when(until, "--until")
+
+    async def one() -> dict[str, Any]:
+        async with open_storage(settings) as storage:
+            found = await storage.get_run(run_id)  # type: ignore[arg-type]
+            if found is None:
+                raise NotFoundError(f"run {run_id!r} not found")
+            events = [
+                e
+                async for e in storage.get_events(
+                    run_id,  # type: ignore[arg-type]
+                    event_type=event_type,
+                    level=level,
+                    limit=limit,
+                )
+            ]
+            return {"run": found, "events": events}
+
+    async def many() -> list[dict[str, Any]]:
+        async with open_storage(settings) as storage:
+            return await storage.list_runs(
+                agent_slug=agent, status=status, since=since_dt, until=until_dt, limit=10 if limit is None else limit
+            )
+
+    if run_id:
+        result = run(one())
+        if json_out:
+            print_json(result)
+            return
+        print_kv(result["run"], title=f"run {run_id}")
+        print_table(result["events"], EVENT_COLUMNS, title=f"{len(result['events'])} events", widths={"msg": 90})
+        return
+    runs = run(many())
+    if json_out:
+        print_json(runs)
+    else:
+        print_table([_run_row(r) for r in runs], RUN_COLUMNS, title=f"{len(runs)} runs")
+    if not runs:
+        raise typer.Exit(1)
+
+
+@command
+def search(
+    text: Annotated[str, typer.Argument(metavar="QUERY", help="Words to find in event messages.")],
+    agent: AgentOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Most results.")] = 20,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Pass the backend's own query syntax through (FTS5 / websearch).")
+    ] = False,
+    backend: BackendOpt = None,
+    db_path: DbPathOpt = None,
+    dsn: DsnOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Full-text search over event messages, best match first.
+
+    The query is taken as plain words (all must appear) unless --raw is given.
+    Exit code 1 when nothing matches.
+    """
+    settings = settings_from(backend, db_path, dsn)
+    since_dt, until_dt = parse_when(since, "--since"), parse_when(until, "--until")
+
+    async def go() -> list[dict[str, Any]]:
+        async with open_storage(settings) as storage:
+            return await storage.search_text(
+                text, agent_slug=agent, since=since_dt, limit=limit, raw=raw, until=until_dt
+            )
+
+    hits = run(go())
+    if json_out:
+        print_json(hits)
+    else:
+        cols = ["ts", "run_id", "agent_slug", "type", "level", "msg"]
+        if any("tier" in h for h in hits):
+            cols.append("tier")
+        print_table(hits, cols, title=f"{len(hits)} matches for {text!r}", widths={"msg": 80})
+    if not hits:
+        raise typer.Exit(1)
+
+
+@command
+def vacuum(
+    hot_days: Annotated[
+        int | None,
+        typer.Option("--hot-days", min=0, help="Keep this many days (default: MAGSAG_STORAGE_HOT_DAYS or 7)."),
+    ] = None,
+    max_disk_mb: Annotated[
+        float | None, typer.Option("--max-disk-mb", min=0, help="Also drop oldest whole days until the store fits.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what would be deleted.")] = False,
+    backend: BackendOpt = None,
+    db_path: DbPathOpt = None,
+    dsn: DsnOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Delete hot runs and events older than the hot window (UTC midnight minus --hot-days).
+
+    Runs still running, and their events, are kept. With MAGSAG_STORAGE_ARCHIVE_ENABLED=true
+    days that are not archived yet are kept too, and listed.
+    """
+    settings = settings_from(backend, db_path, dsn, hot_days=hot_days)
+
+    async def go() -> dict[str, Any]:
+        from magsag.storage import vacuum_storage
+
+        async with open_storage(settings) as storage:
+            return await vacuum_storage(storage, settings, max_disk_mb=max_disk_mb, dry_run=dry_run)
+
+    result = run(go())
+    if json_out:
+        print_json(result)
+    else:
+        verb = "would delete" if dry_run else "deleted"
+        runs_n = result.get("runs_to_delete", result.get("runs_deleted", 0))
+        events_n = result.get("events_to_delete", result.get("events_deleted", 0))
+        console.print(f"{verb} {runs_n} runs and {events_n} events older than {result['cutoff']}")
+    if result.get("refused_days"):
+        raise fail(
+            "not archived yet, kept: " + ", ".join(result["refused_days"]) + " (run `magsag data archive` first)", 1
+        )
+
+
+@command
+def demo(
+    days: Annotated[int, typer.Option("--days", min=1, max=3650, help="Spread activity over the last N days.")] = 30,
+    runs_per_day: Annotated[int, typer.Option("--runs-per-day", min=1, help="MAG runs per day (each with SAGs).")] = 40,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same data (and same event ids).")] = 7,
+    backend: BackendOpt = None,
+    db_path: DbPathOpt = None,
+    dsn: DsnOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Fill the store with realistic synthetic agent activity (MAG -> SAG delegations, MCP calls,
+    tokens and cost, retries, failures, artifacts) over the last N days up to now."""
+    from magsag.ingest.demo import load_demo
+
+    settings = settings_from(backend, db_path, dsn)
+    total = days * runs_per_day
+
+    async def go() -> Any:
+        async with open_storage(settings) as storage:
+            with Progress(
+                TextColumn("[bold]demo[/]"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("MAG runs"),
+                TimeElapsedColumn(),
+                console=err_console,
+                transient=True,
+                disable=json_out,
+            ) as bar:
+                task = bar.add_task("demo", total=total)
+                return await load_demo(
+                    storage,
+                    days=days,
+                    runs_per_day=runs_per_day,
+                    seed=seed,
+                    progress=lambda n: bar.update(task, completed=n),
+                )
+
+    summary = run(go())
+    out = {
+        "runs": summary.runs,
+        "events": summary.events,
+        "new_events": summary.new_events,
+        "from": summary.first,
+        "to": summary.last,
+        "backend": settings.backend,
+        "db_path": str(settings.db_path) if settings.backend == "sqlite" else None,
+    }
+    if json_out:
+        print_json(out)
+    else:
+        console.print(
+            f"demo: {summary.runs} runs, {summary.events} events ({summary.new_events} new) "
+            f"from {summary.first[:10] if summary.first else '?'} to {summary.last[:16] if summary.last else '?'}"
+        )
