@@ -512,20 +512,19 @@ class _Pass:
         if events:
             self.report.events_written += await self.backend.append_events(events)
         if runs:
-            await asyncio.gather(*(self._write_run(w) for w in runs))
+            await self.backend.upsert_runs([self._run_record(w) for w in runs])
 
-    async def _write_run(self, w: _RunWrite) -> None:
-        await self.backend.create_run(
-            w.run_id,
-            w.slug,
-            parent_run_id=w.parent_run_id,
-            started_at=from_us(w.started_us),
-            status=w.status,
-            tags=w.tags,
-        )
-        await self.backend.update_run(
-            w.run_id,
-            status=w.status,
-            ended_at=from_us(w.ended_us) if w.ended_us is not None else None,
-            metrics=w.metrics,
-        )
+    def _run_record(self, w: _RunWrite) -> dict[str, Any]:
+        """The whole run record to store: what the files say, merged over what is stored
+        (metrics keys and tags the files do not mention are kept)."""
+        old = self.existing.get(w.run_id) or {}
+        return {
+            "run_id": w.run_id,
+            "agent_slug": w.slug,
+            "parent_run_id": w.parent_run_id or old.get("parent_run_id"),
+            "status": w.status,
+            "started_at": from_us(w.started_us),
+            "ended_at": from_us(w.ended_us) if w.ended_us is not None else None,
+            "metrics": {**(old.get("metrics") or {}), **w.metrics},
+            "tags": w.tags,
+        }
