@@ -253,9 +253,9 @@ def scan_source(source: Path) -> list[tuple[str, Path | None, str | None]]:
         except OSError:
             is_dir = False
         if not is_dir:
-            out.append((name, None, "not a run folder"))
+            out.append((str(source / name), None, "not a run folder"))
         elif valid_id(name) is None:
-            out.append((name, None, "folder name is not a usable run id"))
+            out.append((str(source / name), None, "folder name is not a usable run id"))
         else:
             out.append((name, source / name, None))
     return out
@@ -417,7 +417,8 @@ class _Pass:
     def _run_changed(self, w: _RunWrite) -> bool:
         """Fill ``w.tags`` and tell whether the stored run differs from what the files say."""
         old = self.existing.get(w.run_id)
-        tags = list(old.get("tags") or []) if old else []
+        old_tags = list(old.get("tags") or []) if old else []
+        tags = [t for t in old_tags if t != COSTS_ONLY_TAG]  # the run folder is here now
         if LEGACY_TAG not in tags:
             tags.append(LEGACY_TAG)
         w.tags = tags
@@ -431,7 +432,7 @@ class _Pass:
             or old.get("started_at") != iso_from_us(w.started_us)
             or old.get("ended_at") != iso_from_us(w.ended_us)
             or any(stored_metrics.get(k) != v for k, v in w.metrics.items())
-            or LEGACY_TAG not in (old.get("tags") or [])
+            or tags != old_tags
         )
 
     # ------------------------------------------------------------------ costs
@@ -440,7 +441,7 @@ class _Pass:
         by_run: dict[str, list[tuple[str | None, int, dict[str, Any]]]] = {}
         for path in self.ledgers:
             rejections: list[Rejection] = []
-            if is_sqlite_file(path):
+            if is_sqlite_file(path) or path.suffix.lower() in (".db", ".sqlite", ".sqlite3"):
                 records: Iterable[tuple[int | str, Any]] = read_cost_db(path, rejections)
             else:
                 records = ((line.no, line.obj) for line in read_jsonl(path, rejections, self.imp.max_line_bytes))

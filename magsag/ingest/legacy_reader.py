@@ -125,8 +125,8 @@ def describe_json_error(raw: bytes, exc: BaseException, *, last_line: bool) -> s
         reason = "invalid JSON: nested too deeply"
     else:
         msg = getattr(exc, "msg", None) or str(exc).split(":", 1)[0]
-        col = getattr(exc, "colno", None)
-        reason = f"invalid JSON: {msg}" + (f" at column {col}" if col else "")
+        pos = getattr(exc, "pos", None)
+        reason = f"invalid JSON: {msg}" + (f" at column {pos + 1}" if isinstance(pos, int) else "")
     if last_line:
         return f"truncated last line (no newline at end of file); {reason}"
     return reason
