@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from backends.errors import ConfigError
 from magsag.cli.common import (
     BackendOpt,
     DbPathOpt,
@@ -83,7 +84,7 @@ def migrate(
     settings = settings_from(backend, db_path, dsn)
     src = None if no_runs else (source if source is not None else settings.runs_base_dir)
     if no_runs and not costs:
-        raise typer.BadParameter("--no-runs needs --costs", param_hint="--no-runs")
+        raise ConfigError("--no-runs needs --costs (the cost ledger to import)")
 
     async def go() -> ImportReport:
         async with open_storage(settings) as storage:
