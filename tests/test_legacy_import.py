@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -350,3 +351,29 @@ async def test_report_json_is_serializable(tmp_path, store):
     data = json.loads(json.dumps(report.to_dict()))
     assert data["rejected"] == DAMAGED_REJECTIONS and data["runs"]["skipped"] == 2
     assert data["events"]["by_type"] == {"log": 10, "mcp.call": 2, "metric": 7}
+
+
+async def test_unchanged_run_folders_are_not_read_again_unless_rescan(tmp_path, store):
+    runs = sample_tree(tmp_path)
+    await import_legacy(store, runs / "agents")
+    logs = runs / "agents" / "sag-0b1d2e30" / "logs.jsonl"
+    st = logs.stat()
+    logs.write_bytes(b"x" * st.st_size)  # same size, same time: looks unchanged
+    os.utime(logs, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    quick = await import_legacy(store, runs / "agents")
+    assert quick.ok and (quick.runs_present, quick.events_present, quick.events_new) == (3, 24, 0)
+    full = await import_legacy(store, runs / "agents", rescan=True)
+    assert full.rejected == 1 and str(full.rejections[0]).startswith(f"{logs}:1: truncated last line")
+
+
+async def test_a_touched_run_folder_is_read_again_and_found_present(tmp_path, store):
+    runs = sample_tree(tmp_path)
+    await import_legacy(store, runs / "agents")
+    stored = await store.get_run("mag-3f9a1c07")
+    os.utime(runs / "agents" / "mag-3f9a1c07" / "logs.jsonl", ns=(1, 1_000_000_000))
+    touched = await import_legacy(store, runs / "agents")
+    assert (touched.runs_imported, touched.runs_present, touched.events_new) == (0, 3, 0)
+    after = await store.get_run("mag-3f9a1c07")
+    assert after["metrics"]["legacy_import"]["files"]["logs.jsonl"][1] == 1_000_000_000
+    assert {k: v for k, v in after.items() if k != "metrics"} == {k: v for k, v in stored.items() if k != "metrics"}

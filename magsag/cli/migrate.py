@@ -63,6 +63,12 @@ def migrate(
     max_line_mb: Annotated[
         float, typer.Option("--max-line-mb", min=0.001, help="Reject JSON lines longer than this (MiB).")
     ] = 64.0,
+    rescan: Annotated[
+        bool,
+        typer.Option(
+            "--rescan", help="Read every run folder again, even those unchanged (same sizes and times) since."
+        ),
+    ] = False,
     workers: Annotated[
         int | None,
         typer.Option("--workers", min=0, help="Parser processes for large imports (default: cores - 1; 0: none)."),
@@ -105,7 +111,11 @@ def migrate(
                     bar.update(task, completed=done, total=total)
 
                 importer = LegacyImporter(
-                    storage, max_line_bytes=int(max_line_mb * 1024 * 1024), workers=workers, progress=progress
+                    storage,
+                    max_line_bytes=int(max_line_mb * 1024 * 1024),
+                    workers=workers,
+                    progress=progress,
+                    rescan=rescan,
                 )
                 return await importer.run(src, costs or [], dry_run=dry_run, strict=strict)
 

@@ -52,7 +52,7 @@ from magsag.ingest.legacy_reader import (
     read_cost_db,
     read_jsonl,
 )
-from magsag.ingest.legacy_worker import ParserPool
+from magsag.ingest.legacy_worker import Item, ParserPool
 
 DEFAULT_BATCH = 50_000
 DEFAULT_KEEP_REJECTIONS = 1000
@@ -61,6 +61,7 @@ _LOOKUP_CONCURRENCY = 64
 MIN_RUNS_FOR_WORKERS = 200  # below this, starting worker processes costs more than it saves
 _CHUNK_RUNS = 50
 _CHUNKS_AHEAD = 3
+_MAX_CHUNKS_AHEAD = 64
 
 Progress = Callable[[int, int], None]
 
@@ -158,7 +159,8 @@ class LegacyImporter:
 
     ``workers`` parser processes read and map run folders while the store writes
     (None: :func:`default_workers`; 0: parse in this process). Small imports always parse
-    in this process.
+    in this process. A run folder whose files have the same sizes and modification times
+    as at its last clean import is not read again, unless ``rescan`` is set.
     """
 
     def __init__(
@@ -171,6 +173,7 @@ class LegacyImporter:
         workers: int | None = None,
         progress: Progress | None = None,
         min_runs_for_workers: int = MIN_RUNS_FOR_WORKERS,
+        rescan: bool = False,
     ):
         if batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {batch_size}")
@@ -184,6 +187,7 @@ class LegacyImporter:
         self.keep_rejections = keep_rejections
         self.workers = default_workers() if workers is None else workers
         self.min_runs_for_workers = min_runs_for_workers
+        self.rescan = rescan
         self.progress = progress
 
     async def run(
@@ -218,10 +222,16 @@ async def import_legacy(
     batch_size: int = DEFAULT_BATCH,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     workers: int | None = None,
+    rescan: bool = False,
 ) -> ImportReport:
     """Import the run folders under ``source`` and the cost ledgers ``costs`` (see module doc)."""
     importer = LegacyImporter(
-        backend, batch_size=batch_size, max_line_bytes=max_line_bytes, workers=workers, progress=progress
+        backend,
+        batch_size=batch_size,
+        max_line_bytes=max_line_bytes,
+        workers=workers,
+        progress=progress,
+        rescan=rescan,
     )
     return await importer.run(
         Path(source) if source is not None else None, [Path(c) for c in costs], dry_run=dry_run, strict=strict
@@ -304,13 +314,14 @@ class _Pass:
     async def execute(self) -> ImportReport:
         started = time.perf_counter()
         report = self.report
-        runs = [(str(path), run_id) for run_id, path, _ in self.entries if path is not None]
         report.runs_found = len(self.entries)
         for name, path, reason in self.entries:
             if path is None:
                 self._skip(name, reason or "not a run folder")
         cost_records = self._read_ledgers()
-        await self._load_existing([r for _, r in runs] + sorted(cost_records))
+        run_ids = [run_id for run_id, path, _ in self.entries if path is not None]
+        await self._load_existing(run_ids + sorted(cost_records))
+        runs = [(str(path), run_id, self._fingerprint(run_id)) for run_id, path, _ in self.entries if path is not None]
         done = 0
         async for parsed in self._parsed(runs):
             await self._take_run(parsed)
@@ -322,7 +333,17 @@ class _Pass:
         report.seconds = time.perf_counter() - started
         return report
 
-    async def _parsed(self, runs: list[tuple[str, str]]) -> AsyncIterator[ParsedRun]:
+    def _fingerprint(self, run_id: str) -> dict[str, list[int]] | None:
+        """The fingerprint stored by the last import of this run, if it may be trusted:
+        the import saw no damage, and --rescan was not asked for."""
+        if self.imp.rescan or run_id not in self.existing:
+            return None
+        ledger = (self.existing[run_id].get("metrics") or {}).get("legacy_import")
+        if not isinstance(ledger, dict) or ledger.get("rejected") != 0 or not isinstance(ledger.get("files"), dict):
+            return None
+        return ledger["files"]
+
+    async def _parsed(self, runs: list[Item]) -> AsyncIterator[ParsedRun]:
         """Parsed runs, in order; by worker processes for large imports.
 
         While this coroutine waits for a write, the workers parse the next chunks, so
@@ -335,16 +356,25 @@ class _Pass:
             if not await pool.start():
                 pool = None
         if pool is None:
-            for path, run_id in runs:
-                yield parse_run(path, run_id, max_line)
+            for path, run_id, known in runs:
+                yield parse_run(path, run_id, max_line, known)
             return
         chunks = [runs[i : i + _CHUNK_RUNS] for i in range(0, len(runs), _CHUNK_RUNS)]
         pending: deque[asyncio.Future[list[ParsedRun]]] = deque()
+        # Keep enough chunks in flight to cover more than one write batch, so the workers
+        # never idle while this process waits for the store.
+        least = _CHUNKS_AHEAD * self.imp.workers
+        ahead, rows_seen, chunks_seen = least, 0, 0
         try:
             for i in range(len(chunks)):
-                while len(pending) < _CHUNKS_AHEAD * self.imp.workers and i + len(pending) < len(chunks):
+                while len(pending) < ahead and i + len(pending) < len(chunks):
                     pending.append(asyncio.ensure_future(pool.parse(chunks[i + len(pending)])))
-                for parsed in await pending.popleft():
+                parsed_chunk = await pending.popleft()
+                rows_seen += sum(len(p.rows) for p in parsed_chunk)
+                chunks_seen += 1
+                per_chunk = max(1, rows_seen // chunks_seen)
+                ahead = min(_MAX_CHUNKS_AHEAD, max(least, 2 * self.imp.batch_size // per_chunk))
+                for parsed in parsed_chunk:
                     yield parsed
         finally:
             for fut in pending:
@@ -384,6 +414,12 @@ class _Pass:
         report = self.report
         self._reject(run.rejections)
         report.duplicates += run.duplicates
+        if run.unchanged:  # same files as at the last import: everything is stored already
+            ledger = self.existing[run.run_id]["metrics"]["legacy_import"]
+            report.runs_present += 1
+            report.events_present += sum(n for n in (ledger.get("records") or {}).values() if isinstance(n, int))
+            self.slugs[run.run_id] = self.existing[run.run_id]["agent_slug"]
+            return
         if not run.importable:
             bad = len(run.rejections)
             self._skip(run.path, f"no valid records ({bad} rejected)" if bad else "no records")
@@ -396,12 +432,12 @@ class _Pass:
         write = _RunWrite(
             run.run_id, run.slug, run.parent_run_id, run.status, run.started_us, run.ended_us, run.metrics, []
         )
-        changed = self._run_changed(write)
+        changed, fingerprint_changed = self._run_changed(write)
         if rows or changed:
             report.runs_imported += 1
         else:
             report.runs_present += 1
-        if changed:
+        if changed or fingerprint_changed:
             self.run_writes.append(write)
         self._add(rows)
         if len(self.batch) >= self.imp.batch_size:
@@ -414,8 +450,9 @@ class _Pass:
             by_type[r[4]] += 1
             batch.append(Event(*r))
 
-    def _run_changed(self, w: _RunWrite) -> bool:
-        """Fill ``w.tags`` and tell whether the stored run differs from what the files say."""
+    def _run_changed(self, w: _RunWrite) -> tuple[bool, bool]:
+        """Fill ``w.tags``; tell whether the stored run differs from what the files say, and
+        whether only the files' fingerprint (sizes, modification times) changed."""
         old = self.existing.get(w.run_id)
         old_tags = list(old.get("tags") or []) if old else []
         tags = [t for t in old_tags if t != COSTS_ONLY_TAG]  # the run folder is here now
@@ -423,17 +460,20 @@ class _Pass:
             tags.append(LEGACY_TAG)
         w.tags = tags
         if old is None:
-            return True
-        stored_metrics = old.get("metrics") or {}
-        return (
+            return True, True
+        stored = old.get("metrics") or {}
+        new_ledger, old_ledger = w.metrics.get("legacy_import") or {}, stored.get("legacy_import") or {}
+        changed = (
             old.get("agent_slug") != w.slug
             or (w.parent_run_id is not None and old.get("parent_run_id") != w.parent_run_id)
             or old.get("status") != w.status
             or old.get("started_at") != iso_from_us(w.started_us)
             or old.get("ended_at") != iso_from_us(w.ended_us)
-            or any(stored_metrics.get(k) != v for k, v in w.metrics.items())
+            or any(stored.get(k) != v for k, v in w.metrics.items() if k != "legacy_import")
+            or _without_files(new_ledger) != _without_files(old_ledger)
             or tags != old_tags
         )
+        return changed, new_ledger.get("files") != old_ledger.get("files")
 
     # ------------------------------------------------------------------ costs
     def _read_ledgers(self) -> dict[str, list[tuple[str | None, int, dict[str, Any]]]]:
@@ -529,3 +569,7 @@ class _Pass:
             "metrics": {**(old.get("metrics") or {}), **w.metrics},
             "tags": w.tags,
         }
+
+
+def _without_files(ledger: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in ledger.items() if k != "files"}

@@ -171,6 +171,8 @@ class ParsedRun:
     started_us: int | None = None
     ended_us: int | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, list[int]] = field(default_factory=dict)
+    unchanged: bool = False
 
     @property
     def importable(self) -> bool:
@@ -201,8 +203,17 @@ class _Ctx:
         return True
 
 
-def parse_run(path: Path | str, run_id: str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> ParsedRun:
+def parse_run(
+    path: Path | str,
+    run_id: str,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    unless_files: dict[str, list[int]] | None = None,
+) -> ParsedRun:
     """Read every file of one run folder and map it (see the module docstring).
+
+    ``run.files`` is the folder's fingerprint: ``[size, mtime_ns]`` of each legacy file.
+    When it equals ``unless_files`` (the fingerprint stored at the last import), nothing
+    is read and the result is marked ``unchanged``.
 
     Run record rules: agent slug from ``summary.slug``, else the first ``data.slug`` of a
     log line, else ``unknown``; ``parent_run_id`` from the ``start`` line's
@@ -222,10 +233,15 @@ def parse_run(path: Path | str, run_id: str, max_line_bytes: int = DEFAULT_MAX_L
                     problem = entry_problem(entry)
                     if problem is None:
                         ctx.files.add(entry.name)
+                        st = entry.stat()
+                        run.files[entry.name] = [st.st_size, st.st_mtime_ns]
                     else:
                         run.rejections.append(Rejection(entry.path, None, f"cannot read: {problem}"))
     except OSError as exc:
         run.rejections.append(Rejection(str(path), None, f"cannot list the run folder: {exc.strerror or exc}"))
+        return run
+    if unless_files is not None and not run.rejections and run.files == unless_files:
+        run.unchanged = True
         return run
 
     summary, has_summary = _read_summary(ctx)
@@ -592,6 +608,7 @@ def _resolve_run(
     metrics["legacy_import"] = {
         "records": {k: v for k, v in run.records.items() if v},
         "rejected": len(run.rejections),
+        "files": run.files,
     }
     run.metrics = metrics
 

@@ -29,9 +29,12 @@ from magsag.ingest.legacy_mapping import ParsedRun, parse_run
 _HEADER = struct.Struct(">Q")
 
 
-def parse_chunk(items: list[tuple[str, str]], max_line_bytes: int) -> list[ParsedRun]:
-    """Parse several run folders: ``items`` are (folder, run id)."""
-    return [parse_run(path, run_id, max_line_bytes) for path, run_id in items]
+Item = tuple[str, str, dict[str, list[int]] | None]
+
+
+def parse_chunk(items: list[Item], max_line_bytes: int) -> list[ParsedRun]:
+    """Parse several run folders: ``items`` are (folder, run id, fingerprint of the last import)."""
+    return [parse_run(path, run_id, max_line_bytes, known) for path, run_id, known in items]
 
 
 # ------------------------------------------------------------------ the child
@@ -99,7 +102,7 @@ class _Worker:
             if not fut.done():
                 fut.set_exception(WorkerFailed(why))
 
-    def submit(self, items: list[tuple[str, str]], max_line: int) -> asyncio.Future[list[ParsedRun]]:
+    def submit(self, items: list[Item], max_line: int) -> asyncio.Future[list[ParsedRun]]:
         fut: asyncio.Future[list[ParsedRun]] = asyncio.get_running_loop().create_future()
         if self.dead is not None or self.proc.stdin is None:
             fut.set_exception(WorkerFailed(self.dead or "parser worker has no stdin"))
@@ -158,7 +161,7 @@ class ParserPool:
             return False
         return True
 
-    async def parse(self, items: list[tuple[str, str]]) -> list[ParsedRun]:
+    async def parse(self, items: list[Item]) -> list[ParsedRun]:
         live = [w for w in self.workers if w.dead is None]
         if live:
             worker = live[self._next % len(live)]
