@@ -52,44 +52,46 @@ def event_kind(name: str) -> tuple[str, str]:
 
 
 def _scalar(value: Any, limit: int = 80) -> str | None:
-    if isinstance(value, str):
-        value = " ".join(value.split())
+    t = type(value)
+    if t is str:
+        if not value.isprintable():  # newlines, tabs: one line of words
+            value = " ".join(value.split())
         return value if len(value) <= limit else value[: limit - 1] + "…"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
+    if t is int:
         return str(value)
-    if isinstance(value, float):
+    if t is bool:
+        return "true" if value else "false"
+    if t is float:
         return f"{value:g}" if abs(value) >= 1e-4 or value == 0 else repr(value)
     return None
 
 
 def _brief(value: Any) -> str | None:
-    text = _scalar(value)
-    if text is not None or value is None:
-        return text
-    if isinstance(value, list):
-        items = [_scalar(v, 24) for v in value[:4]]
-        if len(value) <= 4 and all(i is not None for i in items):
-            return "[" + ", ".join(items) + "]"  # type: ignore[arg-type]
+    t = type(value)
+    if t is str or t is int or t is float or t is bool:
+        return _scalar(value)
+    if t is list:
+        if len(value) <= 4:
+            items = [_scalar(v, 24) for v in value]
+            if None not in items:
+                return "[" + ", ".join(items) + "]"  # type: ignore[arg-type]
         return f"[{len(value)} items]"
-    if isinstance(value, dict):
+    if t is dict:
         return f"{{{len(value)} keys}}"
     return None
 
 
 def pairs(data: dict[str, Any], skip: Iterable[str] = ()) -> str:
+    """``key=value`` for the first eight keys whose value reads as text (None is left out)."""
     parts = []
     for key, value in data.items():
-        if key in skip:
+        if value is None or key in skip:
             continue
         text = _brief(value)
         if text is not None:
             parts.append(f"{key}={text}")
-        if len(parts) >= 8:
-            break
+            if len(parts) == 8:
+                break
     return " ".join(parts)
 
 
