@@ -274,6 +274,7 @@ def json_object_text(value: Any, name: str) -> str:
             raise ValidationError(f"{name} is not valid JSON") from None
     if not isinstance(value, Mapping):
         raise ValidationError(f"{name} must be a JSON object (dict), got {type(value).__name__}")
+    _check_json_value(value, name)
     return dump_json(value, name)
 
 

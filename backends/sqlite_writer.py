@@ -260,22 +260,26 @@ class SQLiteWriter:
         journal_mark: tuple[int, int] | None = None
         try:
             conn.execute("BEGIN IMMEDIATE")
+            pending: list[tuple[Any, ...]] = list(loose)  # journaled rows, written in queue order
             for item in items:
                 kind = item[0]
+                if kind == "rows" and item[2] is None:
+                    pending.extend(item[1])
+                    loose.extend(item[1])
+                    journal_mark = item[3]
+                    continue
+                if pending:
+                    self._write_rows(conn, pending)
+                    pending = []
                 if kind == "rows":
-                    _, rows, waiter, mark = item
-                    if waiter is None:
-                        loose.extend(rows)
-                        journal_mark = mark
-                    else:
-                        results.append((waiter, self._savepoint(conn, lambda c, r=rows: self._write_rows(c, r))))
+                    rows, waiter = item[1], item[2]
+                    results.append((waiter, self._savepoint(conn, lambda c, r=rows: self._write_rows(c, r))))
                 elif kind == "call":
-                    _, fn, waiter = item
-                    results.append((waiter, self._savepoint(conn, fn)))
+                    results.append((item[2], self._savepoint(conn, item[1])))
                 else:  # barrier
                     results.append((item[1], None))
-            if loose:
-                self._write_rows(conn, loose)
+            if pending:
+                self._write_rows(conn, pending)
             conn.execute("COMMIT")
         except BaseException as exc:  # the whole transaction failed (disk full, busy, ...)
             with contextlib.suppress(sqlite3.Error):

@@ -1,0 +1,127 @@
+"""Shared fixtures: one ``backend`` fixture parametrized over every hot store.
+
+A backend whose server is unreachable is skipped with the reason, except in CI
+(``CI`` set), where a missing service is a failure: CI must start what the tests need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backends.base import StorageBackend
+
+PG_DSN = os.environ.get("MAGSAG_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+IN_CI = bool(os.environ.get("CI"))
+
+
+def _missing(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (CI must provide it)")
+    pytest.skip(reason)
+
+
+_pg_checked: dict[str, str | None] = {}
+
+
+def pg_unavailable() -> str | None:
+    """Why PostgreSQL tests cannot run here, or None when they can."""
+    if "reason" not in _pg_checked:
+        reason = None
+        try:
+            import asyncpg
+            import backends.postgres  # noqa: F401
+
+            async def probe() -> None:
+                conn = await asyncpg.connect(PG_DSN, timeout=5)
+                await conn.close()
+
+            asyncio.run(probe())
+        except ImportError as exc:
+            reason = f"PostgreSQL backend not importable: {exc}"
+        except Exception as exc:
+            reason = f"PostgreSQL at {PG_DSN} unreachable: {type(exc).__name__}"
+        _pg_checked["reason"] = reason
+    return _pg_checked["reason"]
+
+
+async def _drop_pg_schema(schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+def make_sqlite(tmp_path: Path) -> tuple[StorageBackend, dict[str, str], Callable[[], Any] | None]:
+    from backends.sqlite import SQLiteStorageBackend
+
+    db = tmp_path / "hot.db"
+    return (
+        SQLiteStorageBackend(db_path=db),
+        {"MAGSAG_STORAGE_BACKEND": "sqlite", "MAGSAG_STORAGE_DB_PATH": str(db)},
+        None,
+    )
+
+
+def make_postgres(tmp_path: Path) -> tuple[StorageBackend, dict[str, str], Callable[[], Any] | None]:
+    reason = pg_unavailable()
+    if reason:
+        _missing(reason)
+    from backends.postgres import PostgresStorageBackend
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    env = {"MAGSAG_STORAGE_BACKEND": "postgres", "MAGSAG_STORAGE_DSN": PG_DSN, "MAGSAG_STORAGE_PG_SCHEMA": schema}
+    return PostgresStorageBackend(PG_DSN, schema=schema), env, lambda: _drop_pg_schema(schema)
+
+
+BACKENDS: dict[str, Callable[[Path], tuple[StorageBackend, dict[str, str], Callable[[], Any] | None]]] = {
+    "sqlite": make_sqlite,
+    "postgres": make_postgres,
+}
+
+
+class BackendCase:
+    """A fresh, initialized backend plus the environment that selects the same store."""
+
+    def __init__(self, kind: str, backend: StorageBackend, env: dict[str, str]):
+        self.kind, self.backend, self.env = kind, backend, env
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def backend_case(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BackendCase]:
+    backend, env, cleanup = BACKENDS[request.param](tmp_path)
+    await backend.initialize()
+    try:
+        yield BackendCase(request.param, backend, env)
+    finally:
+        await backend.close()
+        if cleanup is not None:
+            await cleanup()
+
+
+@pytest.fixture
+async def backend(backend_case: BackendCase) -> StorageBackend:
+    return backend_case.backend
+
+
+@pytest.fixture
+def sqlite_path(tmp_path: Path) -> Path:
+    return tmp_path / "store.db"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's own MAGSAG_* settings or .env."""
+    for key in list(os.environ):
+        if key.startswith("MAGSAG_STORAGE_") or key in ("MAGSAG_RUNS_BASE_DIR", "MAGSAG_CLICKHOUSE_URL"):
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
