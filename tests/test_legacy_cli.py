@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from legacy_trees import T0, log_line, new_format_run, sample_tree, write_run
 from typer.testing import CliRunner
 
 from magsag.cli import app
+from tests.legacy_trees import T0, log_line, new_format_run, sample_tree, write_run
 
 REPO = Path(__file__).resolve().parents[1]
 

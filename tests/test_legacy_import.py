@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from legacy_trees import T0, jsonl, log_line, new_format_run, old_format_run, sample_tree, write_run
 
 from backends.errors import ConfigError, NotFoundError
 from backends.sqlite import SQLiteStorageBackend
 from magsag.ingest import ImportReport, import_legacy
 from magsag.ingest.legacy import LegacyImporter
+from tests.legacy_trees import T0, jsonl, log_line, new_format_run, old_format_run, sample_tree, write_run
 
 SAMPLE_RUNS = ("mag-3f9a1c07", "sag-0b1d2e30", "sag-0b1d2e31")
 

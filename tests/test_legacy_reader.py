@@ -10,11 +10,11 @@ import os
 from pathlib import Path
 
 import pytest
-from legacy_trees import T0, jsonl, log_line, metrics_doc, new_format_run, old_format_run, sample_tree, write_run
 
 from backends.schema import derived_event_id
 from magsag.ingest.legacy_mapping import parse_cost, parse_run
 from magsag.ingest.legacy_reader import BadValue, Rejection, read_json_document, read_jsonl
+from tests.legacy_trees import T0, jsonl, log_line, metrics_doc, new_format_run, old_format_run, sample_tree, write_run
 
 RUN = "mag-aaaa0001"
 
@@ -425,3 +425,28 @@ def test_metrics_file_of_wrong_shape(tmp_path):
 def test_run_folder_listing_failure_is_reported(tmp_path: Path):
     run = parse_run(tmp_path / "does-not-exist", "x")
     assert len(run.rejections) == 1 and "cannot list the run folder" in str(run.rejections[0])
+
+
+def test_without_orjson_the_standard_library_path_gives_the_same_records(tmp_path, monkeypatch):
+    import magsag.ingest.legacy_reader as reader
+
+    d = write_run(
+        tmp_path,
+        RUN,
+        logs=[
+            log_line(RUN, "start", T0, {"slug": "s", "n": 2**70, "f": 0.1}),
+            b'{"run_id": "mag-aaaa0001", "event": "x", "timestamp": 1795687273.5, "data": {"v": NaN}}\n',
+            b"{oops\n",
+        ],
+    )
+    fast = parse_run(d, RUN)
+    monkeypatch.setattr(reader, "_fast_loads", json.loads)
+    monkeypatch.setattr(reader, "_FAST_ERRORS", (ValueError,))
+    monkeypatch.setattr(
+        reader, "_fast_dumps", lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    )
+    monkeypatch.setattr(reader, "_FAST_DUMP_ERRORS", (ValueError, TypeError))
+    slow = parse_run(d, RUN)
+    assert slow.rows == fast.rows
+    assert [r.where for r in slow.rejections] == [r.where for r in fast.rejections] == [2, 3]
+    assert all(r.reason.startswith("invalid JSON") or "non-finite" in r.reason for r in slow.rejections)
