@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from backends.schema import derived_event_id
-from magsag.ingest.legacy_mapping import parse_cost, parse_run
+from magsag.ingest.legacy_costs import parse_cost
+from magsag.ingest.legacy_mapping import parse_run
 from magsag.ingest.legacy_reader import BadValue, Rejection, read_json_document, read_jsonl
 from tests.legacy_trees import T0, jsonl, log_line, metrics_doc, new_format_run, old_format_run, sample_tree, write_run
 

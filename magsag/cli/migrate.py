@@ -22,7 +22,8 @@ from magsag.cli.common import (
     run,
     settings_from,
 )
-from magsag.ingest.legacy import ImportReport, LegacyImporter
+from magsag.ingest.legacy import LegacyImporter
+from magsag.ingest.legacy_report import ImportReport
 from magsag.storage import open_storage
 
 EXIT_REJECTED = 1

@@ -23,35 +23,21 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from backends.base import StorageBackend
 from backends.errors import ConfigError, NotFoundError
 from backends.schema import SUCCEEDED, Event, from_us, iso_from_us
-from magsag.ingest.legacy_mapping import (
-    COST,
-    LEGACY_TAG,
-    UNKNOWN_AGENT,
-    ParsedRun,
-    Row,
-    cost_row,
-    parse_cost,
-    parse_run,
-    valid_id,
-)
-from magsag.ingest.legacy_reader import (
-    DEFAULT_MAX_LINE_BYTES,
-    BadValue,
-    Rejection,
-    cost_sources,
-    is_sqlite_file,
-    read_cost_db,
-    read_jsonl,
-)
+from magsag.ingest.legacy_costs import CostRecords, cost_row, cost_sources, read_ledgers
+from magsag.ingest.legacy_fields import LEGACY_TAG, UNKNOWN_AGENT, ParsedRun, Row, valid_id
+from magsag.ingest.legacy_mapping import parse_run
+from magsag.ingest.legacy_messages import COST
+from magsag.ingest.legacy_reader import DEFAULT_MAX_LINE_BYTES, Rejection
+from magsag.ingest.legacy_report import ImportReport
 from magsag.ingest.legacy_worker import Item, ParserPool
 
 DEFAULT_BATCH = 50_000
@@ -69,77 +55,6 @@ Progress = Callable[[int, int], None]
 def default_workers() -> int:
     """Parser processes: one per core beyond the one the store's writer uses (at most 4)."""
     return max(1, min(4, (os.cpu_count() or 2) - 1))
-
-
-@dataclass
-class ImportReport:
-    """What an import did (or, in a dry run, would do)."""
-
-    source: str | None
-    costs: list[str]
-    dry_run: bool
-    strict: bool
-    runs_found: int = 0
-    runs_imported: int = 0
-    runs_present: int = 0
-    runs_skipped: int = 0
-    cost_runs_created: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    events_by_type: Counter[str] = field(default_factory=Counter)
-    events_present: int = 0
-    events_written: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    rejections: list[Rejection] = field(default_factory=list)
-    seconds: float = 0.0
-    aborted: str | None = None
-
-    @property
-    def events_new(self) -> int:
-        return sum(self.events_by_type.values())
-
-    @property
-    def events_per_second(self) -> float:
-        return self.events_new / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing was rejected (the CLI exits 0 only then)."""
-        return self.rejected == 0 and self.aborted is None
-
-    @property
-    def written(self) -> bool:
-        return not self.dry_run and self.aborted is None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "costs": self.costs,
-            "dry_run": self.dry_run,
-            "strict": self.strict,
-            "written": self.written,
-            "ok": self.ok,
-            "aborted": self.aborted,
-            "runs": {
-                "found": self.runs_found,
-                "imported": self.runs_imported,
-                "already_present": self.runs_present,
-                "skipped": self.runs_skipped,
-                "created_from_costs": self.cost_runs_created,
-            },
-            "skipped": [{"run": run, "reason": reason} for run, reason in self.skipped],
-            "events": {
-                "new": self.events_new,
-                "by_type": dict(sorted(self.events_by_type.items())),
-                "already_present": self.events_present,
-                "duplicates": self.duplicates,
-                "written": self.events_written,
-            },
-            "rejected": self.rejected,
-            "rejections": [str(r) for r in self.rejections],
-            "seconds": round(self.seconds, 3),
-            "events_per_second": round(self.events_per_second, 1),
-        }
 
 
 @dataclass
@@ -318,7 +233,7 @@ class _Pass:
         for name, path, reason in self.entries:
             if path is None:
                 self._skip(name, reason or "not a run folder")
-        cost_records = self._read_ledgers()
+        cost_records = read_ledgers(self.ledgers, self.imp.max_line_bytes, self._reject)
         run_ids = [run_id for run_id, path, _ in self.entries if path is not None]
         await self._load_existing(run_ids + sorted(cost_records))
         runs = [(str(path), run_id, self._fingerprint(run_id)) for run_id, path, _ in self.entries if path is not None]
@@ -476,26 +391,7 @@ class _Pass:
         return changed, new_ledger.get("files") != old_ledger.get("files")
 
     # ------------------------------------------------------------------ costs
-    def _read_ledgers(self) -> dict[str, list[tuple[str | None, int, dict[str, Any]]]]:
-        """Cost records grouped by run id: (agent, ts_us, payload)."""
-        by_run: dict[str, list[tuple[str | None, int, dict[str, Any]]]] = {}
-        for path in self.ledgers:
-            rejections: list[Rejection] = []
-            if is_sqlite_file(path) or path.suffix.lower() in (".db", ".sqlite", ".sqlite3"):
-                records: Iterable[tuple[int | str, Any]] = read_cost_db(path, rejections)
-            else:
-                records = ((line.no, line.obj) for line in read_jsonl(path, rejections, self.imp.max_line_bytes))
-            for where, rec in records:
-                try:
-                    run_id, agent, ts_us, payload = parse_cost(rec)
-                except BadValue as exc:
-                    rejections.append(Rejection(str(path), where, str(exc)))
-                    continue
-                by_run.setdefault(run_id, []).append((agent, ts_us, payload))
-            self._reject(rejections)
-        return by_run
-
-    async def _take_costs(self, by_run: dict[str, list[tuple[str | None, int, dict[str, Any]]]]) -> None:
+    async def _take_costs(self, by_run: CostRecords) -> None:
         report = self.report
         for run_id in sorted(by_run):
             stored = await self._stored_ids(run_id, COST)

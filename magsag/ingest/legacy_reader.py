@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sqlite3
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,7 +53,6 @@ MAX_TS_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
 _BOM = b"\xef\xbb\xbf"
 _DIGITS = bytes(48 if 48 <= i <= 57 else 120 for i in range(256))
 _LONG_INT = b"0" * 19
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,81 +340,3 @@ def read_json_document(path: Path, rejections: list[Rejection], *, checked: bool
     except ValueError as exc:
         rejections.append(Rejection(where, None, f"invalid JSON: {exc}"))
     return (True, None)
-
-
-# ------------------------------------------------------------------- cost ledger
-
-
-def cost_sources(path: Path) -> list[Path]:
-    """The cost-ledger files named by ``--costs PATH``.
-
-    A file is taken as it is (SQLite by its header, else JSON Lines). A folder is searched
-    for ``costs.jsonl``, ``costs/costs.jsonl`` and ``costs.db`` (the legacy layout is
-    ``.runs/costs/costs.jsonl`` beside ``.runs/costs.db``; ``.runs`` or ``.runs/costs`` both
-    work). Returns [] when nothing is found.
-    """
-    if path.is_dir():
-        found = [path / "costs.jsonl", path / "costs" / "costs.jsonl", path / "costs.db"]
-        if path.name == "costs":
-            found.append(path.parent / "costs.db")
-        return [p for p in found if os.path.lexists(p)]
-    if os.path.lexists(path):
-        return [path]
-    return []
-
-
-def is_sqlite_file(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(16) == _SQLITE_MAGIC
-    except OSError:
-        return False
-
-
-COST_COLUMNS = (
-    "timestamp",
-    "model",
-    "input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "cost_usd",
-    "run_id",
-    "step",
-    "agent",
-    "metadata",
-)
-
-
-def read_cost_db(path: Path, rejections: list[Rejection]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (row id, record) from a ``cost_records`` SQLite table, read-only."""
-    where = str(path)
-    try:
-        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        rejections.append(Rejection(where, None, f"cannot open as SQLite: {exc}"))
-        return
-    try:
-        try:
-            cols = [r[1] for r in conn.execute("PRAGMA table_info(cost_records)").fetchall()]
-        except sqlite3.DatabaseError as exc:
-            rejections.append(Rejection(where, None, f"cannot read as SQLite: {exc}"))
-            return
-        if not cols:
-            rejections.append(Rejection(where, None, "no table cost_records"))
-            return
-        wanted = [c for c in COST_COLUMNS if c in cols]
-        extra = [c for c in cols if c not in COST_COLUMNS and c not in ("id", "created_at")]
-        key = "id" if "id" in cols else "rowid"
-        names = [*wanted, *extra]
-        sql = f"SELECT {key}, {', '.join(_quote(c) for c in names)} FROM cost_records ORDER BY {key}"
-        try:
-            for row in conn.execute(sql):
-                yield row[0], dict(zip(names, row[1:], strict=True))
-        except sqlite3.DatabaseError as exc:
-            rejections.append(Rejection(where, None, f"read error: {exc}"))
-    finally:
-        conn.close()
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'

@@ -24,7 +24,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from magsag.ingest.legacy_mapping import ParsedRun, parse_run
+from magsag.ingest.legacy_fields import ParsedRun
+from magsag.ingest.legacy_mapping import parse_run
 
 _HEADER = struct.Struct(">Q")
 
