@@ -377,3 +377,14 @@ async def test_a_touched_run_folder_is_read_again_and_found_present(tmp_path, st
     after = await store.get_run("mag-3f9a1c07")
     assert after["metrics"]["legacy_import"]["files"]["logs.jsonl"][1] == 1_000_000_000
     assert {k: v for k, v in after.items() if k != "metrics"} == {k: v for k, v in stored.items() if k != "metrics"}
+
+
+@pytest.mark.parametrize("python", ["/nonexistent/python3", "/bin/true"])
+async def test_parser_workers_that_cannot_start_or_die_fall_back_to_parsing_here(tmp_path, store, monkeypatch, python):
+    import magsag.ingest.legacy_worker as worker
+
+    agents = damaged_tree(tmp_path)
+    expected = comparable(await import_legacy(store, agents, dry_run=True, workers=0))
+    monkeypatch.setattr(worker.sys, "executable", python)
+    importer = LegacyImporter(store, workers=2, min_runs_for_workers=0)
+    assert comparable(await importer.run(agents, dry_run=True)) == expected

@@ -238,11 +238,15 @@ class _Pass:
         await self._load_existing(run_ids + sorted(cost_records))
         runs = [(str(path), run_id, self._fingerprint(run_id)) for run_id, path, _ in self.entries if path is not None]
         done = 0
-        async for parsed in self._parsed(runs):
-            await self._take_run(parsed)
-            done += 1
-            if self.imp.progress is not None:
-                self.imp.progress(done, len(runs))
+        parsed_runs = self._parsed(runs)
+        try:
+            async for parsed in parsed_runs:
+                await self._take_run(parsed)
+                done += 1
+                if self.imp.progress is not None:
+                    self.imp.progress(done, len(runs))
+        finally:
+            await parsed_runs.aclose()  # stops the worker processes, also on errors
         await self._take_costs(cost_records)
         await self._flush()
         report.seconds = time.perf_counter() - started
