@@ -72,17 +72,15 @@ def write_event_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], *, f
     """Insert event rows (skipping known event_ids), create unknown runs, index new rows."""
     before = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
     lo = before[0] if before else 0
-    cur = conn.executemany(ddl.EVENT_INSERT, rows)
+    cur = conn.execute(ddl.EVENT_INSERT_JSON, (json.dumps(rows, separators=(",", ":")),))
     inserted = cur.rowcount if cur.rowcount is not None and cur.rowcount >= 0 else 0
     if inserted:
-        firsts: dict[str, tuple[str, int]] = {}
-        for r in rows:
-            known = firsts.get(r[2])
-            if known is None or r[1] < known[1]:
-                firsts[r[2]] = (r[3], r[1])
-        conn.executemany(
-            "INSERT OR IGNORE INTO runs (run_id, agent_slug, status, started_at) VALUES (?, ?, 'running', ?)",
-            [(run_id, slug, ts) for run_id, (slug, ts) in firsts.items()],
+        # A run seen for the first time starts as `running` at its earliest event
+        # (SQLite takes agent_slug from the row holding min(ts)).
+        conn.execute(
+            "INSERT OR IGNORE INTO runs (run_id, agent_slug, status, started_at) "
+            "SELECT run_id, agent_slug, 'running', min(ts) FROM events WHERE seq > ? GROUP BY run_id",
+            (lo,),
         )
         if fts:
             conn.execute(
