@@ -332,19 +332,14 @@ class SQLiteStorageBackend(StorageBackend):
         check_limit(offset, "offset")
         if status is not None:
             normalize_status(status)
-        where, params = [], []
-        if agent_slug is not None:
-            where.append("agent_slug = ?")
-            params.append(agent_slug)
+        where: list[str] = []
+        params: list[Any] = []
+        _filters(
+            where, params, time_col="started_at", agent_col="agent_slug", agent=agent_slug, since=since, until=until
+        )
         if status is not None:
             where.append("status = ?")
             params.append(status)
-        if since is not None:
-            where.append("started_at >= ?")
-            params.append(to_us(coerce_datetime(since, "since")))  # type: ignore[arg-type]
-        if until is not None:
-            where.append("started_at < ?")
-            params.append(to_us(coerce_datetime(until, "until")))  # type: ignore[arg-type]
         sql = f"SELECT {_RUN_SELECT} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -399,16 +394,9 @@ class SQLiteStorageBackend(StorageBackend):
         check_limit(limit)
         if not isinstance(query, str):
             raise QueryError("the search query must be text")
-        filters, params = [], []
-        if agent_slug is not None:
-            filters.append("e.agent_slug = ?")
-            params.append(agent_slug)
-        if since is not None:
-            filters.append("e.ts >= ?")
-            params.append(to_us(coerce_datetime(since, "since")))  # type: ignore[arg-type]
-        if until is not None:
-            filters.append("e.ts < ?")
-            params.append(to_us(coerce_datetime(until, "until")))  # type: ignore[arg-type]
+        filters: list[str] = []
+        params: list[Any] = []
+        _filters(filters, params, time_col="e.ts", agent_col="e.agent_slug", agent=agent_slug, since=since, until=until)
         extra = "".join(f" AND {f}" for f in filters)
         if self.enable_fts:
             match = query if raw else fts_words(query)
@@ -459,15 +447,7 @@ class SQLiteStorageBackend(StorageBackend):
         check_aggregation(aggregation)
         where = ["type = 'metric'", "json_extract(payload, '$.name') = ?"]
         params: list[Any] = [metric_name]
-        if agent_slug is not None:
-            where.append("agent_slug = ?")
-            params.append(agent_slug)
-        if since is not None:
-            where.append("ts >= ?")
-            params.append(to_us(coerce_datetime(since, "since")))  # type: ignore[arg-type]
-        if until is not None:
-            where.append("ts < ?")
-            params.append(to_us(coerce_datetime(until, "until")))  # type: ignore[arg-type]
+        _filters(where, params, time_col="ts", agent_col="agent_slug", agent=agent_slug, since=since, until=until)
         value_expr = "CAST(json_extract(payload, '$.value') AS REAL)"
         cond = " AND ".join(where) + " AND json_type(payload, '$.value') IN ('integer', 'real')"
         if aggregation.startswith("p"):
@@ -560,6 +540,21 @@ class SQLiteStorageBackend(StorageBackend):
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def _filters(
+    where: list[str], params: list[Any], *, time_col: str, agent_col: str, agent: str | None, since: Any, until: Any
+) -> None:
+    """Append the agent / [since, until) conditions every read method shares."""
+    if agent is not None:
+        where.append(f"{agent_col} = ?")
+        params.append(agent)
+    if since is not None:
+        where.append(f"{time_col} >= ?")
+        params.append(to_us(coerce_datetime(since, "since")))  # type: ignore[arg-type]
+    if until is not None:
+        where.append(f"{time_col} < ?")
+        params.append(to_us(coerce_datetime(until, "until")))  # type: ignore[arg-type]
 
 
 def _like_escape(word: str) -> str:
