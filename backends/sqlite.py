@@ -72,17 +72,15 @@ def write_event_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], *, f
     """Insert event rows (skipping known event_ids), create unknown runs, index new rows."""
     before = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
     lo = before[0] if before else 0
-    cur = conn.executemany(ddl.EVENT_INSERT, rows)
+    cur = conn.execute(ddl.EVENT_INSERT_JSON, (json.dumps(rows, separators=(",", ":")),))
     inserted = cur.rowcount if cur.rowcount is not None and cur.rowcount >= 0 else 0
     if inserted:
-        firsts: dict[str, tuple[str, int]] = {}
-        for r in rows:
-            known = firsts.get(r[2])
-            if known is None or r[1] < known[1]:
-                firsts[r[2]] = (r[3], r[1])
-        conn.executemany(
-            "INSERT OR IGNORE INTO runs (run_id, agent_slug, status, started_at) VALUES (?, ?, 'running', ?)",
-            [(run_id, slug, ts) for run_id, (slug, ts) in firsts.items()],
+        # A run seen for the first time starts as `running` at its earliest event
+        # (SQLite takes agent_slug from the row holding min(ts)).
+        conn.execute(
+            "INSERT OR IGNORE INTO runs (run_id, agent_slug, status, started_at) "
+            "SELECT run_id, agent_slug, 'running', min(ts) FROM events WHERE seq > ? GROUP BY run_id",
+            (lo,),
         )
         if fts:
             conn.execute(
@@ -334,19 +332,14 @@ class SQLiteStorageBackend(StorageBackend):
         check_limit(offset, "offset")
         if status is not None:
             normalize_status(status)
-        where, params = [], []
-        if agent_slug is not None:
-            where.append("agent_slug = ?")
-            params.append(agent_slug)
+        where: list[str] = []
+        params: list[Any] = []
+        _filters(
+            where, params, time_col="started_at", agent_col="agent_slug", agent=agent_slug, since=since, until=until
+        )
         if status is not None:
             where.append("status = ?")
             params.append(status)
-        if since is not None:
-            where.append("started_at >= ?")
-            params.append(to_us(coerce_datetime(since, "since")))  # type: ignore[arg-type]
-        if until is not None:
-            where.append("started_at < ?")
-            params.append(to_us(coerce_datetime(until, "until")))  # type: ignore[arg-type]
         sql = f"SELECT {_RUN_SELECT} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -401,16 +394,9 @@ class SQLiteStorageBackend(StorageBackend):
         check_limit(limit)
         if not isinstance(query, str):
             raise QueryError("the search query must be text")
-        filters, params = [], []
-        if agent_slug is not None:
-            filters.append("e.agent_slug = ?")
-            params.append(agent_slug)
-        if since is not None:
-            filters.append("e.ts >= ?")
-            params.append(to_us(coerce_datetime(since, "since")))  # type: ignore[arg-type]
-        if until is not None:
-            filters.append("e.ts < ?")
-            params.append(to_us(coerce_datetime(until, "until")))  # type: ignore[arg-type]
+        filters: list[str] = []
+        params: list[Any] = []
+        _filters(filters, params, time_col="e.ts", agent_col="e.agent_slug", agent=agent_slug, since=since, until=until)
         extra = "".join(f" AND {f}" for f in filters)
         if self.enable_fts:
             match = query if raw else fts_words(query)
@@ -461,15 +447,7 @@ class SQLiteStorageBackend(StorageBackend):
         check_aggregation(aggregation)
         where = ["type = 'metric'", "json_extract(payload, '$.name') = ?"]
         params: list[Any] = [metric_name]
-        if agent_slug is not None:
-            where.append("agent_slug = ?")
-            params.append(agent_slug)
-        if since is not None:
-            where.append("ts >= ?")
-            params.append(to_us(coerce_datetime(since, "since")))  # type: ignore[arg-type]
-        if until is not None:
-            where.append("ts < ?")
-            params.append(to_us(coerce_datetime(until, "until")))  # type: ignore[arg-type]
+        _filters(where, params, time_col="ts", agent_col="agent_slug", agent=agent_slug, since=since, until=until)
         value_expr = "CAST(json_extract(payload, '$.value') AS REAL)"
         cond = " AND ".join(where) + " AND json_type(payload, '$.value') IN ('integer', 'real')"
         if aggregation.startswith("p"):
@@ -562,6 +540,21 @@ class SQLiteStorageBackend(StorageBackend):
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def _filters(
+    where: list[str], params: list[Any], *, time_col: str, agent_col: str, agent: str | None, since: Any, until: Any
+) -> None:
+    """Append the agent / [since, until) conditions every read method shares."""
+    if agent is not None:
+        where.append(f"{agent_col} = ?")
+        params.append(agent)
+    if since is not None:
+        where.append(f"{time_col} >= ?")
+        params.append(to_us(coerce_datetime(since, "since")))  # type: ignore[arg-type]
+    if until is not None:
+        where.append(f"{time_col} < ?")
+        params.append(to_us(coerce_datetime(until, "until")))  # type: ignore[arg-type]
 
 
 def _like_escape(word: str) -> str:

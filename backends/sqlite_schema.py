@@ -23,6 +23,14 @@ SQLITE_SCHEMA_VERSION = 2
 EVENT_INSERT = (
     f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
 )
+# The writer's bulk path: one statement for a whole batch, rows passed as one JSON array of
+# arrays. SQLite parses it in C, so the writer thread holds the GIL once per batch instead
+# of once per row (executemany binds 13 values per row in Python and drops the GIL around
+# every step, which starves the writer whenever the application's own thread is busy).
+EVENT_INSERT_JSON = (
+    f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) "
+    f"SELECT {', '.join(f'value ->> {i}' for i in range(len(EVENT_COLUMNS)))} FROM json_each(?)"
+)
 EVENT_SELECT = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
 
 _V1 = """
