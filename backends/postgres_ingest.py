@@ -33,6 +33,15 @@ _STAGE_DDL = (
 _ARRAY_TYPES = ("text", "timestamptz", *("text",) * (len(EVENT_COLUMNS) - 2))
 
 
+# Runs first seen among the rows a statement's ``ev`` CTE inserted: running, started at
+# their earliest new event (the agent of that event), created in run_id order.
+_RUNS_OF_NEW_EVENTS = (
+    "run AS (INSERT INTO {schema}.runs (run_id, agent_slug, status, started_at) "
+    "SELECT DISTINCT ON (run_id) run_id, agent_slug, 'running', ts FROM ev ORDER BY run_id, ts "
+    "ON CONFLICT (run_id) DO NOTHING) "
+)
+
+
 def command_count(status: str) -> int:
     """Rows of a command tag such as ``COPY 500`` or ``INSERT 0 500``."""
     try:
@@ -83,13 +92,12 @@ class CopyPath:
         async with conn.transaction():
             await conn.execute(_STAGE_DDL)
             await conn.copy_records_to_table("magsag_stage", records=rows, columns=EVENT_COLUMNS)
-            status = await conn.execute(
-                f"INSERT INTO {schema}.events ({EVENT_COLUMN_LIST}) SELECT {EVENT_COLUMN_LIST} FROM magsag_stage "
-                "ORDER BY ctid ON CONFLICT DO NOTHING"
+            inserted = await conn.fetchval(
+                f"WITH ev AS (INSERT INTO {schema}.events ({EVENT_COLUMN_LIST}) SELECT {EVENT_COLUMN_LIST} "
+                "FROM magsag_stage ORDER BY ctid ON CONFLICT DO NOTHING RETURNING run_id, agent_slug, ts), "
+                + _RUNS_OF_NEW_EVENTS.format(schema=schema)
+                + "SELECT count(*) FROM ev"
             )
-            inserted = command_count(status)
-            if inserted:
-                await create_runs(conn, schema, events)
         self.dedupe = inserted < len(rows)
         return inserted
 
@@ -112,10 +120,8 @@ def _group_sql(schema: str) -> str:
         f"WITH src AS (SELECT * FROM unnest({arrays}) WITH ORDINALITY AS u({EVENT_COLUMN_LIST}, n)), "
         f"ev AS (INSERT INTO {schema}.events ({EVENT_COLUMN_LIST}) SELECT {select} FROM src ORDER BY n "
         "ON CONFLICT DO NOTHING RETURNING event_id, run_id, agent_slug, ts), "
-        f"run AS (INSERT INTO {schema}.runs (run_id, agent_slug, status, started_at) "
-        "SELECT DISTINCT ON (run_id) run_id, agent_slug, 'running', ts FROM ev ORDER BY run_id, ts "
-        "ON CONFLICT (run_id) DO NOTHING) "
-        "SELECT event_id FROM ev"
+        + _RUNS_OF_NEW_EVENTS.format(schema=schema)
+        + "SELECT event_id FROM ev"
     )
 
 

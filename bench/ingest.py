@@ -107,14 +107,10 @@ def bare_sqlite_batch(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> 
     conn.execute("BEGIN IMMEDIATE")
     lo = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
     conn.executemany(ddl.EVENT_INSERT, rows)
-    firsts: dict[str, tuple[str, int]] = {}
-    for r in rows:
-        known = firsts.get(r[2])
-        if known is None or r[1] < known[1]:
-            firsts[r[2]] = (r[3], r[1])
-    conn.executemany(
-        "INSERT OR IGNORE INTO runs (run_id, agent_slug, status, started_at) VALUES (?, ?, 'running', ?)",
-        [(k, a, t) for k, (a, t) in firsts.items()],
+    conn.execute(
+        "INSERT OR IGNORE INTO runs (run_id, agent_slug, status, started_at) "
+        "SELECT run_id, agent_slug, 'running', min(ts) FROM events WHERE seq > ? GROUP BY run_id",
+        (lo[0] if lo else 0,),
     )
     conn.execute(
         "INSERT INTO events_fts (rowid, msg) SELECT seq, msg FROM events WHERE seq > ? AND msg IS NOT NULL",

@@ -230,3 +230,14 @@ async def test_concurrent_single_appends_share_commits_but_each_counts(backend, 
     assert len(set(ids)) == 200
     assert await stored(admin, backend.schema, run) == 201
     assert [e["msg"] async for e in backend.get_events(run)] == ["same", *map(str, range(200))]
+
+
+async def test_a_batch_with_stored_ids_still_creates_the_runs_of_its_new_events(backend) -> None:
+    old_run, new_run = uid("run"), uid("run")
+    stored_batch = events(old_run, 20)
+    await backend.append_events(stored_batch)
+    fresh = events(new_run, 5, start=NOW - timedelta(minutes=20), agent="coder")
+    assert await backend.append_events([*stored_batch, *reversed(fresh)]) == 5
+    rec = await backend.get_run(new_run)
+    assert (rec["status"], rec["agent_slug"]) == ("running", "coder")
+    assert rec["started_at"] == datetime.fromtimestamp(fresh[0].ts_us / 1e6, UTC).isoformat(timespec="microseconds")
