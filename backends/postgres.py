@@ -3,22 +3,21 @@
 * **Connections.** One asyncpg pool (``pool_min``..``pool_max``), a server-side
   ``statement_timeout`` on every session, timestamps exchanged as integer microseconds.
   Reads are retried with back-off when the *connection* is lost (server restart,
-  terminated session); writes never are: they fail with one line saying that appending
-  the batch again is safe, since duplicates are skipped.
+  terminated session); a write is retried only when the driver proves nothing was sent,
+  otherwise it fails with one line saying that appending again is safe (stored events
+  are skipped).
 * **Schema.** See :mod:`backends.postgres_schema`: JSONB ``payload``/``metrics`` with GIN
   indexes, a generated ``tsvector`` over ``msg`` with a GIN index, events partitioned by
   UTC day (created ahead at ``init`` and on demand for late or early timestamps), or a
   TimescaleDB hypertable when that extension is available at the first ``init``.
-* **Ingest.** ``append_events`` streams the batch with binary ``COPY`` in one transaction.
-  If the batch holds already-stored ``event_id``\\ s, the COPY fails on the unique key
-  and the batch goes through a temporary staging table and ``INSERT ... ON CONFLICT DO
-  NOTHING`` instead, which stores only the new rows (and stays on that path while
-  batches keep containing duplicates). A single ``append_event`` is one prepared
-  statement that inserts the event and, if needed, its run.
+* **Ingest.** See :mod:`backends.postgres_ingest`: ``append_events`` is one binary
+  ``COPY`` per batch (a staging table and ``ON CONFLICT DO NOTHING`` when the batch holds
+  stored event ids); ``append_event`` is one prepared statement, and concurrent
+  calls share commits.
 * **Search.** ``websearch_to_tsquery`` over quoted words (default; no input can raise a
   syntax error) or ``to_tsquery`` syntax with ``raw=True``; ranked by ``ts_rank``.
-* **Retention.** ``vacuum`` drops whole day partitions when a whole day goes and
-  DELETEs only on days that keep rows (events of runs still ``running``).
+* **Retention.** See :mod:`backends.postgres_retention`: ``vacuum`` drops whole day
+  partitions when a whole day goes and DELETEs only on days that keep rows.
 """
 
 from __future__ import annotations
