@@ -116,7 +116,7 @@ class SQLiteStorageBackend(StorageBackend):
         conn.execute("PRAGMA foreign_keys = OFF")
         conn.execute("PRAGMA temp_store = MEMORY")
         if writer:
-            conn.execute("PRAGMA cache_size = -32768")
+            conn.execute("PRAGMA cache_size = -131072")  # 128 MB: index pages of big stores stay cached
         else:
             conn.execute("PRAGMA query_only = 1")
             conn.execute("PRAGMA mmap_size = 268435456")

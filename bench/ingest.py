@@ -93,7 +93,7 @@ def bare_sqlite(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA cache_size = -32768")
+    conn.execute("PRAGMA cache_size = -131072")  # same as the backend's writer
     conn.execute("PRAGMA temp_store = MEMORY")
     ddl.migrate(conn)
     ddl.set_fts(conn, True)

@@ -158,7 +158,7 @@ def baseline(tree: Path, db: Path) -> tuple[float, float, int]:
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA cache_size = -32768")
+    conn.execute("PRAGMA cache_size = -131072")  # same as the backend's writer
     ddl.migrate(conn)
     ddl.set_fts(conn, True)
     t = time.perf_counter()
