@@ -1,0 +1,162 @@
+"""The lake manifest: one small immutable JSON entry per committed data file.
+
+Entry ``_magsag/manifest/<dataset>/dt=YYYY-MM-DD/<file stem>.json`` records the file's
+partition, rows, bytes, min/max ``ts`` (or ``started_at`` for runs), sha256 checksum,
+schema version and the job that wrote it. Writing the entry is the commit point of a file:
+a data file without an entry is not committed (a crashed job's leftover, which the next
+run finishes or removes).
+
+Compaction writes a merged file whose entry lists the files it ``replaces``; a file named
+by any entry's ``replaces`` is no longer live (its own entry and bytes are removed right
+after). :func:`live_entries` is therefore a consistent snapshot of the lake for readers
+that go through the manifest; plain-glob readers need nothing but the data files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from backends.schema import SCHEMA_VERSION
+from lakehouse import layout
+from lakehouse.objstore import Lake
+
+MANIFEST_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    dataset: str
+    dt: str  # YYYY-MM-DD
+    path: str  # data file, relative to the lake root
+    rows: int
+    bytes: int
+    min_ts: str | None  # ISO-8601 UTC
+    max_ts: str | None
+    checksum: str  # "sha256:<hex>" of the file's bytes
+    job_id: str
+    committed_at: str
+    schema_version: int = SCHEMA_VERSION
+    replaces: tuple[str, ...] = field(default_factory=tuple)
+    format: int = MANIFEST_FORMAT
+
+    @property
+    def day(self) -> date:
+        return date.fromisoformat(self.dt)
+
+    def to_json(self) -> bytes:
+        d = asdict(self)
+        d["replaces"] = list(self.replaces)
+        return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> ManifestEntry:
+        d = json.loads(raw)
+        known = {f for f in cls.__dataclass_fields__}
+        d = {k: v for k, v in d.items() if k in known}
+        d["replaces"] = tuple(d.get("replaces") or ())
+        return cls(**d)
+
+
+def checksum_bytes(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def checksum_file(lake: Lake, rel: str, chunk: int = 8 << 20) -> str:
+    """sha256 of a lake file, read back from the store in chunks."""
+    h = hashlib.sha256()
+    with lake.fs.open(lake.path(rel), "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def write_entry(lake: Lake, entry: ManifestEntry) -> str:
+    """Write (commit) an entry; return its path. Atomic: a reader sees all or nothing.
+
+    Local folders write a temporary name and rename it; object stores make a PUT
+    visible all at once.
+    """
+    rel = layout.manifest_path(entry.path)
+    target = lake.path(rel)
+    parent = target.rsplit("/", 1)[0]
+    lake.fs.makedirs(parent, exist_ok=True)
+    data = entry.to_json()
+    if lake.is_local:
+        tmp = f"{target}.tmp"
+        with lake.fs.open(tmp, "wb") as f:
+            f.write(data)
+        lake.fs.mv(tmp, target)
+    else:
+        lake.fs.pipe_file(target, data)
+    return rel
+
+
+def _manifest_files(lake: Lake, dataset: str, day: date | None) -> list[str]:
+    base = lake.path(layout.manifest_dir(dataset, day))
+    try:
+        found = lake.fs.find(base)
+    except FileNotFoundError:
+        return []
+    return sorted(p for p in found if p.endswith(".json"))
+
+
+def read_entries(lake: Lake, dataset: str, day: date | None = None) -> list[ManifestEntry]:
+    """Every entry of a dataset (or one partition), replaced ones included."""
+    paths = _manifest_files(lake, dataset, day)
+    if not paths:
+        return []
+    blobs = lake.fs.cat(paths) if len(paths) > 1 else {paths[0]: lake.fs.cat_file(paths[0])}
+    out: list[ManifestEntry] = []
+    for p in paths:
+        raw = blobs.get(p)
+        if isinstance(raw, Exception) or raw is None:
+            continue  # deleted between list and read (a compaction finishing)
+        out.append(ManifestEntry.from_json(raw))
+    return out
+
+
+def live(entries: Iterable[ManifestEntry]) -> list[ManifestEntry]:
+    """Entries whose file is not replaced by another entry, sorted by path."""
+    entries = list(entries)
+    gone = {p for e in entries for p in e.replaces}
+    return sorted((e for e in entries if e.path not in gone), key=lambda e: e.path)
+
+
+def live_entries(lake: Lake, dataset: str, day: date | None = None) -> list[ManifestEntry]:
+    return live(read_entries(lake, dataset, day))
+
+
+def partitions(lake: Lake, dataset: str) -> dict[date, list[ManifestEntry]]:
+    """Live entries grouped by partition day, oldest day first."""
+    out: dict[date, list[ManifestEntry]] = {}
+    for e in live_entries(lake, dataset):
+        out.setdefault(e.day, []).append(e)
+    return dict(sorted(out.items()))
+
+
+def fingerprint(entries: Iterable[ManifestEntry]) -> str:
+    """A partition's identity: changes whenever a file is added, replaced or removed."""
+    h = hashlib.sha256()
+    for e in sorted(entries, key=lambda e: e.path):
+        h.update(f"{e.path}\0{e.checksum}\0{e.rows}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def entry_summary(entries: Iterable[ManifestEntry]) -> dict[str, Any]:
+    entries = list(entries)
+    return {
+        "files": len(entries),
+        "rows": sum(e.rows for e in entries),
+        "bytes": sum(e.bytes for e in entries),
+        "min_ts": min((e.min_ts for e in entries if e.min_ts), default=None),
+        "max_ts": max((e.max_ts for e in entries if e.max_ts), default=None),
+    }
