@@ -134,9 +134,7 @@ def attach_postgres(con: duckdb.DuckDBPyConnection, dsn: str, schema: str, alias
     if db:
         opts.append(f"DATABASE {sql_string(db)}")
     con.execute(f"CREATE OR REPLACE SECRET magsag_pg (TYPE postgres{''.join(', ' + o for o in opts)})")
-    con.execute(
-        f"ATTACH '' AS {alias} (TYPE postgres, SECRET magsag_pg, READ_ONLY, SCHEMA {sql_string(schema)})"
-    )
+    con.execute(f"ATTACH '' AS {alias} (TYPE postgres, SECRET magsag_pg, READ_ONLY, SCHEMA {sql_string(schema)})")
 
 
 def attach_sqlite(con: duckdb.DuckDBPyConnection, path: str, alias: str) -> None:

@@ -29,9 +29,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 EVENT_SELECT = ", ".join("epoch_us(ts) AS ts" if c == "ts" else c for c in EVENT_COLUMNS)
-RUN_SELECT = ", ".join(
-    f"epoch_us({c}) AS {c}" if c in ("started_at", "ended_at") else c for c in RUN_COLUMNS
-)
+RUN_SELECT = ", ".join(f"epoch_us({c}) AS {c}" if c in ("started_at", "ended_at") else c for c in RUN_COLUMNS)
 _MISSING = ("No files found", "No such file", "not found", "does not exist", "404")
 
 
@@ -169,10 +167,7 @@ class LakeReader:
             uris = [f.uri for f in snap.of("runs", *day_range(since, until))]
             if not uris:
                 return None
-            sql = (
-                f"SELECT {RUN_SELECT} FROM {self._source(uris)}{cond} "
-                "ORDER BY started_at DESC, run_id DESC LIMIT ?"
-            )
+            sql = f"SELECT {RUN_SELECT} FROM {self._source(uris)}{cond} ORDER BY started_at DESC, run_id DESC LIMIT ?"
             return sql, [*params, limit]
 
         return [_run_row(r) for r in self._query(build)]

@@ -197,9 +197,7 @@ class TieredBackend(StorageBackend):
             return await self.hot.update_run(run_id, status=status, ended_at=ended_at, metrics=metrics)
         except NotFoundError:
             if await self._has_lake() and await self._in_lake(self._lake_reader().run, run_id) is not None:
-                raise NotFoundError(
-                    f"run {run_id!r} is in the lake (tiered runs are finished and read-only)"
-                ) from None
+                raise NotFoundError(f"run {run_id!r} is in the lake (tiered runs are finished and read-only)") from None
             raise
 
     async def vacuum(

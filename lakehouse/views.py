@@ -70,9 +70,10 @@ def lake_select(dataset: str, uris: list[str]) -> str:
 
 def sqlite_source(path: Path) -> HotSource:
     """SQLite hot store attached as ``magsag_hot`` (the caller attaches it)."""
-    ev = ", ".join(
-        "make_timestamp(ts)::TIMESTAMPTZ AS ts" if c == "ts" else c for c in EVENT_COLUMNS
-    ) + ", CAST(make_timestamp(ts) AS DATE) AS dt"
+    ev = (
+        ", ".join("make_timestamp(ts)::TIMESTAMPTZ AS ts" if c == "ts" else c for c in EVENT_COLUMNS)
+        + ", CAST(make_timestamp(ts) AS DATE) AS dt"
+    )
     run_cols = []
     for c in RUN_COLUMNS:
         if c in ("started_at", "ended_at"):
@@ -83,11 +84,12 @@ def sqlite_source(path: Path) -> HotSource:
             run_cols.append(f"{c}::VARCHAR AS {c}")
     runs = ", ".join(run_cols) + ", CAST(make_timestamp(started_at::BIGINT) AS DATE) AS dt"
     lo_ev, lo_run = _sqlite_oldest(path)
+    run_query = sql_string("SELECT " + ", ".join(RUN_COLUMNS) + " FROM runs")
     return HotSource(
         "sqlite",
         f"SELECT {ev} FROM {HOT}.events",
         # runs is a WITHOUT ROWID table, which DuckDB's SQLite scanner cannot scan: SQLite reads it.
-        f"SELECT {runs} FROM sqlite_query({sql_string(HOT)}, {sql_string('SELECT ' + ', '.join(RUN_COLUMNS) + ' FROM runs')})",
+        f"SELECT {runs} FROM sqlite_query({sql_string(HOT)}, {run_query})",
         lo_ev,
         lo_run,
     )

@@ -126,14 +126,25 @@ class HalfTiered:
             yield e
 
     async def list_runs(
-        self, agent_slug: Any = None, status: Any = None, since: Any = None, until: Any = None, limit: int = 100,
+        self,
+        agent_slug: Any = None,
+        status: Any = None,
+        since: Any = None,
+        until: Any = None,
+        limit: int = 100,
         offset: int = 0,
     ) -> Any:
         await self._tier_now()
         return await super().list_runs(agent_slug, status, since, until, limit, offset)  # type: ignore[misc]
 
     async def search_text(
-        self, query: str, agent_slug: Any = None, since: Any = None, limit: int = 100, *, raw: bool = False,
+        self,
+        query: str,
+        agent_slug: Any = None,
+        since: Any = None,
+        limit: int = 100,
+        *,
+        raw: bool = False,
         until: Any = None,
     ) -> Any:
         await self._tier_now()

@@ -382,6 +382,7 @@ async def test_query_metrics(backend: StorageBackend) -> None:
 # ----------------------------------------------------------------- vacuum
 
 
+@pytest.mark.hot_only
 @pytest.mark.parametrize(
     ("now", "hot_days", "cutoff"),
     [
@@ -426,6 +427,7 @@ async def test_vacuum_keeps_running_runs(backend: StorageBackend) -> None:
     assert await backend.get_run("live") is not None
 
 
+@pytest.mark.hot_only
 async def test_vacuum_keep_days(backend: StorageBackend) -> None:
     now = datetime(2025, 11, 1, tzinfo=UTC)
     await backend.create_run("r", "a", started_at=now - timedelta(days=20), status="succeeded")
