@@ -72,7 +72,7 @@ class LakeReader:
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
             if self._con is None:
-                con = duck.new_connection()
+                con = duck.new_connection(extensions=duck.lake_extensions(self.lake))
                 duck.attach_lake(con, self.lake)
                 self._con = con
             return self._con.cursor()
@@ -93,7 +93,7 @@ class LakeReader:
             sql, params = built
             cur = self._cursor()
             try:
-                return cur.execute(sql, params).fetchall()
+                return cur.execute(duck.bind(sql, params)).fetchall()
             except StorageError:
                 raise
             except Exception as exc:

@@ -105,7 +105,7 @@ def _with_hot(
 
     con = connect(settings)
     try:
-        hot_table = con.sql(f"SELECT * FROM hot_{dataset}").fetch_arrow_table()
+        hot_table = con.sql(f"SELECT * FROM hot_{dataset}").to_arrow_table()
     finally:
         close(con)
     hot = pl.from_arrow(hot_table)

@@ -123,7 +123,9 @@ def connect(
 
         settings = load_settings()
     lake = open_lake(lake_url or settings.lake_url, settings)
-    con = duck.new_connection(threads)
+    kind = _hot_kind(settings) if include_hot else None
+    hot_ext = {"sqlite": ("sqlite_scanner",), "postgres": ("postgres_scanner",)}.get(kind or "", ())
+    con = duck.new_connection(threads, duck.lake_extensions(lake) + hot_ext)
     try:
         duck.attach_lake(con, lake)
         hot = _attach_hot(con, settings, include_hot)
@@ -173,7 +175,7 @@ def run_sql(
     try:
         check_sql(con, sql)
         try:
-            return con.execute(sql).fetch_arrow_table()
+            return con.execute(sql).to_arrow_table()
         except Exception as exc:
             raise QueryError(_sql_error(exc)) from None
     finally:

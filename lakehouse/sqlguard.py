@@ -78,7 +78,9 @@ def check_sql(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     if kind != duckdb.StatementType.SELECT:
         name = getattr(kind, "name", str(kind))
         raise _fail(f"only read-only SELECT queries are allowed, got {name}")
-    raw = con.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchone()[0]
+    from lakehouse.duck import sql_string
+
+    raw = con.execute(f"SELECT json_serialize_sql({sql_string(sql)})").fetchone()[0]
     tree = json.loads(raw)
     if tree.get("error"):
         head = sql.strip().split(None, 1)[0].upper()

@@ -100,7 +100,7 @@ def _footer_sizes(lake: Lake, files: list[LakeFile]) -> dict[str, tuple[int, int
     """uri -> (rows, stored bytes, uncompressed bytes) from the Parquet footers (one DuckDB query)."""
     if not files:
         return {}
-    con = duck.new_connection()
+    con = duck.new_connection(extensions=duck.lake_extensions(lake))
     try:
         duck.attach_lake(con, lake)
         files_sql = duck.sql_list([f.uri for f in files])

@@ -126,8 +126,8 @@ def postgres_source(con: duckdb.DuckDBPyConnection, schema: str) -> HotSource:
         + ", CAST(timezone('UTC', started_at) AS DATE) AS dt"
     )
     q = (
-        f"SELECT (SELECT (min(ts) AT TIME ZONE 'UTC')::date::text FROM {schema}.events), "
-        f"(SELECT (min(started_at) AT TIME ZONE 'UTC')::date::text FROM {schema}.runs)"
+        f"SELECT (SELECT (min(ts) AT TIME ZONE 'UTC')::date::text FROM {schema}.events) AS ev, "
+        f"(SELECT (min(started_at) AT TIME ZONE 'UTC')::date::text FROM {schema}.runs) AS run"
     )
     row = con.execute(f"SELECT * FROM postgres_query({sql_string(HOT)}, {sql_string(q)})").fetchone()
     lo_ev, lo_run = (date.fromisoformat(v) if v else None for v in (row or (None, None)))

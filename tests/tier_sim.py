@@ -159,3 +159,15 @@ class HalfTiered:
 
 class HalfTieredBackend(HalfTiered, TieredBackend):
     """A tiered backend whose reads first tier half of the new data (see :class:`HalfTiered`)."""
+
+
+def kind_of(backend: StorageBackend) -> str:
+    """'sqlite' or 'postgres': the SQL dialect conditions for :func:`move_rows` are written in."""
+    return _kind(unwrap(backend))
+
+
+def ts_before(column: str, us: int, kind: str) -> str:
+    """``column < us`` (integer microseconds) in the hot store's dialect."""
+    if kind == "sqlite":
+        return f"{column} < {int(us)}"
+    return f"{column} < timestamptz '1970-01-01 00:00:00+00' + {int(us)} * interval '1 microsecond'"
