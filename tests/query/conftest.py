@@ -87,3 +87,34 @@ async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
 
 def strip_tier(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if k not in ("tier", "score")} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A small demo SQLite store with its two older days moved to a lake (built once per module).
+
+    Runs started before the cut are in the lake; one later run has half its events in
+    the lake (split)."""
+    import asyncio
+
+    from backends.sqlite import SQLiteStorageBackend
+    from lakehouse.objstore import open_lake
+    from magsag.ingest.demo import load_demo
+
+    root = tmp_path_factory.mktemp("guard")
+    db, lake = root / "hot.db", root / "lake"
+
+    async def build() -> None:
+        hot = SQLiteStorageBackend(db)
+        await hot.initialize()
+        await load_demo(hot, days=4, runs_per_day=2, seed=3, end=END)
+        cut = int(datetime(2026, 3, 8, tzinfo=UTC).timestamp() * 1_000_000)
+        split = f"run_id = (SELECT min(run_id) FROM events WHERE ts >= {cut}) AND {every_other_event()}"
+        await move_rows(
+            hot, open_lake(str(lake)), f"ts < {cut} OR ({split})", f"started_at < {cut} AND status <> 'running'"
+        )
+        await hot.close()
+
+    asyncio.run(build())
+    (root / "secret.txt").write_text("do not read me\n")
+    return {"MAGSAG_STORAGE_DB_PATH": str(db), "MAGSAG_STORAGE_LAKE_URL": str(lake), "root": str(root)}
