@@ -43,6 +43,7 @@ class _Context:
     snapshot: LakeSnapshot
     boundaries: dict[str, date | None]
     locked: bool
+    settings: StorageSettings
 
 
 # Keyed weakly by connection: a connection dropped without close() leaves nothing behind.
@@ -67,21 +68,31 @@ def _hot_kind(settings: StorageSettings) -> str | None:
     return None
 
 
-def _attach_hot(con: duckdb.DuckDBPyConnection, settings: StorageSettings, include_hot: bool) -> views.HotSource:
+def _attach_hot(
+    con: duckdb.DuckDBPyConnection, settings: StorageSettings, include_hot: bool, sqlite_mode: str
+) -> views.HotSource:
     if not include_hot:
         return views.no_hot_source()
     kind = _hot_kind(settings)
     if kind == "sqlite":
+        from lakehouse import hot_sqlite
+
         path = Path(settings.db_path).expanduser()
         if not path.is_file():
             return views.no_hot_source()  # nothing stored yet; never create the file here
+        if sqlite_mode == "auto":
+            sqlite_mode = "snapshot" if hot_sqlite.open_in_process(path) else "attach"
+        if sqlite_mode == "snapshot":
+            return hot_sqlite.snapshot_source(con, path)
+        if sqlite_mode != "attach":
+            raise ConfigError(f"sqlite_mode must be auto, attach or snapshot, got {sqlite_mode!r}")
         try:
             duck.attach_sqlite(con, str(path.resolve()), views.HOT)
+            return hot_sqlite.attach_source(con)
         except StorageError:
             raise
         except Exception as exc:
             raise BackendUnavailable(f"cannot read the SQLite store {path}: {_first_line(exc)}") from None
-        return views.sqlite_source(path)
     if kind == "postgres":
         dsn = settings.dsn_value()
         if not dsn:
@@ -111,12 +122,15 @@ def connect(
     include_hot: bool = True,
     locked: bool = False,
     threads: int | None = None,
+    sqlite_mode: str = "auto",
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the views over the hot store and the lake.
 
     ``locked=True`` (what ``magsag data sql`` uses) then disables every file and network
     access outside the lake and freezes the configuration, so the connection can run
-    untrusted read-only SQL (see :func:`run_sql`).
+    untrusted read-only SQL (see :func:`run_sql`). ``sqlite_mode`` chooses how a SQLite
+    hot store is read (see :mod:`lakehouse.hot_sqlite`): ``auto`` attaches it unless
+    this process has it open already, then it takes a snapshot.
     """
     if settings is None:
         from lakehouse.settings import load_settings
@@ -128,7 +142,7 @@ def connect(
     con = duck.new_connection(threads, duck.lake_extensions(lake) + hot_ext)
     try:
         duck.attach_lake(con, lake)
-        hot = _attach_hot(con, settings, include_hot)
+        hot = _attach_hot(con, settings, include_hot, sqlite_mode)
         reader = SnapshotReader(lake)
         snap = reader.snapshot()
         cuts = views.create_views(con, hot, snap)
@@ -138,7 +152,7 @@ def connect(
         con.close()
         raise
     with _contexts_lock:
-        _contexts[con] = _Context(lake, reader, hot, snap, cuts, locked)
+        _contexts[con] = _Context(lake, reader, hot, snap, cuts, locked, settings)
     return con
 
 
@@ -148,11 +162,39 @@ def refresh(con: duckdb.DuckDBPyConnection) -> bool:
     if ctx is None:
         raise QueryError("refresh() needs a connection made by lakehouse.connect()")
     snap = ctx.reader.snapshot()
-    if snap.key() == ctx.snapshot.key():
+    if ctx.hot.mode == "snapshot":
+        from lakehouse import hot_sqlite
+
+        ctx.hot = hot_sqlite.snapshot_source(con, Path(ctx.settings.db_path).expanduser())
+    elif snap.key() == ctx.snapshot.key():
         return False
     ctx.boundaries = views.create_views(con, ctx.hot, snap)
     ctx.snapshot = snap
     return True
+
+
+def release_sqlite(path: Path) -> int:
+    """Switch this process's connections that attach the SQLite store at ``path`` to snapshots.
+
+    Called before this process opens the store with Python's sqlite3 (see
+    :mod:`lakehouse.hot_sqlite`); returns how many connections were switched.
+    """
+    from lakehouse import hot_sqlite
+
+    target = Path(path).expanduser().resolve()
+    switched = 0
+    with _contexts_lock:
+        items = list(_contexts.items())
+    for con, ctx in items:
+        if ctx.hot.kind != "sqlite" or ctx.hot.mode != "attach":
+            continue
+        if Path(ctx.settings.db_path).expanduser().resolve() != target:
+            continue
+        ctx.hot = hot_sqlite.snapshot_source(con, target)
+        ctx.boundaries = views.create_views(con, ctx.hot, ctx.snapshot)
+        con.execute(f"DETACH {views.HOT}")
+        switched += 1
+    return switched
 
 
 def snapshot_of(con: duckdb.DuckDBPyConnection) -> LakeSnapshot:

@@ -23,6 +23,7 @@ own, with no DuckDB start-up: a pure-hot store pays one ``stat`` per read.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -94,6 +95,11 @@ class TieredBackend(StorageBackend):
 
     # ------------------------------------------------------------ lifecycle
     async def initialize(self) -> None:
+        if _hot_kind(self.hot) == "sqlite" and "lakehouse.query" in sys.modules:
+            # DuckDB must not keep reading this file through its own SQLite once ours opens it.
+            from lakehouse.query import release_sqlite
+
+            release_sqlite(self.hot.db_path)  # type: ignore[attr-defined]
         await self.hot.initialize()
 
     async def close(self) -> None:

@@ -16,13 +16,11 @@ days fall after the boundary), only the share of the lake that is deduplicated g
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import date, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from backends.schema import EVENT_COLUMNS, RUN_COLUMNS, day_of_us
+from backends.schema import EVENT_COLUMNS, RUN_COLUMNS
 from lakehouse.duck import sql_list, sql_string
 from lakehouse.lakefiles import LakeSnapshot
 
@@ -53,6 +51,7 @@ class HotSource:
     runs: str
     oldest_event_day: date | None = None
     oldest_run_day: date | None = None
+    mode: str = "attach"  # "attach": read at query time; "snapshot": rows read at connect (SQLite)
 
 
 def empty_select(dataset: str) -> str:
@@ -66,49 +65,6 @@ def lake_select(dataset: str, uris: list[str]) -> str:
     if not uris:
         return empty_select(dataset)
     return f"SELECT {', '.join(cols)}, dt FROM read_parquet({sql_list(uris)}, hive_partitioning = true)"
-
-
-def sqlite_source(path: Path) -> HotSource:
-    """SQLite hot store attached as ``magsag_hot`` (the caller attaches it)."""
-    ev = (
-        ", ".join("make_timestamp(ts)::TIMESTAMPTZ AS ts" if c == "ts" else c for c in EVENT_COLUMNS)
-        + ", CAST(make_timestamp(ts) AS DATE) AS dt"
-    )
-    run_cols = []
-    for c in RUN_COLUMNS:
-        if c in ("started_at", "ended_at"):
-            run_cols.append(f"make_timestamp({c}::BIGINT)::TIMESTAMPTZ AS {c}")
-        elif c == "tags":
-            run_cols.append("from_json(tags::VARCHAR, '[\"VARCHAR\"]') AS tags")
-        else:
-            run_cols.append(f"{c}::VARCHAR AS {c}")
-    runs = ", ".join(run_cols) + ", CAST(make_timestamp(started_at::BIGINT) AS DATE) AS dt"
-    lo_ev, lo_run = _sqlite_oldest(path)
-    run_query = sql_string("SELECT " + ", ".join(RUN_COLUMNS) + " FROM runs")
-    return HotSource(
-        "sqlite",
-        f"SELECT {ev} FROM {HOT}.events",
-        # runs is a WITHOUT ROWID table, which DuckDB's SQLite scanner cannot scan: SQLite reads it.
-        f"SELECT {runs} FROM sqlite_query({sql_string(HOT)}, {run_query})",
-        lo_ev,
-        lo_run,
-    )
-
-
-def _sqlite_oldest(path: Path) -> tuple[date | None, date | None]:
-    """Oldest event and run day of a SQLite store (two index lookups)."""
-    try:
-        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30)
-    except sqlite3.Error:
-        return None, None
-    try:
-        ev = conn.execute("SELECT min(ts) FROM events").fetchone()[0]
-        run = conn.execute("SELECT min(started_at) FROM runs").fetchone()[0]
-    except sqlite3.Error:
-        return None, None
-    finally:
-        conn.close()
-    return (day_of_us(ev) if ev is not None else None, day_of_us(run) if run is not None else None)
 
 
 def postgres_source(con: duckdb.DuckDBPyConnection, schema: str) -> HotSource:

@@ -187,3 +187,42 @@ def test_polars_sees_the_same_rows(pair: Pair) -> None:
         assert set(tiered["tier"].unique()) == {"hot", "lake"}
         lake_only = scan(pair.tiered.settings).collect()
         assert 0 < lake_only.height < tiered.height
+
+
+async def test_sqlite_read_modes_agree_and_switch(pair: Pair) -> None:
+    """SQLite hot stores are attached by DuckDB, or read as a snapshot while this process has them open."""
+    if pair.kind != "sqlite":
+        pytest.skip("SQLite read modes")
+    from lakehouse.tiered import TieredBackend
+
+    snapshot = [query.connect(s.settings) for s in (pair.hot, pair.tiered)]  # backends open: snapshot
+    for store in (pair.hot, pair.tiered):
+        await store.backend.close()
+    attached = [query.connect(s.settings) for s in (pair.hot, pair.tiered)]  # nothing open: attach
+    try:
+        for con in snapshot:
+            assert query._contexts[con].hot.mode == "snapshot"
+        for con in attached:
+            assert query._contexts[con].hot.mode == "attach"
+        for sql in VIEW_QUERIES:
+            answers = [query.run_sql(sql, con=c).to_pylist() for c in (*snapshot, *attached)]
+            assert all(a == answers[0] for a in answers), sql
+        # Opening the store through the API switches attached connections of this process to snapshots.
+        store = TieredBackend.from_settings(pair.tiered.settings)
+        await store.initialize()
+        try:
+            ctx = query._contexts[attached[1]]
+            assert ctx.hot.mode == "snapshot"
+            dbs = {r[0] for r in attached[1].sql("SELECT database_name FROM duckdb_databases()").fetchall()}
+            assert "magsag_hot" not in dbs
+            await store.append_event("late-run", "late-agent", "log", END, message="written after connect")
+            await store.read(lambda c: None)  # the single append is committed to SQLite
+            before = query.run_sql("SELECT count(*) AS n FROM events", con=attached[1]).to_pylist()[0]["n"]
+            assert query.refresh(attached[1]) is True  # a snapshot is re-read by refresh()
+            after = query.run_sql("SELECT count(*) AS n FROM events", con=attached[1]).to_pylist()[0]["n"]
+            assert after == before + 1
+        finally:
+            await store.close()
+    finally:
+        for con in (*snapshot, *attached):
+            query.close(con)
