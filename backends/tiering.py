@@ -205,11 +205,12 @@ class TierSource(Protocol):
         mode: str,
         files: dict[str, str],
         orphan_runs: Iterable[str] = (),
+        info: dict[str, Any] | None = None,
     ) -> Claim | None:
         """Freeze the day's selection and record the claim (state ``claimed``) in one
         transaction; return it. Returns None, recording nothing, when the day already has
         an unfinished claim (any destination: one day is never being moved to two places
-        at once) or when the selection is empty."""
+        at once) or when the selection is empty. ``info`` starts the claim's info."""
         ...
 
     def export_events(self, claim: Claim, *, batch_rows: int = 65_536) -> AsyncIterator[pa.RecordBatch]:
@@ -263,6 +264,10 @@ class TierSource(Protocol):
         """Of ``days``, those on which the hot store holds an event (of a run that is not
         running) or a terminal run that no ``done`` claim to ``dest`` (to any destination
         when None) covers. The vacuum guard refuses to delete these days."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the source opened for tiering (the job calls it at the end)."""
         ...
 
 
