@@ -32,7 +32,7 @@ import socket
 import sqlite3
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import date, datetime
 from pathlib import Path
@@ -485,7 +485,9 @@ class SQLiteTierSource:
     async def finish_claim(self, claim: Claim, *, info: dict[str, Any] | None = None) -> Claim:
         return await self._update(claim, "state = ?, finished_at = ?, ", (DONE, to_us(utc_now())), info)
 
-    async def delete_claimed(self, claim: Claim, *, chunk_rows: int = 50_000) -> dict[str, int]:
+    async def delete_claimed(
+        self, claim: Claim, *, chunk_rows: int = 50_000, on_chunk: Callable[[int], None] | None = None
+    ) -> dict[str, int]:
         if claim.mode != MOVE:
             raise StorageError(f"tier claim {claim.batch_id} is a copy; its rows stay in the hot store")
         if claim.state not in (EXPORTED, DONE):
@@ -509,6 +511,8 @@ class SQLiteTierSource:
         while True:
             n, last = await self.backend.write(one_chunk)
             events += n
+            if on_chunk is not None:
+                on_chunk(n)
             if last:
                 break
 

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -238,13 +238,16 @@ class TierSource(Protocol):
         its publish). Does not change the state."""
         ...
 
-    async def delete_claimed(self, claim: Claim, *, chunk_rows: int = 50_000) -> dict[str, int]:
+    async def delete_claimed(
+        self, claim: Claim, *, chunk_rows: int = 50_000, on_chunk: Callable[[int], None] | None = None
+    ) -> dict[str, int]:
         """Move mode, state ``exported``: delete exactly the claim's selection from the hot
         store (events with their full-text index entries, then the claim's runs, then
         orphan placeholders no hot event refers to any more). Runs in transactions of at
         most ``chunk_rows`` events, so concurrent appends keep flowing and memory stays
         bounded. Idempotent (a rerun deletes what is left). Never deletes a row outside
-        the selection. Returns ``{"events": n, "runs": m}`` deleted by this call."""
+        the selection. ``on_chunk`` is called after each committed chunk with the number
+        of events it deleted. Returns ``{"events": n, "runs": m}`` deleted by this call."""
         ...
 
     async def finish_claim(self, claim: Claim, *, info: dict[str, Any] | None = None) -> Claim:
