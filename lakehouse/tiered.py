@@ -93,6 +93,12 @@ class TieredBackend(StorageBackend):
             raise AttributeError(name)
         return getattr(self.hot, name)
 
+    def tier_source(self) -> Any:
+        """The hot store's tiering source (the tiering job moves hot data, never lake data)."""
+        from backends.tiering import tier_source
+
+        return tier_source(self.hot)
+
     # ------------------------------------------------------------ lifecycle
     async def initialize(self) -> None:
         if _hot_kind(self.hot) == "sqlite" and "lakehouse.query" in sys.modules:
