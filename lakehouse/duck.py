@@ -13,6 +13,9 @@ reached through ``register_filesystem``.
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import stat
 import tempfile
 import threading
 from functools import cache
@@ -35,8 +38,27 @@ _PACKAGES = {
 
 
 @cache
+def _private_dir() -> Path | None:
+    """``<tmp>/magsag-<uid>``: this user's own folder (0700), or None if it cannot be trusted."""
+    base = Path(tempfile.gettempdir()) / f"magsag-{os.getuid()}"
+    try:
+        base.mkdir(mode=0o700, exist_ok=True)
+        st = base.lstat()
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        return None
+    return base
+
+
+@cache
 def _private_extension_dir() -> str:
-    return tempfile.mkdtemp(prefix="magsag-duckdb-ext-")
+    """DuckDB's extension directory: never the user's ~/.duckdb (nothing is installed there anyway)."""
+    base = _private_dir()
+    if base is None:
+        return tempfile.mkdtemp(prefix="magsag-duckdb-ext-")
+    (base / "duckdb-extensions").mkdir(mode=0o700, exist_ok=True)
+    return str(base / "duckdb-extensions")
 
 
 def duckdb_version() -> str:
@@ -61,23 +83,76 @@ def extension_path(name: str) -> str:
     raise ConfigError(f"the installed {package} does not match DuckDB {version} ({hint}=={version})")
 
 
-_verified: set[str] = set()  # extensions whose signature DuckDB checked in this process
+_verified: set[str] = set()  # extensions whose signature DuckDB checked (this process or a marker)
 _verified_lock = threading.Lock()
+
+
+def _identity(path: str) -> list[Any]:
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ino, duckdb_version()]
+
+
+def _marker() -> Path | None:
+    base = _private_dir()
+    return base / "verified-extensions.json" if base is not None else None
+
+
+def _load_markers() -> None:
+    """Extensions verified by an earlier process of this user, unchanged since (same size, mtime, inode)."""
+    marker = _marker()
+    if marker is None:
+        return
+    try:
+        st = marker.lstat()
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+            return
+        seen = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return
+    for path, ident in seen.items():
+        try:
+            if _identity(path) == ident:
+                _verified.add(path)
+        except OSError:
+            continue
+
+
+def _save_markers(paths: list[str]) -> None:
+    marker = _marker()
+    if marker is None:
+        return
+    try:
+        seen = json.loads(marker.read_text()) if marker.exists() else {}
+        seen.update({p: _identity(p) for p in paths})
+        tmp = marker.with_suffix(f".{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(seen, f)
+        os.replace(tmp, marker)
+    except (OSError, ValueError):
+        pass
+
+
+_markers_loaded = False
 
 
 def new_connection(threads: int | None = None, extensions: tuple[str, ...] = ()) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with ``extensions`` loaded, in UTC, that never installs or autoloads.
 
     DuckDB checks an extension's signature on every load (0.1-0.3 s each on these
-    machines). The first connection of a process that loads an extension has it checked;
-    later connections load the same, already verified file without the check. Nothing
-    else can be loaded unsigned: autoloading is off, and locked connections (``data
-    sql``) refuse LOAD altogether.
+    machines). The first load of an extension file has it checked; later loads of the same
+    file (same size, mtime and inode, recorded in this user's private 0700 temp folder)
+    skip the check. Nothing else can be loaded unsigned: autoloading is off, and locked
+    connections (``data sql``) refuse LOAD altogether.
     """
     import duckdb
 
+    global _markers_loaded
     paths = [extension_path(name) for name in extensions]
     with _verified_lock:
+        if paths and not _markers_loaded:
+            _load_markers()
+            _markers_loaded = True
         unsigned = bool(paths) and all(p in _verified for p in paths)
     config: dict[str, Any] = {
         "extension_directory": _private_extension_dir(),
@@ -100,7 +175,10 @@ def new_connection(threads: int | None = None, extensions: tuple[str, ...] = ())
         con.close()
         raise
     with _verified_lock:
+        new = [p for p in paths if p not in _verified]
         _verified.update(paths)
+        if new:
+            _save_markers(new)
     return con
 
 
