@@ -109,6 +109,7 @@ def build_lake(target: Path, events: int) -> dict[str, Any]:
     ev, runs = _demo_tables(events // copies)
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
     con.register("base_events", ev)
     con.register("base_runs", runs)
     # Copy i: run ids get a suffix, event ids a different node byte (still unique UUIDv7s).

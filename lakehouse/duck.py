@@ -169,6 +169,7 @@ def new_connection(threads: int | None = None, extensions: tuple[str, ...] = ())
     con = duckdb.connect(":memory:", config=config)
     try:
         con.execute("SET TimeZone = 'UTC'")  # icu is built into the wheel
+        con.execute("SET enable_progress_bar = false")  # never mixed into --format csv/json output
         for path in paths:
             con.execute(f"LOAD {sql_string(path)}")
     except BaseException:
