@@ -9,15 +9,16 @@ read and only lists the folder again on the next snapshot.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from backends.errors import BackendUnavailable
+from backends.errors import NotFoundError
 from lakehouse import layout, manifest
-from lakehouse.objstore import Lake
+from lakehouse.objstore import Lake, retry
 
 
 @dataclass(frozen=True)
@@ -76,28 +77,33 @@ class SnapshotReader:
         self._lock = threading.Lock()
 
     def exists(self) -> bool:
-        """Whether the lake root holds anything a reader could read (cheap: one stat/list)."""
+        """Whether the lake root holds anything a reader could read (cheap: a stat or a list)."""
         fs, lake = self.lake.fs, self.lake
-        try:
-            if not lake.is_local:
-                fs.invalidate_cache(lake.root)
+        if lake.is_local:
+            return any(os.path.exists(lake.path(p)) for p in (layout.MANIFEST_DIR, *layout.DATASETS))
+
+        def probe() -> bool:
+            fs.invalidate_cache(lake.root)
             return any(fs.exists(lake.path(p)) for p in (layout.MANIFEST_DIR, *layout.DATASETS))
-        except (FileNotFoundError, PermissionError):
+
+        try:
+            return retry(lake, "looking for the lake", probe)
+        except NotFoundError:
             return False
-        except OSError as exc:
-            raise BackendUnavailable(f"cannot reach the lake at {lake.url}: {exc}") from None
 
     def _list(self, rel_dir: str, suffix: str) -> list[str]:
         fs = self.lake.fs
         base = self.lake.path(rel_dir)
-        if not self.lake.is_local:
-            fs.invalidate_cache(base)
+
+        def find() -> list[str]:
+            if not self.lake.is_local:
+                fs.invalidate_cache(base)
+            return fs.find(base)
+
         try:
-            found = fs.find(base)
-        except FileNotFoundError:
+            found = retry(self.lake, f"listing {rel_dir}", find)
+        except NotFoundError:
             return []
-        except OSError as exc:
-            raise BackendUnavailable(f"cannot list the lake at {self.lake.url}: {exc}") from None
         return sorted(p for p in found if p.endswith(suffix))
 
     def _manifest(self, dataset: str) -> list[manifest.ManifestEntry] | None:
@@ -107,12 +113,9 @@ class SnapshotReader:
         with self._lock:
             missing = [p for p in paths if p not in self._entries]
         if missing:
-            blobs = self.lake.fs.cat(missing, on_error="return") if len(missing) > 1 else {}
-            if len(missing) == 1:
-                try:
-                    blobs = {missing[0]: self.lake.fs.cat_file(missing[0])}
-                except FileNotFoundError:
-                    blobs = {}
+            blobs = retry(self.lake, "reading the manifest", self.lake.fs.cat, missing, on_error="return")
+            if not isinstance(blobs, dict):  # one path: fsspec returns the bytes themselves
+                blobs = {missing[0]: blobs}
             with self._lock:
                 for p in missing:
                     raw = blobs.get(p)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from backends.errors import BackendUnavailable, QueryError, StorageError
+from backends.errors import BackendUnavailable, QueryError, StorageError, redact_dsn
 from backends.schema import EVENT_COLUMNS, RUN_COLUMNS, coerce_datetime, day_of_us, to_us
 from lakehouse import duck, search
 from lakehouse.lakefiles import LakeSnapshot, SnapshotReader
@@ -97,7 +97,7 @@ class LakeReader:
             except StorageError:
                 raise
             except Exception as exc:
-                text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                text = scrub(self.lake, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
                 if attempt == 0 and any(m in text for m in _MISSING):
                     continue
                 raise BackendUnavailable(f"cannot read the lake at {self.lake.url}: {text}") from None
@@ -225,6 +225,15 @@ class LakeReader:
             return sql, params
 
         return [(r[0], float(r[1])) for r in self._query(build)]
+
+
+def scrub(lake: Lake, text: str) -> str:
+    """An engine's error message without the lake's credentials."""
+    if lake.s3 is not None:
+        for secret in (lake.s3.secret, lake.s3.key):
+            if secret and len(secret) >= 3:
+                text = text.replace(secret, "***")
+    return redact_dsn(text)
 
 
 def _run_row(row: tuple[Any, ...]) -> tuple[Any, ...]:

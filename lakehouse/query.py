@@ -219,7 +219,13 @@ def run_sql(
         try:
             return con.execute(sql).to_arrow_table()
         except Exception as exc:
-            raise QueryError(_sql_error(exc)) from None
+            ctx = _contexts.get(con)
+            message = _sql_error(exc)
+            if ctx is not None:
+                from lakehouse.lakeread import scrub
+
+                message = scrub(ctx.lake, message)
+            raise QueryError(message) from None
     finally:
         if own:
             close(con)

@@ -102,17 +102,25 @@ def boundary(hot_oldest: date | None, lake_days: list[date]) -> date | None:
     return after_lake if hot_oldest is None else min(hot_oldest, after_lake)
 
 
-def _union(dataset: str, cut: date | None) -> str:
+def _union(dataset: str, cut: date | None, newest: date | None) -> str:
+    """``hot UNION ALL lake``; lake days from ``cut`` on skip ids the hot store has.
+
+    The views list the lake files of one snapshot, so when no file of it is at or after
+    ``cut`` (``newest`` < ``cut``) that second lake branch could only ever be empty and is
+    left out (it would open the hot store once more per query for nothing).
+    """
     _, _, key = _COLUMNS[dataset]
     hot = f"SELECT *, 'hot' AS tier FROM hot_{dataset}"
     if cut is None:
         return hot
     d = f"DATE '{cut.isoformat()}'"
-    return (
-        f"{hot}\nUNION ALL SELECT *, 'lake' AS tier FROM lake_{dataset} WHERE dt < {d}\n"
-        f"UNION ALL SELECT l.*, 'lake' AS tier FROM lake_{dataset} l WHERE l.dt >= {d} "
-        f"AND NOT EXISTS (SELECT 1 FROM hot_{dataset} h WHERE h.{key} = l.{key})"
-    )
+    sql = f"{hot}\nUNION ALL SELECT *, 'lake' AS tier FROM lake_{dataset} WHERE dt < {d}"
+    if newest is not None and newest >= cut:
+        sql += (
+            f"\nUNION ALL SELECT l.*, 'lake' AS tier FROM lake_{dataset} l WHERE l.dt >= {d} "
+            f"AND NOT EXISTS (SELECT 1 FROM hot_{dataset} h WHERE h.{key} = l.{key})"
+        )
+    return sql
 
 
 _NUMERIC = "json_type(payload, '$.value') IN ('BIGINT', 'UBIGINT', 'DOUBLE')"
@@ -157,7 +165,8 @@ def create_views(con: duckdb.DuckDBPyConnection, hot: HotSource, snap: LakeSnaps
         uris = [f.uri for f in snap.of(dataset)]
         con.execute(f"CREATE OR REPLACE VIEW lake_{dataset} AS {lake_select(dataset, uris)}")
         cuts[dataset] = boundary(oldest, snap.days(dataset))
-        con.execute(f"CREATE OR REPLACE VIEW {dataset} AS {_union(dataset, cuts[dataset])}")
+        days = snap.days(dataset)
+        con.execute(f"CREATE OR REPLACE VIEW {dataset} AS {_union(dataset, cuts[dataset], days[-1] if days else None)}")
     for name, sql in DERIVED_SQL.items():
         con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
     return cuts

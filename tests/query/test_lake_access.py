@@ -168,3 +168,34 @@ def test_sync_storage_works_inside_a_running_loop(tmp_path: Path) -> None:
     events = asyncio.run(inside())
     assert [e["msg"] for e in events] == [f"step {i}" for i in range(5)]
     assert {e["tier"] for e in events} == {"lake"}
+
+
+def test_unreachable_or_forbidden_s3_is_one_line(s3_server: Any, tmp_path: Path) -> None:
+    import socket
+
+    url = s3_server.fresh_url()
+    write_lake(open_lake(url, load_settings(**_kw(s3_server.env(url)))), _events())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    cases = {
+        "forbidden": {**s3_server.env(url), "MAGSAG_STORAGE_S3_SECRET_ACCESS_KEY": "wrong-secret-value"},
+        "unreachable": {**s3_server.env(url), "MAGSAG_STORAGE_S3_ENDPOINT_URL": f"http://127.0.0.1:{dead_port}"},
+    }
+    for name, env in cases.items():
+        env = {**env, "MAGSAG_STORAGE_DB_PATH": str(tmp_path / "hot.db")}
+        for args in (
+            ("data", "sql", "SELECT count(*) FROM events"),
+            ("data", "search", "step"),
+            ("data", "query", "--run-id", "run-a"),
+            ("data", "stats"),
+        ):
+            res = magsag(*args, env=env)
+            lines = [line for line in res.err.splitlines() if line.strip()]
+            assert res.code != 0 and len(lines) == 1 and lines[0].startswith("error:"), (name, args, res.err)
+            assert "Traceback" not in res.err and "wrong-secret-value" not in res.err + res.out
+            assert s3_server.secret not in res.err + res.out
+
+
+def _kw(env: dict[str, str]) -> dict[str, str]:
+    return {k.removeprefix("MAGSAG_STORAGE_").lower(): v for k, v in env.items() if k.startswith("MAGSAG_STORAGE_")}
