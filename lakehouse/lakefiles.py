@@ -20,6 +20,10 @@ from backends.errors import NotFoundError
 from lakehouse import layout, manifest
 from lakehouse.objstore import Lake, retry
 
+# Interactive reads retry a transient store error once (the writers' policy is longer):
+# a dead endpoint is reported in seconds.
+READ_RETRIES = 1
+
 
 @dataclass(frozen=True)
 class LakeFile:
@@ -87,7 +91,7 @@ class SnapshotReader:
             return any(fs.exists(lake.path(p)) for p in (layout.MANIFEST_DIR, *layout.DATASETS))
 
         try:
-            return retry(lake, "looking for the lake", probe)
+            return retry(lake, "looking for the lake", probe, retries=READ_RETRIES)
         except NotFoundError:
             return False
 
@@ -101,7 +105,7 @@ class SnapshotReader:
             return fs.find(base)
 
         try:
-            found = retry(self.lake, f"listing {rel_dir}", find)
+            found = retry(self.lake, f"listing {rel_dir}", find, retries=READ_RETRIES)
         except NotFoundError:
             return []
         return sorted(p for p in found if p.endswith(suffix))
@@ -113,7 +117,9 @@ class SnapshotReader:
         with self._lock:
             missing = [p for p in paths if p not in self._entries]
         if missing:
-            blobs = retry(self.lake, "reading the manifest", self.lake.fs.cat, missing, on_error="return")
+            blobs = retry(
+                self.lake, "reading the manifest", self.lake.fs.cat, missing, on_error="return", retries=READ_RETRIES
+            )
             if not isinstance(blobs, dict):  # one path: fsspec returns the bytes themselves
                 blobs = {missing[0]: blobs}
             with self._lock:
