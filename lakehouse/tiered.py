@@ -232,15 +232,20 @@ class TieredBackend(StorageBackend):
         row = await self._in_lake(self._lake_reader().run, run_id)
         return run_record(row) if row is not None else None
 
+    async def run_tier(self, run_id: str) -> str | None:
+        """Where the run record is: 'hot', 'lake' or None."""
+        if await self.hot.get_run(run_id) is not None:
+            return "hot"
+        if await self._has_lake() and await self._in_lake(self._lake_reader().run, run_id) is not None:
+            return "lake"
+        return None
+
     async def locate_run(self, run_id: str) -> dict[str, Any]:
         """Where a run lives: ``{"run": 'hot'|'lake'|None, "events": {"hot": n, "lake": m}}``."""
-        where = "hot" if await self.hot.get_run(run_id) is not None else None
         counts = {"hot": 0, "lake": 0}
         async for e in self.get_events(run_id):
             counts[e["tier"]] += 1
-        if where is None and await self._has_lake() and await self._in_lake(self._lake_reader().run, run_id):
-            where = "lake"
-        return {"run": where, "events": counts}
+        return {"run": await self.run_tier(run_id), "events": counts}
 
     async def get_events(  # type: ignore[override]
         self,

@@ -131,8 +131,8 @@ def query(
             counts = {"hot": 0, "lake": 0}
             for e in events:
                 counts[e.get("tier", "hot")] = counts.get(e.get("tier", "hot"), 0) + 1
-            locate = getattr(storage, "locate_run", None)
-            run_tier = (await locate(run_id))["run"] if locate is not None else "hot"
+            tier_of = getattr(storage, "run_tier", None)
+            run_tier = await tier_of(run_id) if tier_of is not None else "hot"
             where = "split" if counts["hot"] and counts["lake"] else ("lake" if counts["lake"] else run_tier)
             return {"run": found, "tier": {"run": run_tier, "events": counts, "where": where}, "events": events}
 

@@ -199,3 +199,23 @@ def test_unreachable_or_forbidden_s3_is_one_line(s3_server: Any, tmp_path: Path)
 
 def _kw(env: dict[str, str]) -> dict[str, str]:
     return {k.removeprefix("MAGSAG_STORAGE_").lower(): v for k, v in env.items() if k.startswith("MAGSAG_STORAGE_")}
+
+
+def test_connect_imports_no_pandas(tmp_path: Path) -> None:
+    """Connection setup stays light: DuckDB and pyarrow, never pandas."""
+    write_lake(str(tmp_path / "lake"), _events())
+    code = f"""
+import json, sys
+import lakehouse
+from lakehouse.settings import load_settings
+settings = load_settings(db_path={str(tmp_path / "hot.db")!r}, lake_url={str(tmp_path / "lake")!r})
+con = lakehouse.connect(settings)
+n = con.sql("SELECT count(*) FROM events WHERE dt = DATE '2026-04-02'").fetchone()[0]
+t = lakehouse.run_sql("SELECT * FROM events", settings)
+print(json.dumps({{"n": n, "rows": t.num_rows, "pandas": "pandas" in sys.modules}}))
+"""
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(ROOT)}, check=False
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1]) == {"n": 4, "rows": 12, "pandas": False}
