@@ -1,0 +1,124 @@
+"""Creating and checking the ClickHouse tables (``magsag data clickhouse init``).
+
+:func:`init_schema` is idempotent: it creates what is missing, records the schema version,
+applies the TTL from the settings, and refuses (one line, :class:`SchemaMismatch`) tables
+that exist with other columns or keys than this version creates, instead of loading
+into them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lakehouse.clickhouse import sql
+from lakehouse.clickhouse.engines import Engine, SchemaMismatch
+
+_KEYS = {
+    sql.EVENTS: ("toDate(ts)", ", ".join(sql.SPECS[sql.EVENTS].order_by)),
+    sql.RUNS: ("toDate(started_at)", ", ".join(sql.SPECS[sql.RUNS].order_by)),
+}
+
+
+def _params(engine: Engine, name: str) -> dict[str, Any]:
+    return {"db": engine.database, "table": name}
+
+
+def table_exists(engine: Engine, name: str) -> bool:
+    return bool(engine.rows(sql.table_info(), _params(engine, name)))
+
+
+def check_table(engine: Engine, dataset: str) -> None:
+    """Raise :class:`SchemaMismatch` naming the first difference from the expected table."""
+    where = f"table {engine.database}.{dataset} on {engine.describe()}"
+    hint = "load into another database (MAGSAG_CLICKHOUSE_DATABASE) or drop the table and load again"
+    info = engine.rows(sql.table_info(), _params(engine, dataset))
+    if not info:
+        raise SchemaMismatch(f"{where} does not exist (run `magsag data clickhouse init`)")
+    engine_name, partition_key, sorting_key, _ = info[0]
+    if engine_name != "ReplacingMergeTree":
+        raise SchemaMismatch(f"{where} is a {engine_name}, expected ReplacingMergeTree; {hint}")
+    want_partition, want_sort = _KEYS[dataset]
+    if partition_key != want_partition or sorting_key != want_sort:
+        raise SchemaMismatch(
+            f"{where} is partitioned by {partition_key!r} and sorted by {sorting_key!r}, "
+            f"expected {want_partition!r} / {want_sort!r}; {hint}"
+        )
+    have = [(n, t) for n, t in engine.rows(sql.table_columns(), _params(engine, dataset))]
+    want = sql.expected_columns(dataset)
+    have_map, want_map = dict(have), dict(want)
+    for name, typ in want:
+        if name not in have_map:
+            raise SchemaMismatch(f"{where} has no column {name} ({typ}) of schema v{sql.SCHEMA_VERSION}; {hint}")
+        if have_map[name] != typ:
+            raise SchemaMismatch(f"{where}: column {name} is {have_map[name]}, expected {typ}; {hint}")
+    extra = [n for n, _ in have if n not in want_map]
+    if extra:
+        raise SchemaMismatch(f"{where} has columns this version does not know: {', '.join(extra)}; {hint}")
+
+
+def stored_version(engine: Engine) -> int | None:
+    if not table_exists(engine, sql.SCHEMA_TABLE):
+        return None
+    v = engine.value(sql.schema_version(engine.database))
+    return int(v) if v else None
+
+
+def init_schema(engine: Engine, ttl_days: int | None = None, *, apply_ttl: bool = True) -> dict[str, Any]:
+    """Create the database and tables if missing, check existing ones; return what was done."""
+    db = engine.database
+    version = None
+    created: list[str] = []
+    engine.command(sql.create_database(db))
+    version = stored_version(engine)
+    if version is not None and version > sql.SCHEMA_VERSION:
+        raise SchemaMismatch(
+            f"database {db} on {engine.describe()} holds schema v{version}, newer than this version's "
+            f"v{sql.SCHEMA_VERSION}; upgrade magsag-storage"
+        )
+    for dataset in sql.DATASETS:
+        if table_exists(engine, dataset):
+            check_table(engine, dataset)
+            if apply_ttl:
+                _apply_ttl(engine, dataset, ttl_days)
+        else:
+            engine.command(sql.create_table(db, dataset, ttl_days))
+            created.append(dataset)
+    for name, ddl in ((sql.LEDGER, sql.create_ledger(db)), (sql.SCHEMA_TABLE, sql.create_schema_table(db))):
+        if not table_exists(engine, name):
+            engine.command(ddl)
+            created.append(name)
+    if version != sql.SCHEMA_VERSION:
+        engine.command(sql.record_schema_version(db), {"version": sql.SCHEMA_VERSION})
+    return {
+        "engine": engine.describe(),
+        "database": db,
+        "schema_version": sql.SCHEMA_VERSION,
+        "created": created,
+        "ttl_days": ttl_days,
+    }
+
+
+def ensure_schema(engine: Engine, ttl_days: int | None = None) -> None:
+    """Before loading or reading: tables present and as expected (created when missing)."""
+    if all(table_exists(engine, n) for n in (*sql.DATASETS, sql.LEDGER, sql.SCHEMA_TABLE)):
+        version = stored_version(engine)
+        if version is not None and version > sql.SCHEMA_VERSION:
+            raise SchemaMismatch(
+                f"database {engine.database} on {engine.describe()} holds schema v{version}, newer than "
+                f"v{sql.SCHEMA_VERSION}; upgrade magsag-storage"
+            )
+        for dataset in sql.DATASETS:
+            check_table(engine, dataset)
+        return
+    init_schema(engine, ttl_days, apply_ttl=False)
+
+
+def _apply_ttl(engine: Engine, dataset: str, ttl_days: int | None) -> None:
+    info = engine.rows(sql.table_info(), _params(engine, dataset))
+    create = info[0][3] if info else ""
+    want = sql.ttl_clause(dataset, ttl_days)
+    has_ttl = " TTL " in create
+    if want and (not has_ttl or want not in create):
+        engine.command(sql.modify_ttl(engine.database, dataset, ttl_days))
+    elif not want and has_ttl:
+        engine.command(sql.modify_ttl(engine.database, dataset, None))
