@@ -10,10 +10,12 @@ failure becomes one line of the :mod:`backends.errors` family, credentials remov
 from __future__ import annotations
 
 import abc
+import contextlib
 import io
+import logging
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -207,10 +209,8 @@ class ChdbEngine(Engine):
         self._closed = True
         with _chdb_lock:
             _chdb_open[self.path] = max(0, _chdb_open.get(self.path, 1) - 1)
-        try:
+        with contextlib.suppress(Exception):  # closing after a failed open is harmless
             self._session.close()
-        except Exception:  # noqa: S110 - closing twice or after a failed open is harmless
-            pass
 
 
 # -------------------------------------------------------------------------- remote
@@ -259,6 +259,7 @@ class RemoteEngine(Engine):
         ):
             if value is not None:
                 kw[key] = str(value)
+        logging.getLogger("clickhouse_connect").addHandler(logging.NullHandler())  # errors are raised, not logged
         try:
             self._client = clickhouse_connect.get_client(**kw)
         except Exception as exc:
@@ -269,11 +270,10 @@ class RemoteEngine(Engine):
 
     def _error(self, exc: BaseException) -> StorageError:
         code = error_code(exc)
-        text = first_line(str(exc), [self._password])
         if code in _AUTH_CODES:
             return AuthenticationError(f"{self.describe()} refused user {self.user!r}: authentication failed")
         if code is None and _UNREACHABLE.search(str(exc)):
-            return BackendUnavailable(f"{self.describe()} is unreachable: {text}")
+            return BackendUnavailable(f"{self.describe()} is unreachable ({_network_reason(str(exc))})")
         return _query_error(exc, self.describe(), [self._password])
 
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
@@ -312,13 +312,22 @@ class RemoteEngine(Engine):
         return total
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self._client.close()
-        except Exception:  # noqa: S110
-            pass
 
 
 # --------------------------------------------------------------------------- shared
+
+
+def _network_reason(text: str) -> str:
+    """The useful part of a requests/urllib3 connection error."""
+    m = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
+    if m:
+        return m.group(1).strip().lower()
+    for needle in ("timed out", "certificate verify failed", "ssl", "name or service not known"):
+        if needle in text.lower():
+            return needle
+    return first_line(text)[:160]
 
 
 def _query_error(exc: BaseException, where: str, secrets: Iterable[str | None] = ()) -> StorageError:
@@ -340,7 +349,3 @@ def open_engine(settings: StorageSettings) -> Engine:
     if settings.clickhouse_url:
         return RemoteEngine(settings)
     return ChdbEngine(settings.clickhouse_path, settings.clickhouse_database)
-
-
-def batched(table: pa.Table, rows: int) -> Iterator[pa.RecordBatch]:
-    yield from table.to_batches(max_chunksize=rows)

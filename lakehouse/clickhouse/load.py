@@ -21,20 +21,24 @@ The protocol, per partition (one UTC day of ``events`` or ``runs``):
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backends.errors import BackendUnavailable, StorageError
 from backends.schema import event_arrow_schema, run_arrow_schema
 from lakehouse import layout, manifest
 from lakehouse.clickhouse import sql
-from lakehouse.clickhouse.engines import Engine
+from lakehouse.clickhouse.engines import Engine, open_engine
 from lakehouse.clickhouse.schema import ensure_schema
-from lakehouse.objstore import Lake
+from lakehouse.objstore import Lake, open_lake
+
+if TYPE_CHECKING:
+    from lakehouse.settings import StorageSettings
 
 SERVER, CLIENT = "server", "client"
 BATCH_ROWS = 131_072
@@ -261,10 +265,8 @@ class _Loader:
 
     def drop_stages(self) -> None:
         for name in self.stages.values():
-            try:
+            with contextlib.suppress(StorageError):  # else left for the next run's cleanup
                 self.engine.command(sql.drop_table(self.engine.database, name))
-            except StorageError:
-                pass  # left for the next run's cleanup of stale staging tables
 
     def tick(self, rows: int, what: str) -> None:
         self.done += rows
@@ -389,3 +391,16 @@ def _probe(engine: Engine, lake: Lake, todo: list[PartitionPlan], s3_endpoint: s
     except StorageError as exc:
         return False, f"{engine.describe()} cannot read the lake itself ({str(exc)[:200]})"
     return True, None
+
+
+def load_from_settings(settings: StorageSettings, lake_url: str | None = None, **options: Any) -> LoadReport:
+    """Open the configured lake and ClickHouse engine, :func:`load_lake`, close."""
+    lake = open_lake(lake_url or settings.lake_url, settings)
+    with open_engine(settings) as engine:
+        return load_lake(
+            engine,
+            lake,
+            ttl_days=settings.clickhouse_ttl_days,
+            s3_endpoint_url=settings.clickhouse_s3_endpoint_url,
+            **options,
+        )

@@ -8,10 +8,13 @@ into them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lakehouse.clickhouse import sql
-from lakehouse.clickhouse.engines import Engine, SchemaMismatch
+from lakehouse.clickhouse.engines import Engine, SchemaMismatch, open_engine
+
+if TYPE_CHECKING:
+    from lakehouse.settings import StorageSettings
 
 _KEYS = {
     sql.EVENTS: ("toDate(ts)", ", ".join(sql.SPECS[sql.EVENTS].order_by)),
@@ -122,3 +125,19 @@ def _apply_ttl(engine: Engine, dataset: str, ttl_days: int | None) -> None:
         engine.command(sql.modify_ttl(engine.database, dataset, ttl_days))
     elif not want and has_ttl:
         engine.command(sql.modify_ttl(engine.database, dataset, None))
+
+
+def init_from_settings(settings: StorageSettings) -> dict[str, Any]:
+    """``magsag data clickhouse init``: the configured engine's tables, created or checked."""
+    with open_engine(settings) as engine:
+        return init_schema(engine, settings.clickhouse_ttl_days)
+
+
+def ledger_from_settings(settings: StorageSettings) -> list[dict[str, Any]]:
+    """The latest ledger row per loaded partition, oldest day first."""
+    with open_engine(settings) as engine:
+        ensure_schema(engine, settings.clickhouse_ttl_days)
+        out = []
+        for dataset, day, fp, rows, loaded_at in engine.rows(sql.ledger_current(engine.database)):
+            out.append({"dataset": dataset, "dt": day, "rows": int(rows), "fingerprint": fp, "loaded_at": loaded_at})
+        return out

@@ -175,7 +175,9 @@ def create_table(database: str, dataset: str, ttl_days: int | None = None) -> st
         "ENGINE = ReplacingMergeTree\n"
         f"PARTITION BY toDate({spec.time_column})\n"
         f"PRIMARY KEY ({', '.join(spec.primary_key)})\n"
-        f"ORDER BY ({', '.join(spec.order_by)})\n" + (f"TTL {ttl}\n" if ttl else "") + "SETTINGS index_granularity = 8192\n"
+        f"ORDER BY ({', '.join(spec.order_by)})\n"
+        + (f"TTL {ttl}\n" if ttl else "")
+        + "SETTINGS index_granularity = 8192\n"
         f"COMMENT 'magsag {dataset}, schema v{SCHEMA_VERSION}'"
     )
 
@@ -220,7 +222,8 @@ def schema_version(database: str) -> str:
 
 def table_columns() -> str:
     return (
-        "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {table:String} ORDER BY position"
+        "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {table:String} "
+        "ORDER BY position"
     )
 
 
@@ -269,7 +272,8 @@ def _brace_list(names: list[str]) -> str:
 
 def file_source(directory: str, names: list[str], dataset: str) -> str:
     """``file()`` over some files of one local partition folder (absolute path)."""
-    return f"file({literal(directory.rstrip('/') + '/' + _brace_list(names))}, 'Parquet', {literal(structure(dataset))})"
+    path = literal(directory.rstrip("/") + "/" + _brace_list(names))
+    return f"file({path}, 'Parquet', {literal(structure(dataset))})"
 
 
 def s3_source(base_url: str, names: list[str], dataset: str, key: str | None, secret: str | None) -> str:
@@ -282,8 +286,7 @@ def s3_source(base_url: str, names: list[str], dataset: str, key: str | None, se
 def insert_select(database: str, target: str, dataset: str, source: str) -> str:
     cols = ", ".join(ident(c) for c in column_names(dataset))
     return (
-        f"INSERT INTO {table(database, target)} ({cols}) SELECT {cols} FROM {source} "
-        "SETTINGS use_hive_partitioning = 0"
+        f"INSERT INTO {table(database, target)} ({cols}) SELECT {cols} FROM {source} SETTINGS use_hive_partitioning = 0"
     )
 
 
@@ -312,7 +315,8 @@ def rows_in_partition(database: str, dataset: str) -> str:
 
 
 def replace_partition(database: str, dataset: str, stage: str, day: date) -> str:
-    return f"ALTER TABLE {table(database, dataset)} REPLACE PARTITION {literal(day.isoformat())} FROM {table(database, stage)}"
+    target, source = table(database, dataset), table(database, stage)
+    return f"ALTER TABLE {target} REPLACE PARTITION {literal(day.isoformat())} FROM {source}"
 
 
 def drop_partition(database: str, dataset: str, day: date) -> str:
