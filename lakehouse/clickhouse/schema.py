@@ -22,22 +22,18 @@ _KEYS = {
 }
 
 
-def _params(engine: Engine, name: str) -> dict[str, Any]:
-    return {"db": engine.database, "table": name}
+def tables(engine: Engine) -> dict[str, tuple[str, str, str]]:
+    """name -> (engine, partition key, sorting key) of every table in the engine's database."""
+    return {n: (e, pk, sk) for n, e, pk, sk in engine.rows(sql.tables_in_database(), {"db": engine.database})}
 
 
-def table_exists(engine: Engine, name: str) -> bool:
-    return bool(engine.rows(sql.table_info(), _params(engine, name)))
-
-
-def check_table(engine: Engine, dataset: str) -> None:
+def check_table(engine: Engine, dataset: str, info: tuple[str, str, str] | None) -> None:
     """Raise :class:`SchemaMismatch` naming the first difference from the expected table."""
     where = f"table {engine.database}.{dataset} on {engine.describe()}"
     hint = "load into another database (MAGSAG_CLICKHOUSE_DATABASE) or drop the table and load again"
-    info = engine.rows(sql.table_info(), _params(engine, dataset))
-    if not info:
+    if info is None:
         raise SchemaMismatch(f"{where} does not exist (run `magsag data clickhouse init`)")
-    engine_name, partition_key, sorting_key, _ = info[0]
+    engine_name, partition_key, sorting_key = info
     if engine_name != "ReplacingMergeTree":
         raise SchemaMismatch(f"{where} is a {engine_name}, expected ReplacingMergeTree; {hint}")
     want_partition, want_sort = _KEYS[dataset]
@@ -46,7 +42,7 @@ def check_table(engine: Engine, dataset: str) -> None:
             f"{where} is partitioned by {partition_key!r} and sorted by {sorting_key!r}, "
             f"expected {want_partition!r} / {want_sort!r}; {hint}"
         )
-    have = [(n, t) for n, t in engine.rows(sql.table_columns(), _params(engine, dataset))]
+    have = list(engine.rows(sql.table_columns(), {"db": engine.database, "table": dataset}))
     want = sql.expected_columns(dataset)
     have_map, want_map = dict(have), dict(want)
     for name, typ in want:
@@ -59,35 +55,36 @@ def check_table(engine: Engine, dataset: str) -> None:
         raise SchemaMismatch(f"{where} has columns this version does not know: {', '.join(extra)}; {hint}")
 
 
-def stored_version(engine: Engine) -> int | None:
-    if not table_exists(engine, sql.SCHEMA_TABLE):
-        return None
-    v = engine.value(sql.schema_version(engine.database))
-    return int(v) if v else None
+def _check_version(engine: Engine, present: dict[str, Any]) -> int | None:
+    version = None
+    if sql.SCHEMA_TABLE in present:
+        v = engine.value(sql.schema_version(engine.database))
+        version = int(v) if v else None
+    if version is not None and version > sql.SCHEMA_VERSION:
+        raise SchemaMismatch(
+            f"database {engine.database} on {engine.describe()} holds schema v{version}, newer than this "
+            f"version's v{sql.SCHEMA_VERSION}; upgrade magsag-storage"
+        )
+    return version
 
 
 def init_schema(engine: Engine, ttl_days: int | None = None, *, apply_ttl: bool = True) -> dict[str, Any]:
     """Create the database and tables if missing, check existing ones; return what was done."""
     db = engine.database
-    version = None
     created: list[str] = []
     engine.command(sql.create_database(db))
-    version = stored_version(engine)
-    if version is not None and version > sql.SCHEMA_VERSION:
-        raise SchemaMismatch(
-            f"database {db} on {engine.describe()} holds schema v{version}, newer than this version's "
-            f"v{sql.SCHEMA_VERSION}; upgrade magsag-storage"
-        )
+    present = tables(engine)
+    version = _check_version(engine, present)
     for dataset in sql.DATASETS:
-        if table_exists(engine, dataset):
-            check_table(engine, dataset)
+        if dataset in present:
+            check_table(engine, dataset, present[dataset])
             if apply_ttl:
                 _apply_ttl(engine, dataset, ttl_days)
         else:
             engine.command(sql.create_table(db, dataset, ttl_days))
             created.append(dataset)
     for name, ddl in ((sql.LEDGER, sql.create_ledger(db)), (sql.SCHEMA_TABLE, sql.create_schema_table(db))):
-        if not table_exists(engine, name):
+        if name not in present:
             engine.command(ddl)
             created.append(name)
     if version != sql.SCHEMA_VERSION:
@@ -103,24 +100,19 @@ def init_schema(engine: Engine, ttl_days: int | None = None, *, apply_ttl: bool 
 
 def ensure_schema(engine: Engine, ttl_days: int | None = None) -> None:
     """Before loading or reading: tables present and as expected (created when missing)."""
-    if all(table_exists(engine, n) for n in (*sql.DATASETS, sql.LEDGER, sql.SCHEMA_TABLE)):
-        version = stored_version(engine)
-        if version is not None and version > sql.SCHEMA_VERSION:
-            raise SchemaMismatch(
-                f"database {engine.database} on {engine.describe()} holds schema v{version}, newer than "
-                f"v{sql.SCHEMA_VERSION}; upgrade magsag-storage"
-            )
+    present = tables(engine)
+    if all(n in present for n in (*sql.DATASETS, sql.LEDGER, sql.SCHEMA_TABLE)):
+        _check_version(engine, present)
         for dataset in sql.DATASETS:
-            check_table(engine, dataset)
+            check_table(engine, dataset, present[dataset])
         return
     init_schema(engine, ttl_days, apply_ttl=False)
 
 
 def _apply_ttl(engine: Engine, dataset: str, ttl_days: int | None) -> None:
-    info = engine.rows(sql.table_info(), _params(engine, dataset))
-    create = info[0][3] if info else ""
+    create = str(engine.value(sql.show_create(engine.database, dataset)) or "")
     want = sql.ttl_clause(dataset, ttl_days)
-    has_ttl = " TTL " in create
+    has_ttl = "\nTTL " in create or " TTL " in create
     if want and (not has_ttl or want not in create):
         engine.command(sql.modify_ttl(engine.database, dataset, ttl_days))
     elif not want and has_ttl:

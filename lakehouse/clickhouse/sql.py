@@ -227,11 +227,12 @@ def table_columns() -> str:
     )
 
 
-def table_info() -> str:
-    return (
-        "SELECT engine, partition_key, sorting_key, create_table_query FROM system.tables "
-        "WHERE database = {db:String} AND name = {table:String}"
-    )
+def tables_in_database() -> str:
+    return "SELECT name, engine, partition_key, sorting_key FROM system.tables WHERE database = {db:String}"
+
+
+def show_create(database: str, name: str) -> str:
+    return f"SHOW CREATE TABLE {table(database, name)}"
 
 
 def modify_ttl(database: str, dataset: str, ttl_days: int | None) -> str:
