@@ -34,7 +34,7 @@ from backends.schema import event_arrow_schema, run_arrow_schema
 from lakehouse import layout, manifest
 from lakehouse.clickhouse import sql
 from lakehouse.clickhouse.engines import Engine, open_engine
-from lakehouse.clickhouse.schema import ensure_schema
+from lakehouse.clickhouse.schema import ensure_schema, tables
 from lakehouse.objstore import Lake, open_lake
 
 if TYPE_CHECKING:
@@ -113,6 +113,8 @@ class LoadReport:
 def read_ledger(engine: Engine) -> dict[tuple[str, date], tuple[str, int, str]]:
     """(dataset, day) -> (fingerprint, rows, loaded_at) of the latest load of each partition."""
     out: dict[tuple[str, date], tuple[str, int, str]] = {}
+    if sql.LEDGER not in tables(engine):
+        return out  # nothing loaded yet (no init either)
     for dataset, day, fp, rows, loaded_at in engine.rows(sql.ledger_current(engine.database)):
         out[(dataset, date.fromisoformat(day))] = (fp, int(rows), loaded_at)
     return out
