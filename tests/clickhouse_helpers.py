@@ -32,10 +32,18 @@ _dir: list[str] = []
 
 
 def chdb_dir() -> str:
-    """The chDB data folder of this test process (removed at exit)."""
+    """The chDB data folder of this test process (removed at exit).
+
+    One engine stays open on it for the whole run: chDB starts its embedded server with the
+    first session and stops it with the last, which would cost seconds per test.
+    """
     if not _dir:
+        from lakehouse.clickhouse.engines import ChdbEngine
+
         path = tempfile.mkdtemp(prefix="magsag-chdb-")
+        keeper = ChdbEngine(path, "default")
         atexit.register(shutil.rmtree, path, True)
+        atexit.register(keeper.close)
         _dir.append(path)
     return _dir[0]
 
