@@ -232,8 +232,10 @@ class ClickHouseBackend(StorageBackend):
             rows = await self._rows(text, {**where.params, "limit": limit})
         except QueryError as exc:
             if raw and str(exc).startswith("malformed"):
+                m = re.search(r", error: (.*?)(?:\. Look at|$)", str(exc))
+                reason = m.group(1) if m else str(exc).split(": ", 1)[-1]
                 raise QueryError(
-                    f"malformed regular expression {query!r} ({str(exc).split(': ', 1)[-1][:160]}); "
+                    f"malformed regular expression {query!r} ({reason[:160]}); "
                     "search without --raw to match the words as typed"
                 ) from None
             raise

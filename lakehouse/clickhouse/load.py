@@ -291,7 +291,8 @@ class _Loader:
         if staged != expected:
             raise VerificationError(
                 f"{what}: the lake manifest lists {p.rows} rows in {p.files} files but {sum(staged.values())} rows "
-                f"were read{_other_days(staged, p.day)}; ClickHouse left unchanged, ledger not updated"
+                f"were read{_other_days(staged, p.day)}{_missing_hint(staged, p.rows)}; "
+                "ClickHouse left unchanged, ledger not updated"
             )
         if p.rows:
             self.engine.command(sql.replace_partition(db, p.dataset, stage, p.day))
@@ -309,6 +310,10 @@ class _Loader:
 def _other_days(staged: dict[str, int], day: date) -> str:
     others = sorted(d for d in staged if d != day.isoformat())
     return f" ({len(others)} rows outside the day: {', '.join(others[:3])})" if others else ""
+
+
+def _missing_hint(staged: dict[str, int], rows: int) -> str:
+    return " (a listed file missing or truncated?)" if sum(staged.values()) < rows else ""
 
 
 def _cleanup_stale_stages(engine: Engine) -> None:
