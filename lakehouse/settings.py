@@ -64,6 +64,7 @@ class StorageSettings(BaseSettings):
     # ClickHouse (lakehouse/clickhouse/): read as MAGSAG_CLICKHOUSE_* (MAGSAG_STORAGE_CLICKHOUSE_* also works).
     clickhouse_url: str | None = Field(
         None,
+        repr=False,  # may carry user:password@
         validation_alias=_ch("url"),
         description="remote ClickHouse server, e.g. https://host:8443; unset: the embedded chDB engine",
     )
