@@ -37,6 +37,10 @@ class BackendUnavailable(StorageError, ConnectionError):
     """A server or file that cannot be reached or opened."""
 
 
+class IntegrityError(StorageError):
+    """Stored bytes that do not match what was written (checksum, row count, schema)."""
+
+
 class LockedError(StorageError):
     """Another job holds the lock this operation needs."""
 

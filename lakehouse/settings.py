@@ -51,6 +51,7 @@ class StorageSettings(BaseSettings):
     s3_region: str | None = Field(None, description="S3 region (default us-east-1)")
     s3_access_key_id: SecretStr | None = Field(None, description="S3 key id (else AWS_ACCESS_KEY_ID)")
     s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret (else AWS_SECRET_ACCESS_KEY)")
+    s3_retries: int = Field(4, ge=0, le=20, description="retries of transient S3 errors (exponential backoff)")
     pg_schema: str = Field("magsag", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="PostgreSQL schema")
     pg_pool_min: int = Field(1, ge=0, le=1000, description="PostgreSQL pool: minimum connections")
     pg_pool_max: int = Field(10, ge=1, le=1000, description="PostgreSQL pool: maximum connections")
