@@ -16,7 +16,6 @@ from lakehouse import manifest
 from lakehouse.clickhouse import sql
 from lakehouse.objstore import Lake
 from tests.cli_helpers import Result, magsag
-from tests.clickhouse.conftest import s3_env
 from tests.clickhouse_helpers import NO_REMOTE, REMOTE_URL, ch_env, ch_settings, new_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,12 +84,12 @@ def test_dry_run_and_json_report(env: dict[str, str], local_lake: Lake) -> None:
     assert res.code == 0 and report["mode"] == "client" and [p["dt"] for p in report["partitions"]] == [day]
 
 
-def test_s3_lake_from_the_command_line(s3_lake: Lake, s3_endpoint: str) -> None:
-    env = {**ch_env("chdb", new_database()), **s3_env(s3_endpoint), "MAGSAG_STORAGE_LAKE_URL": s3_lake.url}
+def test_s3_lake_from_the_command_line(s3_lake: Lake, s3_env: dict[str, str]) -> None:
+    env = {**ch_env("chdb", new_database()), **s3_env}
     res = magsag("data", "load", "clickhouse", "--json", env=env)
     assert res.code == 0 and res.json()["mode"] == "server", res.err
     assert res.json()["loaded_partitions"] == n_parts(s3_lake)
-    assert "magsag-secret" not in res.out + res.err
+    assert s3_env["MAGSAG_STORAGE_S3_SECRET_ACCESS_KEY"] not in res.out + res.err
 
 
 def test_query_and_search_against_clickhouse(env: dict[str, str]) -> None:
