@@ -85,8 +85,8 @@ class Engine(abc.ABC):
         """Run a query; the result as an Arrow table."""
 
     @abc.abstractmethod
-    def insert_arrow(self, head: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> int:
-        """``INSERT INTO t (cols)`` followed by Arrow batches; return the rows written."""
+    def insert_arrow(self, table: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> int:
+        """Insert Arrow batches (columns by ``schema``'s names) into ``table`` of this database; return rows."""
 
     @abc.abstractmethod
     def describe(self) -> str:
@@ -176,11 +176,14 @@ class ChdbEngine(Engine):
         cols = [c.to_pylist() for c in t.columns]
         return list(zip(*cols, strict=True)) if cols else []
 
-    def insert_arrow(self, head: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> int:
+    def insert_arrow(self, table: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> int:
         import pyarrow as pa
+
+        from lakehouse.clickhouse.sql import insert_head
 
         if self._closed:
             raise BackendUnavailable(f"{self.describe()} is closed")
+        head = insert_head(self.database, table, schema.names)
         sink = io.BytesIO()
         try:
             with self._lock:
@@ -294,19 +297,16 @@ class RemoteEngine(Engine):
         except Exception as exc:
             raise self._error(exc) from None
 
-    def insert_arrow(self, head: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> int:
+    def insert_arrow(self, table: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> int:
         import pyarrow as pa
 
-        m = re.match(r"INSERT INTO `([^`]+)`\.`([^`]+)` \((.*)\)$", head.strip())
-        if not m:
-            raise ValueError(f"unexpected insert head {head!r}")
-        db, name = m.group(1), m.group(2)
         total = 0
         try:
             for batch in batches:
-                tbl = pa.Table.from_batches([batch], schema=schema)
-                self._client.insert_arrow(name, tbl, database=db)
+                self._client.insert_arrow(table, pa.Table.from_batches([batch], schema=schema), database=self.database)
                 total += batch.num_rows
+        except StorageError:
+            raise
         except Exception as exc:
             raise self._error(exc) from None
         return total

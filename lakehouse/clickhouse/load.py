@@ -285,7 +285,7 @@ class _Loader:
             else:
                 schema = event_arrow_schema() if p.dataset == sql.EVENTS else run_arrow_schema()
                 batches = _client_batches(self.lake, p, lambda n: self.tick(n, what))
-                self.engine.insert_arrow(sql.insert_format(db, stage, p.dataset), batches, schema)
+                self.engine.insert_arrow(stage, batches, schema)
         staged = {day: int(n) for day, n in self.engine.rows(sql.rows_by_day(db, stage, p.dataset))}
         expected = {p.day.isoformat(): p.rows} if p.rows else {}
         if staged != expected:

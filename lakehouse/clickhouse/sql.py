@@ -286,20 +286,18 @@ def s3_source(base_url: str, names: list[str], dataset: str, key: str | None, se
 
 def insert_select(database: str, target: str, dataset: str, source: str) -> str:
     cols = ", ".join(ident(c) for c in column_names(dataset))
-    return (
-        f"INSERT INTO {table(database, target)} ({cols}) SELECT {cols} FROM {source} SETTINGS use_hive_partitioning = 0"
-    )
+    return f"INSERT INTO {table(database, target)} ({cols}) SELECT {cols} FROM {source}"
 
 
-def insert_format(database: str, target: str, dataset: str) -> str:
-    """Head of an INSERT whose rows follow in a format (chDB streaming insert, no FORMAT clause)."""
-    return f"INSERT INTO {table(database, target)} ({', '.join(ident(c) for c in column_names(dataset))})"
+def insert_head(database: str, target: str, columns: list[str]) -> str:
+    """Head of an INSERT whose rows follow in a format (chDB's streaming insert: no FORMAT clause)."""
+    return f"INSERT INTO {table(database, target)} ({', '.join(ident(c) for c in columns)})"
 
 
 def probe_source(source: str) -> str:
     """Can the engine read this file? (Parquet metadata only; fails fast.)"""
     return (
-        f"SELECT count() FROM {source} SETTINGS use_hive_partitioning = 0, s3_retry_attempts = 0, "
+        f"SELECT count() FROM {source} SETTINGS s3_retry_attempts = 0, "
         "s3_max_single_read_retries = 0, s3_connect_timeout_ms = 3000, s3_request_timeout_ms = 10000"
     )
 

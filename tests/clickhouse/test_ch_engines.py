@@ -31,9 +31,7 @@ def test_insert_arrow_and_read_back(engine: Engine) -> None:
     ]
 
     table = events_table(rows)
-    n = engine.insert_arrow(
-        sql.insert_format(engine.database, "events", "events"), table.to_batches(2), event_arrow_schema()
-    )
+    n = engine.insert_arrow("events", table.to_batches(2), event_arrow_schema())
     assert n == 5
     got = engine.rows(
         f"SELECT {sql.select_list('events')} FROM {sql.table(engine.database, 'events')} ORDER BY event_id"
