@@ -365,22 +365,39 @@ def load_lake(
     loader = _Loader(engine, lake, job_id, progress, sum(p.rows for p in todo))
     modes: set[str] = set()
     try:
-        for p, summary in zip(plans, report.partitions, strict=True):
-            if not p.to_load:
-                continue
-            source = _server_source(engine, lake, p, s3_endpoint_url) if use_server else None
-            mode = loader.load(p, source)
-            _record(engine, p, mode, lake, job_id)
-            modes.add(mode)
-            summary["loaded"] = True
-            summary["mode"] = mode
-            report.loaded_partitions += 1
-            report.loaded_rows += p.rows
+        _load_all(loader, plans, report, modes, use_server, s3_endpoint_url)
+    except StorageError as exc:
+        secret = lake.s3.secret if lake.s3 else None
+        if secret and secret in str(exc):  # the s3() statement carries the lake's credentials
+            raise type(exc)(str(exc).replace(secret, "***")) from None
+        raise
     finally:
         loader.drop_stages()
         report.seconds = time.perf_counter() - started
         report.mode = "+".join(sorted(modes)) or None
     return report
+
+
+def _load_all(
+    loader: _Loader,
+    plans: list[PartitionPlan],
+    report: LoadReport,
+    modes: set[str],
+    use_server: bool,
+    s3_endpoint_url: str | None,
+) -> None:
+    engine, lake = loader.engine, loader.lake
+    for p, summary in zip(plans, report.partitions, strict=True):
+        if not p.to_load:
+            continue
+        source = _server_source(engine, lake, p, s3_endpoint_url) if use_server else None
+        mode = loader.load(p, source)
+        _record(engine, p, mode, lake, loader.job_id)
+        modes.add(mode)
+        summary["loaded"] = True
+        summary["mode"] = mode
+        report.loaded_partitions += 1
+        report.loaded_rows += p.rows
 
 
 def _probe(engine: Engine, lake: Lake, todo: list[PartitionPlan], s3_endpoint: str | None) -> tuple[bool, str | None]:
@@ -396,7 +413,10 @@ def _probe(engine: Engine, lake: Lake, todo: list[PartitionPlan], s3_endpoint: s
     try:
         engine.rows(sql.probe_source(source))
     except StorageError as exc:
-        return False, f"{engine.describe()} cannot read the lake itself ({str(exc)[:200]})"
+        text = str(exc)[:200]
+        if lake.s3 is not None and lake.s3.secret:
+            text = text.replace(lake.s3.secret, "***")
+        return False, f"{engine.describe()} cannot read the lake itself ({text})"
     return True, None
 
 
