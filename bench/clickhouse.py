@@ -154,49 +154,49 @@ def bench_load(engine_dir: Path, lake: Lake, n_events: int) -> dict[str, Any]:
 
 
 def queries(db: str, lake_root: str, run_id: str, since: date) -> list[tuple[str, str, str]]:
-    ev = sql.table(db, "events")
+    """(name, chDB SQL, DuckDB SQL): the query benchmark's analyst questions, in each dialect."""
+    ev, runs = sql.table(db, "events"), sql.table(db, "runs")
     duck_ev = f"read_parquet('{lake_root}/events/*/*.parquet', hive_partitioning = true)"
+    duck_runs = f"read_parquet('{lake_root}/runs/*/*.parquet', hive_partitioning = true)"
+    ev_cols = ", ".join(f"epoch_us({c})" if c == "ts" else c for c in sql.column_names("events"))
     return [
         (
             "per-agent daily cost",
-            f"SELECT agent_slug, toDate(ts) AS day, round(sum(JSONExtractFloat(payload, 'value')), 4) AS cost "
+            f"SELECT toDate(ts) AS day, agent_slug, round(sum(JSONExtractFloat(payload, 'value')), 4) AS cost "
             f"FROM {ev} WHERE type = 'metric' AND JSONExtractString(payload, 'name') = 'cost_usd' "
-            "GROUP BY agent_slug, day ORDER BY day, agent_slug",
-            "SELECT agent_slug, CAST(ts AS DATE) AS day, "
-            "round(sum(CAST(json_extract(payload, '$.value') AS DOUBLE)), 4) "
-            f"FROM {duck_ev} WHERE type = 'metric' AND json_extract_string(payload, '$.name') = 'cost_usd' "
-            "GROUP BY agent_slug, day ORDER BY day, agent_slug",
+            "GROUP BY day, agent_slug ORDER BY day, agent_slug",
+            "SELECT dt, agent_slug, round(sum(CAST(payload ->> 'value' AS DOUBLE)), 4) AS cost "
+            f"FROM {duck_ev} WHERE type = 'metric' AND (payload ->> 'name') = 'cost_usd' GROUP BY ALL ORDER BY ALL",
         ),
         (
             "error rate by agent",
-            f"SELECT agent_slug, round(countIf(level IN ('error', 'critical')) / count(), 6) FROM {ev} "
-            "GROUP BY agent_slug ORDER BY agent_slug",
-            f"SELECT agent_slug, round(count(*) FILTER (WHERE level IN ('error', 'critical')) / count(*), 6) "
-            f"FROM {duck_ev} GROUP BY agent_slug ORDER BY agent_slug",
+            f"SELECT agent_slug, count() AS runs, round(avg(status = 'failed'), 6) FROM {runs} FINAL "
+            "WHERE status != 'running' GROUP BY agent_slug ORDER BY agent_slug",
+            "SELECT agent_slug, count(*) AS runs, round(avg((status = 'failed')::INT), 6) "
+            f"FROM {duck_runs} WHERE status <> 'running' GROUP BY 1 ORDER BY 1",
         ),
         (
-            "p95 MCP latency per server/tool",
+            "p95 MCP latency",
             "SELECT JSONExtractString(payload, 'server_id') AS server, JSONExtractString(payload, 'tool') AS tool, "
             f"round(quantileExactInclusive(0.95)(JSONExtractFloat(payload, 'latency_ms')), 3) FROM {ev} "
             "WHERE type = 'mcp.call' GROUP BY server, tool ORDER BY server, tool",
-            "SELECT json_extract_string(payload, '$.server_id') AS server, "
-            "json_extract_string(payload, '$.tool') AS tool, "
-            "round(quantile_cont(CAST(json_extract(payload, '$.latency_ms') AS DOUBLE), 0.95), 3) "
-            f"FROM {duck_ev} WHERE type = 'mcp.call' GROUP BY server, tool ORDER BY server, tool",
+            "SELECT payload ->> 'server_id' AS server, payload ->> 'tool' AS tool, "
+            "round(quantile_cont(CAST(payload ->> 'latency_ms' AS DOUBLE), 0.95), 3) "
+            f"FROM {duck_ev} WHERE type = 'mcp.call' GROUP BY ALL ORDER BY ALL",
         ),
         (
             "one run's events",
-            f"SELECT event_id, type, msg FROM {ev} WHERE run_id = '{run_id}' ORDER BY ts, event_id",
-            f"SELECT event_id, type, msg FROM {duck_ev} WHERE run_id = '{run_id}' ORDER BY ts, event_id",
+            f"SELECT {sql.select_list('events')} FROM {ev} WHERE run_id = '{run_id}' ORDER BY ts, event_id",
+            f"SELECT {ev_cols} FROM {duck_ev} WHERE run_id = '{run_id}' ORDER BY ts, event_id",
         ),
         (
-            "word search, last 7 days",
-            f"SELECT count(), toUnixTimestamp64Micro(min(ts)) FROM {ev} "
-            f"WHERE hasToken({sql.MSG_TOKENS}, 'timed') AND hasToken({sql.MSG_TOKENS}, 'out') "
-            f"AND ts >= toDateTime64('{since.isoformat()}', 6, 'UTC')",
-            f"SELECT count(*), epoch_us(min(ts)) FROM {duck_ev} WHERE dt >= DATE '{since.isoformat()}' "
-            "AND regexp_matches(lower(msg), '(^|[^a-z0-9])timed([^a-z0-9]|$)') "
-            "AND regexp_matches(lower(msg), '(^|[^a-z0-9])out([^a-z0-9]|$)')",
+            "text search, 7 days",
+            f"SELECT event_id, toUnixTimestamp64Micro(ts) AS us, run_id, msg FROM {ev} "
+            f"WHERE ts >= toDateTime64('{since.isoformat()}', 6, 'UTC') "
+            f"AND hasToken({sql.MSG_TOKENS}, 'timed') AND hasToken({sql.MSG_TOKENS}, 'out') "
+            "AND msg ILIKE '%timed out%' ORDER BY us DESC, event_id LIMIT 100",
+            f"SELECT event_id, epoch_us(ts) AS us, run_id, msg FROM {duck_ev} WHERE dt >= DATE '{since.isoformat()}' "
+            "AND msg ILIKE '%timed out%' ORDER BY us DESC, event_id LIMIT 100",
         ),
     ]
 

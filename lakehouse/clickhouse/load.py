@@ -317,7 +317,7 @@ def _missing_hint(staged: dict[str, int], rows: int) -> str:
 
 
 def _cleanup_stale_stages(engine: Engine) -> None:
-    rows = engine.rows(sql.stale_stages(), {"db": engine.database, "prefix": sql.STAGE_PREFIX, "hours": 24})
+    rows = engine.rows(sql.stale_stages(engine.database), {"hours": 24})
     for (name,) in rows:
         engine.command(sql.drop_table(engine.database, name))
 

@@ -24,7 +24,7 @@ _KEYS = {
 
 def tables(engine: Engine) -> dict[str, tuple[str, str, str]]:
     """name -> (engine, partition key, sorting key) of every table in the engine's database."""
-    return {n: (e, pk, sk) for n, e, pk, sk in engine.rows(sql.tables_in_database(), {"db": engine.database})}
+    return {n: (e, pk, sk) for n, e, pk, sk in engine.rows(sql.tables_in_database(engine.database))}
 
 
 def check_table(engine: Engine, dataset: str, info: tuple[str, str, str] | None) -> None:
@@ -42,7 +42,7 @@ def check_table(engine: Engine, dataset: str, info: tuple[str, str, str] | None)
             f"{where} is partitioned by {partition_key!r} and sorted by {sorting_key!r}, "
             f"expected {want_partition!r} / {want_sort!r}; {hint}"
         )
-    have = list(engine.rows(sql.table_columns(), {"db": engine.database, "table": dataset}))
+    have = list(engine.rows(sql.table_columns(engine.database, dataset)))
     want = sql.expected_columns(dataset)
     have_map, want_map = dict(have), dict(want)
     for name, typ in want:

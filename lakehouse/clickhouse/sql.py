@@ -220,15 +220,18 @@ def schema_version(database: str) -> str:
     return f"SELECT max(version) FROM {table(database, SCHEMA_TABLE)} WHERE component = 'tables'"
 
 
-def table_columns() -> str:
+# system tables filter on literals: a bound parameter keeps ClickHouse from pruning by database
+
+
+def table_columns(database: str, name: str) -> str:
     return (
-        "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {table:String} "
+        f"SELECT name, type FROM system.columns WHERE database = {literal(database)} AND table = {literal(name)} "
         "ORDER BY position"
     )
 
 
-def tables_in_database() -> str:
-    return "SELECT name, engine, partition_key, sorting_key FROM system.tables WHERE database = {db:String}"
+def tables_in_database(database: str) -> str:
+    return f"SELECT name, engine, partition_key, sorting_key FROM system.tables WHERE database = {literal(database)}"
 
 
 def show_create(database: str, name: str) -> str:
@@ -257,9 +260,11 @@ def truncate(database: str, name: str) -> str:
     return f"TRUNCATE TABLE {table(database, name)}"
 
 
-def stale_stages() -> str:
+def stale_stages(database: str) -> str:
+    """Staging tables a crashed load left behind (older than ``{hours}``)."""
     return (
-        "SELECT name FROM system.tables WHERE database = {db:String} AND startsWith(name, {prefix:String}) "
+        f"SELECT name FROM system.tables WHERE database = {literal(database)} "
+        f"AND startsWith(name, {literal(STAGE_PREFIX)}) "
         "AND metadata_modification_time < now() - toIntervalHour({hours:UInt32})"
     )
 

@@ -209,7 +209,7 @@ def test_row_count_mismatch_stops_the_load_and_keeps_the_ledger(chdb: Engine, lo
         assert read_ledger(chdb) == ledger
     plans, _ = plan_load(chdb, local_lake)
     assert [p.action for p in plans if p.dataset == "events" and p.day == day] == ["changed"]  # retried next time
-    tables = chdb.rows(sql.tables_in_database(), {"db": chdb.database})
+    tables = chdb.rows(sql.tables_in_database(chdb.database))
     assert not [t for t in tables if t[0].startswith(sql.STAGE_PREFIX)]  # staging dropped
 
 
