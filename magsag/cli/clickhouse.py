@@ -166,9 +166,13 @@ def load_clickhouse(
         how = f", {report.mode}-side" if report.mode else ""
         console.print(
             f"loaded {report.loaded_partitions} partitions, {report.loaded_rows} rows in {report.seconds:.2f}s "
-            f"({report.rows_per_s:,.0f} rows/s{how}){tail}; rows verified against the manifest"
+            f"({report.rows_per_s:,.0f} rows/s{how}){tail}"
+            + ("; rows verified against the manifest" if report.loaded_partitions else "")
         )
+    if not out["partitions"] and not report.not_in_lake:
+        err_console.print(f"note: lake {report.lake} has no committed partitions (nothing tiered yet?)", soft_wrap=True)
     if report.fallback:
-        err_console.print(f"note: {report.fallback}; loaded client-side")
+        err_console.print(f"note: {report.fallback}; loaded client-side", soft_wrap=True)
     if report.not_in_lake:
-        err_console.print(f"note: loaded but no longer in the lake (kept): {', '.join(report.not_in_lake[:10])}")
+        gone = ", ".join(report.not_in_lake[:10])
+        err_console.print(f"note: loaded but no longer in the lake (kept): {gone}", soft_wrap=True)

@@ -65,6 +65,11 @@ def test_init_load_status(env: dict[str, str], local_lake: Lake) -> None:
     )
 
 
+def test_empty_lake_loads_nothing(env: dict[str, str], tmp_path: Path) -> None:
+    res = magsag("data", "load", "clickhouse", "--lake", str(tmp_path / "nothing-here"), env=env)
+    assert res.code == 0 and "loaded 0 partitions" in res.out and "has no committed partitions" in res.err
+
+
 def test_dry_run_and_json_report(env: dict[str, str], local_lake: Lake) -> None:
     res = magsag("data", "load", "clickhouse", "--dry-run", "--json", env=env)
     assert res.code == 0
