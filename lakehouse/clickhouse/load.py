@@ -309,7 +309,8 @@ class _Loader:
 
 def _other_days(staged: dict[str, int], day: date) -> str:
     others = sorted(d for d in staged if d != day.isoformat())
-    return f" ({len(others)} rows outside the day: {', '.join(others[:3])})" if others else ""
+    outside = sum(staged[d] for d in others)
+    return f" ({outside} rows outside the day, in {', '.join(others[:3])})" if others else ""
 
 
 def _missing_hint(staged: dict[str, int], rows: int) -> str:

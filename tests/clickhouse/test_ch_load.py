@@ -245,7 +245,7 @@ def test_rows_outside_the_partition_day_are_refused(chdb: Engine, tmp_path: Path
             committed_at=manifest.now_iso(),
         ),
     )
-    with pytest.raises(VerificationError, match=r"1 rows outside the day: 2025-10-24"):
+    with pytest.raises(VerificationError, match=r"1 rows outside the day, in 2025-10-24"):
         load_lake(chdb, lake)
     assert counts(chdb, "events") == {}
 
