@@ -112,7 +112,7 @@ def prune_local_dirs(lake: Lake, rel: str, stop: str) -> None:
         return
     d = os.path.dirname(lake.path(rel))
     top = lake.path(stop)
-    while d.startswith(top):
+    while d == top or d.startswith(top + os.sep):
         try:
             os.rmdir(d)
         except OSError:
