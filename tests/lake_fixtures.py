@@ -315,7 +315,7 @@ class LakeCase:
 LAKE_KINDS = ["local", "s3"]
 
 
-@pytest.fixture(params=LAKE_KINDS)
+@pytest.fixture(params=[pytest.param("local"), pytest.param("s3", marks=pytest.mark.s3)])
 def lake_case(request: pytest.FixtureRequest, tmp_path: Path) -> LakeCase:
     clear_fs_caches()
     if request.param == "local":

@@ -1,0 +1,601 @@
+"""The SQLite hot store's side of tiering (:class:`~backends.tiering.TierSource`).
+
+* **Lock**: an OS file lock (``flock``) on ``<db>.tier-lock`` next to the database. The
+  kernel releases it when the holder dies, kill -9 included, so a crashed job never
+  blocks the next one. The file holds the holder's pid and start time for messages.
+* **Ledger**: the ``tier_batches`` table (schema v2). A claim row records the frozen
+  selection: ``seq_hi`` (the highest ``events.seq`` assigned when the claim was made;
+  ``AUTOINCREMENT`` never reuses a number, so later rows always have a higher one) and
+  ``excluded_runs`` (runs that were ``running``). ``run_ids`` lists the runs to move.
+  ``info`` holds the planned files, orphan runs, and in copy mode the finished claims
+  whose rows it skips (``covered_by``). Every query of a claim's events (count, export,
+  delete) is the same SQL predicate over the ledger row, so they can never disagree.
+* **Export**: DuckDB runs the claim's query inside SQLite (``sqlite_query`` of the
+  sqlite_scanner extension, loaded from the ``duckdb-extension-sqlite-scanner`` package by
+  path, never from the network), so SQLite's ``ts`` index picks the day, then sorts it
+  under a memory limit (spilling to a temporary folder) and streams Arrow batches. Without
+  the extension, a plain ``sqlite3`` cursor with ``ORDER BY`` does the same, slower.
+* **Delete**: in chunks of ``chunk_rows`` events, each one writer transaction (full-text
+  index entries first, then the rows), so appends from other tasks interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import importlib.util
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from backends.errors import LockedError, StorageError, ValidationError
+from backends.schema import (
+    EVENT_COLUMNS,
+    RUN_COLUMNS,
+    US_PER_DAY,
+    day_of_us,
+    day_start_us,
+    from_us,
+    to_us,
+    utc_now,
+)
+from backends.tiering import (
+    CLAIMED,
+    COPY,
+    DONE,
+    EXPORTED,
+    MOVE,
+    Claim,
+    RunningRun,
+    TierDay,
+    check_mode,
+    dumps,
+    sorted_unique,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from backends.sqlite import SQLiteStorageBackend
+
+_BATCH_COLUMNS = (
+    "batch_id, dest, day, mode, state, seq_lo, seq_hi, excluded_runs, run_ids, event_rows, run_rows, info, "
+    "created_at, finished_at"
+)
+_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+EXPORT_ENGINES = ("duckdb", "sqlite")
+
+
+def sqlite_scanner_path() -> str | None:
+    """The sqlite_scanner extension file matching the installed DuckDB, if the package is there."""
+    try:
+        import duckdb
+
+        spec = importlib.util.find_spec("duckdb_extension_sqlite_scanner")
+    except ImportError:
+        return None
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "extensions" / f"v{duckdb.__version__}" / "sqlite_scanner.duckdb_extension"
+    return str(path) if path.is_file() else None
+
+
+def _check_id(batch_id: str) -> str:
+    if not batch_id or len(batch_id) > 80 or not set(batch_id) <= _ID_OK:
+        raise ValidationError(f"invalid tier batch id {batch_id!r}")
+    return batch_id
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def selection_sql(batch_id: str, day: date, seq_hi: int, covered_by: Iterable[str] = ()) -> str:
+    """The WHERE clause (over ``events``, unaliased) of a claim's selected events."""
+    lo = day_start_us(day)
+    bid = _sql_text(_check_id(batch_id))
+    where = (
+        f"events.ts >= {lo} AND events.ts < {lo + US_PER_DAY} AND events.seq <= {int(seq_hi)} "
+        f"AND events.run_id NOT IN (SELECT value FROM json_each("
+        f"(SELECT excluded_runs FROM tier_batches WHERE batch_id = {bid})))"
+    )
+    covered = [_sql_text(_check_id(b)) for b in covered_by]
+    if covered:
+        where += (
+            f" AND NOT EXISTS (SELECT 1 FROM tier_batches b WHERE b.batch_id IN ({', '.join(covered)}) "
+            "AND events.seq <= b.seq_hi AND events.run_id NOT IN (SELECT value FROM json_each(b.excluded_runs)))"
+        )
+    return where
+
+
+def _claim_from_row(row: tuple[Any, ...]) -> Claim:
+    (batch_id, dest, day, mode, state, _lo, seq_hi, excluded, run_ids, ev_rows, run_rows, info, created, finished) = row
+    info = json.loads(info or "{}")
+    meta = info.pop("_claim", {})
+    return Claim(
+        batch_id=batch_id,
+        dest=dest,
+        day=date.fromisoformat(day),
+        mode=mode,
+        state=state,
+        files=dict(meta.get("files", {})),
+        run_ids=tuple(json.loads(run_ids or "[]")),
+        orphan_runs=tuple(meta.get("orphan_runs", ())),
+        event_rows=ev_rows,
+        run_rows=run_rows,
+        snapshot={
+            "seq_hi": seq_hi,
+            "excluded_runs": json.loads(excluded or "[]"),
+            "covered_by": list(meta.get("covered_by", ())),
+            "selected_events": meta.get("selected_events"),
+        },
+        info=info,
+        created_at=from_us(created) if created is not None else None,
+        finished_at=from_us(finished) if finished is not None else None,
+    )
+
+
+class SQLiteTierSource:
+    """:class:`~backends.tiering.TierSource` over a :class:`~backends.sqlite.SQLiteStorageBackend`."""
+
+    def __init__(
+        self,
+        backend: SQLiteStorageBackend,
+        *,
+        export_engine: str | None = None,
+        memory_limit: str = "256MB",
+        lock_poll: float = 0.2,
+    ):
+        self.backend = backend
+        engine = export_engine or os.environ.get("MAGSAG_TIER_EXPORT_ENGINE") or "duckdb"
+        if engine not in EXPORT_ENGINES:
+            raise ValidationError(f"export engine must be one of {', '.join(EXPORT_ENGINES)}; got {engine!r}")
+        self.export_engine = engine if (engine == "sqlite" or sqlite_scanner_path()) else "sqlite"
+        self.memory_limit = memory_limit
+        self.lock_poll = lock_poll
+        self._worker: Any = None
+
+    @property
+    def lock_path(self) -> Path:
+        db = self.backend.db_path
+        return db.with_name(db.name + ".tier-lock")
+
+    # ------------------------------------------------------------------ lock
+    @asynccontextmanager
+    async def job_lock(self, *, wait: bool = True, timeout: float | None = None) -> AsyncIterator[None]:
+        path = self.lock_path
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StorageError(f"cannot open the tier lock {path}: {exc.strerror}") from None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not wait or (deadline is not None and time.monotonic() >= deadline):
+                        raise LockedError(
+                            f"another tiering job holds the lock of {self.backend.db_path}{_holder(fd)}"
+                        ) from None
+                    await asyncio.sleep(self.lock_poll)
+            holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_now().isoformat()}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    # -------------------------------------------------------------- planning
+    async def tierable_days(
+        self, cutoff: datetime, *, dest: str, orphan_runs: Iterable[str] = (), mode: str = MOVE
+    ) -> list[TierDay]:
+        check_mode(mode)
+        cut = to_us(cutoff)
+        cut -= cut % US_PER_DAY  # complete days only
+        orphans = dumps(sorted_unique(orphan_runs))
+
+        def q(c: sqlite3.Connection) -> list[TierDay]:
+            running = (
+                "SELECT run_id FROM runs WHERE status = 'running' AND run_id NOT IN (SELECT value FROM json_each(?))"
+            )
+            ev = {
+                d: (n, held)
+                for d, n, held in c.execute(
+                    f"SELECT ts / {US_PER_DAY}, count(*), total(run_id IN ({running})) FROM events "
+                    "WHERE ts < ? GROUP BY 1",
+                    (orphans, cut),
+                )
+            }
+            rn = {
+                d: (n, held)
+                for d, n, held in c.execute(
+                    f"SELECT started_at / {US_PER_DAY}, count(*), total(status = 'running') FROM runs "
+                    "WHERE started_at < ? GROUP BY 1",
+                    (cut,),
+                )
+            }
+            total_events = c.execute("SELECT count(*) FROM events").fetchone()[0] or 1
+            per_event = _used_bytes(c) / total_events
+            out = []
+            for d in sorted(set(ev) | set(rn)):
+                day = day_of_us(int(d) * US_PER_DAY)
+                n_ev, held_ev = ev.get(d, (0, 0))
+                n_run, held_run = rn.get(d, (0, 0))
+                movable_ev, movable_run = int(n_ev - held_ev), int(n_run - held_run)
+                if mode == COPY:
+                    covered = _done_batches(c, dest, day)
+                    if covered:
+                        movable_ev, movable_run = _uncovered_counts(c, day, covered, orphans)
+                out.append(
+                    TierDay(
+                        day=day,
+                        events=movable_ev,
+                        runs=movable_run,
+                        held_events=int(held_ev),
+                        held_runs=int(held_run),
+                        hot_bytes=int(movable_ev * per_event),
+                    )
+                )
+            return out
+
+        return await self.backend.read(q)
+
+    async def running_runs(self, before: datetime) -> list[RunningRun]:
+        cut = to_us(before)
+
+        def q(c: sqlite3.Connection) -> list[RunningRun]:
+            rows = c.execute(
+                "SELECT run_id, agent_slug, started_at, parent_run_id IS NULL AND metrics = '{}' AND tags = '[]' "
+                "FROM runs WHERE status = 'running' AND started_at < ? ORDER BY started_at, run_id",
+                (cut,),
+            ).fetchall()
+            return [RunningRun(r[0], r[1], r[2], bool(r[3])) for r in rows]
+
+        return await self.backend.read(q)
+
+    # ----------------------------------------------------------------- claim
+    async def claim_day(
+        self,
+        *,
+        batch_id: str,
+        dest: str,
+        day: date,
+        mode: str,
+        files: dict[str, str],
+        orphan_runs: Iterable[str] = (),
+        info: dict[str, Any] | None = None,
+    ) -> Claim | None:
+        _check_id(batch_id)
+        check_mode(mode)
+        orphans = sorted_unique(orphan_runs)
+        lo = day_start_us(day)
+        hi = lo + US_PER_DAY
+
+        def op(c: sqlite3.Connection) -> Claim | None:
+            if c.execute("SELECT 1 FROM tier_batches WHERE day = ? AND state != ?", (day.isoformat(), DONE)).fetchone():
+                return None
+            row = c.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+            seq_hi = row[0] if row else 0
+            excluded = [
+                r[0]
+                for r in c.execute(
+                    "SELECT DISTINCT e.run_id FROM events e JOIN runs r ON r.run_id = e.run_id "
+                    "WHERE e.ts >= ? AND e.ts < ? AND r.status = 'running' "
+                    "AND r.run_id NOT IN (SELECT value FROM json_each(?)) ORDER BY 1",
+                    (lo, hi, dumps(orphans)),
+                )
+            ]
+            covered = _done_batches(c, dest, day) if mode == COPY else []
+            run_sql = "SELECT run_id FROM runs WHERE started_at >= ? AND started_at < ? AND status != 'running'"
+            params: list[Any] = [lo, hi]
+            if covered:
+                run_sql += (
+                    " AND run_id NOT IN (SELECT j.value FROM tier_batches b, json_each(b.run_ids) j "
+                    f"WHERE b.batch_id IN ({', '.join('?' * len(covered))}))"
+                )
+                params += covered
+            run_ids = [r[0] for r in c.execute(run_sql + " ORDER BY run_id", params)]
+            meta = {"files": files, "orphan_runs": list(orphans), "covered_by": covered}
+            c.execute(
+                f"INSERT INTO tier_batches ({_BATCH_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, NULL, NULL, ?, ?, NULL)",
+                (
+                    batch_id,
+                    dest,
+                    day.isoformat(),
+                    mode,
+                    CLAIMED,
+                    seq_hi,
+                    dumps(excluded),
+                    dumps(run_ids),
+                    dumps({**(info or {}), "_claim": meta}),
+                    to_us(utc_now()),
+                ),
+            )
+            n = c.execute(f"SELECT count(*) FROM events WHERE {selection_sql(batch_id, day, seq_hi, covered)}")
+            selected = n.fetchone()[0]
+            if selected == 0 and not run_ids:
+                c.execute("DELETE FROM tier_batches WHERE batch_id = ?", (batch_id,))
+                return None
+            meta["selected_events"] = selected
+            c.execute(
+                "UPDATE tier_batches SET info = ? WHERE batch_id = ?",
+                (dumps({**(info or {}), "_claim": meta}), batch_id),
+            )
+            return _fetch_claim(c, batch_id)
+
+        return await self.backend.write(op)
+
+    # ---------------------------------------------------------------- export
+    def _where(self, claim: Claim) -> str:
+        return selection_sql(
+            claim.batch_id, claim.day, claim.snapshot["seq_hi"], claim.snapshot.get("covered_by") or ()
+        )
+
+    async def export_events(self, claim: Claim, *, batch_rows: int = 65_536) -> AsyncIterator[pa.RecordBatch]:
+        await self.backend.read(lambda c: None)  # pending appends committed, claim visible
+        if self.export_engine == "duckdb":
+            gen = self._duckdb_batches(claim, batch_rows)
+        else:
+            gen = self._sqlite_batches(claim, batch_rows)
+        try:
+            while True:
+                batch = await asyncio.to_thread(next, gen, None)
+                if batch is None:
+                    return
+                yield batch
+        finally:
+            await asyncio.to_thread(gen.close)
+
+    async def close(self) -> None:
+        """Stop the export worker process (if one was started)."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await asyncio.to_thread(worker.close)
+
+    def _duckdb_batches(self, claim: Claim, batch_rows: int) -> Any:
+        import pyarrow as pa
+
+        from backends.schema import event_arrow_schema
+        from backends.sqlite_export import ExportWorker
+
+        if self._worker is None:
+            self._worker = ExportWorker(
+                self.backend.db_path, sqlite_scanner_path() or "", memory_limit=self.memory_limit
+            )
+        schema = event_arrow_schema()
+        ts_type = schema.field("ts").type
+        inner = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE {self._where(claim)}"
+        outer = ", ".join("CAST(ts AS BIGINT) AS ts" if c == "ts" else c for c in EVENT_COLUMNS)
+        sql = (
+            f"SELECT * FROM (SELECT {outer} FROM sqlite_query('hot', {_sql_text(inner)})) "
+            "ORDER BY agent_slug, run_id, ts, event_id"
+        )
+        try:
+            for batch in self._worker.batches(sql, batch_rows):
+                arrays = [
+                    col.cast(ts_type) if name == "ts" else col
+                    for name, col in zip(batch.schema.names, batch.columns, strict=True)
+                ]
+                yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+        except StorageError as exc:
+            raise StorageError(f"exporting {claim.day} from {self.backend.db_path}: {exc}") from None
+
+    def _sqlite_batches(self, claim: Claim, batch_rows: int) -> Any:
+        from backends.arrow import events_table
+
+        conn = sqlite3.connect(self.backend.db_path, timeout=30, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA query_only = 1")
+            cur = conn.execute(
+                f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE {self._where(claim)} "
+                "ORDER BY agent_slug, run_id, ts, event_id"
+            )
+            while rows := cur.fetchmany(batch_rows):
+                yield from events_table(rows).to_batches()
+        finally:
+            conn.close()
+
+    async def export_runs(self, claim: Claim) -> pa.Table:
+        from backends.arrow import runs_table
+
+        def q(c: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return c.execute(
+                f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE run_id IN (SELECT value FROM json_each("
+                "(SELECT run_ids FROM tier_batches WHERE batch_id = ?))) ORDER BY agent_slug, started_at, run_id",
+                (claim.batch_id,),
+            ).fetchall()
+
+        return runs_table(await self.backend.read(q))
+
+    # ---------------------------------------------------------- state changes
+    async def _update(self, claim: Claim, sets: str, params: tuple[Any, ...], info: dict[str, Any] | None) -> Claim:
+        def op(c: sqlite3.Connection) -> Claim:
+            row = c.execute("SELECT info FROM tier_batches WHERE batch_id = ?", (claim.batch_id,)).fetchone()
+            if row is None:
+                raise StorageError(f"tier claim {claim.batch_id} is not in the ledger of {self.backend.db_path}")
+            merged = {**json.loads(row[0] or "{}"), **(info or {})}
+            c.execute(
+                f"UPDATE tier_batches SET {sets}info = ? WHERE batch_id = ?", (*params, dumps(merged), claim.batch_id)
+            )
+            return _fetch_claim(c, claim.batch_id)  # type: ignore[return-value]
+
+        return await self.backend.write(op)
+
+    async def mark_exported(
+        self, claim: Claim, *, event_rows: int, run_rows: int, info: dict[str, Any] | None = None
+    ) -> Claim:
+        if claim.state == DONE:
+            return claim
+        return await self._update(
+            claim, "state = ?, event_rows = ?, run_rows = ?, ", (EXPORTED, event_rows, run_rows), info
+        )
+
+    async def update_info(self, claim: Claim, info: dict[str, Any]) -> Claim:
+        return await self._update(claim, "", (), info)
+
+    async def finish_claim(self, claim: Claim, *, info: dict[str, Any] | None = None) -> Claim:
+        return await self._update(claim, "state = ?, finished_at = ?, ", (DONE, to_us(utc_now())), info)
+
+    async def delete_claimed(
+        self, claim: Claim, *, chunk_rows: int = 50_000, on_chunk: Callable[[int], None] | None = None
+    ) -> dict[str, int]:
+        if claim.mode != MOVE:
+            raise StorageError(f"tier claim {claim.batch_id} is a copy; its rows stay in the hot store")
+        if claim.state not in (EXPORTED, DONE):
+            raise StorageError(f"tier claim {claim.batch_id} is {claim.state}, not exported; nothing deleted")
+        where = self._where(claim)
+        fts = self.backend.enable_fts
+        chunk = max(1, int(chunk_rows))
+
+        def one_chunk(c: sqlite3.Connection) -> tuple[int, bool]:
+            row = c.execute(f"SELECT seq FROM events WHERE {where} ORDER BY seq LIMIT 1 OFFSET {chunk - 1}").fetchone()
+            cond = where if row is None else f"{where} AND events.seq <= {int(row[0])}"
+            if fts:
+                c.execute(
+                    "INSERT INTO events_fts (events_fts, rowid, msg) "
+                    f"SELECT 'delete', seq, msg FROM events WHERE {cond} AND msg IS NOT NULL"
+                )
+            n = c.execute(f"DELETE FROM events WHERE {cond}").rowcount
+            return n, row is None
+
+        events = 0
+        while True:
+            n, last = await self.backend.write(one_chunk)
+            events += n
+            if on_chunk is not None:
+                on_chunk(n)
+            if last:
+                break
+
+        orphans = dumps(list(claim.orphan_runs))
+
+        def runs(c: sqlite3.Connection) -> int:
+            n = c.execute(
+                "DELETE FROM runs WHERE run_id IN (SELECT value FROM json_each("
+                "(SELECT run_ids FROM tier_batches WHERE batch_id = ?)))",
+                (claim.batch_id,),
+            ).rowcount
+            n += c.execute(
+                "DELETE FROM runs WHERE run_id IN (SELECT value FROM json_each(?)) AND status = 'running' "
+                "AND NOT EXISTS (SELECT 1 FROM events WHERE events.run_id = runs.run_id)",
+                (orphans,),
+            ).rowcount
+            return n
+
+        return {"events": events, "runs": await self.backend.write(runs)}
+
+    # ------------------------------------------------------------- listings
+    async def unfinished_claims(self, dest: str | None = None) -> list[Claim]:
+        return [c for c in await self.claims(dest) if c.state != DONE]
+
+    async def claims(self, dest: str | None = None, day: date | None = None) -> list[Claim]:
+        where, params = [], []
+        if dest is not None:
+            where.append("dest = ?")
+            params.append(dest)
+        if day is not None:
+            where.append("day = ?")
+            params.append(day.isoformat())
+        sql = f"SELECT {_BATCH_COLUMNS} FROM tier_batches"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at, batch_id"
+        rows = await self.backend.read(lambda c: c.execute(sql, params).fetchall())
+        return [_claim_from_row(r) for r in rows]
+
+    async def unarchived_days(self, days: Iterable[date], *, dest: str | None = None) -> list[date]:
+        wanted = sorted({d if isinstance(d, date) else date.fromisoformat(str(d)) for d in days})
+
+        def q(c: sqlite3.Connection) -> list[date]:
+            out = []
+            for day in wanted:
+                lo = day_start_us(day)
+                cover = "b.day = ? AND b.state = 'done'" + (" AND b.dest = ?" if dest is not None else "")
+                cp: list[Any] = [day.isoformat()] + ([dest] if dest is not None else [])
+                ev = c.execute(
+                    "SELECT 1 FROM events WHERE ts >= ? AND ts < ? "
+                    "AND run_id NOT IN (SELECT run_id FROM runs WHERE status = 'running') "
+                    f"AND NOT EXISTS (SELECT 1 FROM tier_batches b WHERE {cover} AND events.seq <= b.seq_hi "
+                    "AND events.run_id NOT IN (SELECT value FROM json_each(b.excluded_runs))) LIMIT 1",
+                    (lo, lo + US_PER_DAY, *cp),
+                ).fetchone()
+                rn = c.execute(
+                    "SELECT 1 FROM runs WHERE started_at >= ? AND started_at < ? AND status != 'running' "
+                    f"AND run_id NOT IN (SELECT j.value FROM tier_batches b, json_each(b.run_ids) j WHERE {cover}) "
+                    "LIMIT 1",
+                    (lo, lo + US_PER_DAY, *cp),
+                ).fetchone()
+                if ev or rn:
+                    out.append(day)
+            return out
+
+        return await self.backend.read(q)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (OSError, ValueError):
+        return ""
+    if not info.get("pid"):
+        return ""
+    return f" (pid {info['pid']} on {info.get('host', '?')} since {str(info.get('since', '?'))[:19]})"
+
+
+def _used_bytes(c: sqlite3.Connection) -> int:
+    page = c.execute("PRAGMA page_size").fetchone()[0]
+    return (c.execute("PRAGMA page_count").fetchone()[0] - c.execute("PRAGMA freelist_count").fetchone()[0]) * page
+
+
+def _fetch_claim(c: sqlite3.Connection, batch_id: str) -> Claim | None:
+    row = c.execute(f"SELECT {_BATCH_COLUMNS} FROM tier_batches WHERE batch_id = ?", (batch_id,)).fetchone()
+    return _claim_from_row(row) if row else None
+
+
+def _done_batches(c: sqlite3.Connection, dest: str, day: date) -> list[str]:
+    return [
+        r[0]
+        for r in c.execute(
+            "SELECT batch_id FROM tier_batches WHERE dest = ? AND day = ? AND state = ? ORDER BY batch_id",
+            (dest, day.isoformat(), DONE),
+        )
+    ]
+
+
+def _uncovered_counts(c: sqlite3.Connection, day: date, covered: list[str], orphans: str) -> tuple[int, int]:
+    """Copy mode: events and terminal runs of ``day`` no finished claim in ``covered`` holds."""
+    lo = day_start_us(day)
+    ids = ", ".join(_sql_text(b) for b in covered)
+    n_ev = c.execute(
+        f"SELECT count(*) FROM events WHERE ts >= ? AND ts < ? "
+        "AND run_id NOT IN (SELECT run_id FROM runs WHERE status = 'running' "
+        "AND run_id NOT IN (SELECT value FROM json_each(?))) "
+        f"AND NOT EXISTS (SELECT 1 FROM tier_batches b WHERE b.batch_id IN ({ids}) AND events.seq <= b.seq_hi "
+        "AND events.run_id NOT IN (SELECT value FROM json_each(b.excluded_runs)))",
+        (lo, lo + US_PER_DAY, orphans),
+    ).fetchone()[0]
+    n_run = c.execute(
+        "SELECT count(*) FROM runs WHERE started_at >= ? AND started_at < ? AND status != 'running' "
+        f"AND run_id NOT IN (SELECT j.value FROM tier_batches b, json_each(b.run_ids) j WHERE b.batch_id IN ({ids}))",
+        (lo, lo + US_PER_DAY),
+    ).fetchone()[0]
+    return n_ev, n_run

@@ -1,0 +1,249 @@
+"""The tiering job: complete UTC days older than the hot window go to the lake, exactly once.
+
+``magsag data tier`` (move to the configured lake) and ``magsag data archive DEST``
+(copy to another destination, or move with ``--delete``) both run :func:`run_tier`:
+
+1. take the hot store's tiering lock (wait, or fail fast with
+   :class:`~backends.errors.LockedError`);
+2. finish every claim an interrupted job left for this destination
+   (:func:`~lakehouse.tier_export.work_claim` resumes at whatever step it stopped);
+3. find orphan placeholder runs (below) and plan: every complete UTC day before the
+   cutoff (:func:`~backends.schema.hot_cutoff`) that holds something to move;
+4. per day, oldest first: claim it (the hot store freezes the selection), export events and
+   runs into sorted Parquet files, verify them from the store and commit them (manifest
+   entries), mark the claim exported, delete exactly the selection from the hot store
+   (move mode), finish the claim;
+5. report days, rows, bytes, the lake/hot size ratio and seconds.
+
+Exactly once: a row leaves the hot store only after the file holding it is committed, and
+a committed file is never written twice (its name is the claim's, and a rerun checks the
+manifest first). Killed at any instant, the next run finishes the interrupted claim, so
+every event ends up in exactly one of hot store and lake. Rows that are in the lake and
+the hot store at once (re-inserted after tiering) are not written again; move mode then
+deletes them from the hot store.
+
+**Late data** for a day already tiered is a new selection on the next run, written as a
+new file of the same partition (``part-<new batch>-0000.parquet``).
+
+**Placeholder runs.** A hot store creates a ``running`` placeholder run for events of an
+unknown run, for example late events of a run that was already tiered. Such a run would
+never end, keeping its events hot forever. Before planning, the job looks up the running
+placeholder runs (no parent, metrics, tags) that started before the cutoff in the
+destination's committed runs files; those found are *orphans*: their events are tiered
+like any others, the placeholder is not exported (the lake has the run's real record) and
+is deleted once no hot event refers to it. A running run that is not a placeholder keeps
+its events hot until it ends, even if an earlier record of it is in the lake.
+
+Fault injection for the crash tests: every step boundary is a
+:func:`~lakehouse.faults.fault_point` in scope ``tier`` (``MAGSAG_LAKE_FAULT=tier:k`` exits
+hard at the k-th), including the points inside :func:`~lakehouse.lakewriter.publish`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from backends.schema import hot_cutoff, utc_now
+from backends.tiering import DONE, MOVE, RUNS, check_mode, tier_source
+from lakehouse import manifest
+from lakehouse.faults import fault_point, fault_scope
+from lakehouse.objstore import Lake, open_lake, retry
+from lakehouse.tier_export import ClaimContext, planned_files, work_claim
+from lakehouse.tier_report import TierProgress, TierReport
+
+if TYPE_CHECKING:
+    from backends.base import StorageBackend
+    from lakehouse.settings import StorageSettings
+
+
+def dest_key(lake: Lake) -> str:
+    """How the ledger names a destination: the lake's absolute path or ``s3://bucket/prefix``."""
+    return lake.uri().rstrip("/")
+
+
+def new_job_id(prefix: str = "tier", now: datetime | None = None) -> str:
+    """``tier-20261126T140553Z-3fa9c1``: sortable, unique, a valid lake job id."""
+    return f"{prefix}-{(now or utc_now()):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+async def run_tier(
+    storage: StorageBackend,
+    lake: Lake,
+    *,
+    hot_days: int,
+    mode: str = MOVE,
+    dry_run: bool = False,
+    wait: bool = True,
+    lock_timeout: float | None = None,
+    progress: TierProgress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    now: datetime | None = None,
+    job_prefix: str = "tier",
+    batch_rows: int = 65_536,
+    delete_chunk_rows: int = 20_000,
+) -> TierReport:
+    """Move (or copy) every complete UTC day older than ``hot_days`` to ``lake``.
+
+    See the module docstring. ``dry_run`` only plans: nothing is locked, claimed, written
+    or deleted. ``should_stop`` is polled between steps; when it returns True the job
+    stops cleanly (an unfinished claim is finished by the next run) and the report says
+    ``stopped``. Errors are :class:`~backends.errors.StorageError` subclasses.
+    """
+    check_mode(mode)
+    started = time.monotonic()
+    cutoff = hot_cutoff(hot_days, now)
+    src = tier_source(storage)
+    dest = dest_key(lake)
+    report = TierReport(mode=mode, dest=dest, cutoff=cutoff.isoformat(), job_id=new_job_id(job_prefix), dry_run=dry_run)
+    progress = progress or TierProgress()
+    stop = should_stop or (lambda: False)
+    try:
+        if dry_run:
+            report.unfinished = len(await src.unfinished_claims(dest))
+            report.orphan_runs = await find_orphans(src, lake, cutoff)
+            report.planned = await src.tierable_days(cutoff, dest=dest, orphan_runs=report.orphan_runs, mode=mode)
+            return report
+        ctx = ClaimContext(
+            src=src, lake=lake, progress=progress, batch_rows=batch_rows, delete_chunk_rows=delete_chunk_rows
+        )
+        async with src.job_lock(wait=wait, timeout=lock_timeout):
+            with fault_scope("tier"):
+                fault_point("tier.locked")
+                await _run(ctx, report, cutoff, stop)
+    finally:
+        await src.close()
+        report.seconds = time.monotonic() - started
+    return report
+
+
+async def _run(ctx: ClaimContext, report: TierReport, cutoff: datetime, stop: Callable[[], bool]) -> None:
+    src, lake = ctx.src, ctx.lake
+    for claim in await src.unfinished_claims(report.dest):
+        if stop():
+            report.stopped = True
+            return
+        ctx.progress.day(claim.day, "recover")
+        report.days.append(await work_claim(ctx, claim, recovered=True))
+    orphans = await find_orphans(src, lake, cutoff)
+    report.orphan_runs = orphans
+    report.planned = await src.tierable_days(cutoff, dest=report.dest, orphan_runs=orphans, mode=report.mode)
+    todo = [d for d in report.planned if d.movable]
+    ctx.progress.plan(len(todo), sum(d.events for d in todo), sum(d.hot_bytes for d in todo))
+    fault_point("tier.planned")
+    for d in todo:
+        if stop():
+            report.stopped = True
+            return
+        ctx.progress.day(d.day, "claim")
+        batch_id = f"{report.job_id}-{d.day:%Y%m%d}"
+        claim = await src.claim_day(
+            batch_id=batch_id,
+            dest=report.dest,
+            day=d.day,
+            mode=report.mode,
+            files=planned_files(d.day, batch_id),
+            orphan_runs=orphans,
+            info={"job_id": report.job_id, "hot_bytes": d.hot_bytes},
+        )
+        fault_point("tier.claimed")
+        if claim is None:
+            report.skipped[d.day.isoformat()] = await _why_not_claimed(ctx, d.day)
+            ctx.progress.day_done(d.day)
+            continue
+        report.days.append(await work_claim(ctx, claim))
+
+
+async def _why_not_claimed(ctx: ClaimContext, day: date) -> str:
+    for c in await ctx.src.claims(day=day):
+        if c.state != DONE:
+            return f"an unfinished {c.mode} claim to {c.dest} holds this day (run that job again to finish it)"
+    return "nothing left to move"
+
+
+async def find_orphans(src: Any, lake: Lake, cutoff: datetime) -> list[str]:
+    """Running placeholder runs (started before ``cutoff``) whose record is already in the lake."""
+    candidates = {r.run_id for r in await src.running_runs(cutoff) if r.placeholder}
+    if not candidates:
+        return []
+    return sorted(await asyncio.to_thread(runs_in_lake, lake, candidates))
+
+
+def runs_in_lake(lake: Lake, run_ids: Iterable[str]) -> set[str]:
+    """Which of ``run_ids`` a committed runs file of the lake holds."""
+    import pyarrow as pa
+
+    wanted = pa.array(sorted(set(run_ids)), pa.string())
+    entries = retry(lake, "reading the runs manifest", manifest.live_entries, lake, RUNS)
+    found: set[str] = set()
+    for e in entries:
+
+        def read(path: str = e.path) -> pa.Table:
+            with lake.fs.open(lake.path(path), "rb") as f:
+                return pq.read_table(f, columns=["run_id"])
+
+        col = retry(lake, f"reading run ids of {e.path}", read).column("run_id")
+        found.update(col.filter(pc.is_in(col, value_set=wanted)).to_pylist())
+        if len(found) == len(wanted):
+            break
+    return found
+
+
+# ----------------------------------------------------------------- vacuum guard
+
+
+async def guarded_vacuum(
+    storage: StorageBackend,
+    settings: StorageSettings,
+    *,
+    hot_days: int | None = None,
+    max_disk_mb: float | None = None,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """``vacuum`` that, with ``archive_enabled``, keeps every day not archived yet.
+
+    A day counts as archived when finished claims to ``MAGSAG_STORAGE_ARCHIVE_DESTINATION``
+    (to any destination, the lake included, when that is unset) cover every row vacuum
+    would delete from it. Kept days are listed in ``refused_days``.
+    """
+    hot_days = settings.hot_days if hot_days is None else hot_days
+    if not settings.archive_enabled:
+        return await storage.vacuum(hot_days=hot_days, max_disk_mb=max_disk_mb, dry_run=dry_run, now=now)
+    dest = dest_key(open_lake(settings.archive_destination, settings)) if settings.archive_destination else None
+    plan = await storage.vacuum(hot_days=hot_days, max_disk_mb=max_disk_mb, dry_run=True, now=now)
+    src = tier_source(storage)
+    try:
+        days = [date.fromisoformat(str(d)[:10]) for d in plan.get("days") or []]
+        refused = await src.unarchived_days(days, dest=dest)
+    finally:
+        await src.close()
+    result = await storage.vacuum(
+        hot_days=hot_days, max_disk_mb=max_disk_mb, dry_run=dry_run, now=now, keep_days=refused
+    )
+    result["refused_days"] = [d.isoformat() for d in refused]
+    result["archive_destination"] = dest
+    return result
+
+
+# ------------------------------------------------------------------ compaction
+
+
+def compact_lake(lake: Lake, *, partition: date | None = None, job_id: str | None = None) -> list[dict[str, Any]]:
+    """Merge the small files of every partition holding more than one (or of ``partition``)."""
+    from lakehouse.compact import compact_partition, small_file_partitions
+
+    out = []
+    for p in small_file_partitions(lake):
+        day = date.fromisoformat(p["dt"])
+        if partition is not None and day != partition:
+            continue
+        out.append(compact_partition(lake, p["dataset"], day, job_id=job_id))
+    return out
