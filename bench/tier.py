@@ -77,9 +77,7 @@ def setup_sqlite(events: int, seed: int = 7) -> dict[str, Any]:
 
     async def load() -> Any:
         async with SQLiteStorageBackend(db) as b:
-            summary = await load_demo(b, days=30, runs_per_day=runs_per_day, seed=seed, end=_end(), batch_events=50_000)
-            await b.write(lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
-            return summary
+            return await load_demo(b, days=30, runs_per_day=runs_per_day, seed=seed, end=_end(), batch_events=50_000)
 
     summary = asyncio.run(load())
     cutoff = to_us(hot_cutoff(HOT_DAYS, _end()))
