@@ -127,6 +127,7 @@ def child_bare(db: str, lake: str, cutoff_us: int) -> dict[str, Any]:
 
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     con.execute(f"LOAD '{sqlite_scanner_path()}'")
+    Path(lake).mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     con.execute(
         f"COPY (SELECT *, strftime(make_timestamp(ts), '%Y-%m-%d') AS dt FROM sqlite_scan('{db}', 'events') "
