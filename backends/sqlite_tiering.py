@@ -27,10 +27,8 @@ import fcntl
 import importlib.util
 import json
 import os
-import shutil
 import socket
 import sqlite3
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -163,8 +161,7 @@ class SQLiteTierSource:
         self.export_engine = engine if (engine == "sqlite" or sqlite_scanner_path()) else "sqlite"
         self.memory_limit = memory_limit
         self.lock_poll = lock_poll
-        self._con: Any = None
-        self._tmp: str | None = None
+        self._worker: Any = None
 
     @property
     def lock_path(self) -> Path:
@@ -365,69 +362,39 @@ class SQLiteTierSource:
         finally:
             await asyncio.to_thread(gen.close)
 
-    def _duck(self) -> Any:
-        """This source's DuckDB connection (made once: loading the extension takes ~0.1 s)."""
-        if self._con is None:
-            import duckdb
-
-            self._tmp = tempfile.mkdtemp(prefix="magsag-tier-")
-            con = duckdb.connect(
-                config={
-                    "autoinstall_known_extensions": False,
-                    "autoload_known_extensions": False,
-                    "memory_limit": self.memory_limit,
-                    "temp_directory": self._tmp,
-                    "threads": 2,
-                }
-            )
-            con.execute(f"LOAD {_sql_text(sqlite_scanner_path() or '')}")
-            self._con = con
-        return self._con
-
     async def close(self) -> None:
-        """Release the DuckDB connection and its temporary folder."""
-        con, self._con = self._con, None
-        if con is not None:
-            con.close()
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+        """Stop the export worker process (if one was started)."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await asyncio.to_thread(worker.close)
 
     def _duckdb_batches(self, claim: Claim, batch_rows: int) -> Any:
-        import duckdb
         import pyarrow as pa
 
         from backends.schema import event_arrow_schema
+        from backends.sqlite_export import ExportWorker
 
+        if self._worker is None:
+            self._worker = ExportWorker(
+                self.backend.db_path, sqlite_scanner_path() or "", memory_limit=self.memory_limit
+            )
         schema = event_arrow_schema()
         ts_type = schema.field("ts").type
-        cols = ", ".join(EVENT_COLUMNS)
-        inner = f"SELECT {cols} FROM events WHERE {self._where(claim)}"
+        inner = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE {self._where(claim)}"
         outer = ", ".join("CAST(ts AS BIGINT) AS ts" if c == "ts" else c for c in EVENT_COLUMNS)
         sql = (
             f"SELECT * FROM (SELECT {outer} FROM sqlite_query('hot', {_sql_text(inner)})) "
             "ORDER BY agent_slug, run_id, ts, event_id"
         )
-        con = self._duck()
-        attached = False
         try:
-            # Attached per export: a fresh SQLite connection sees the claim just committed.
-            con.execute(f"ATTACH {_sql_text(str(self.backend.db_path))} AS hot (TYPE sqlite, READ_ONLY)")
-            attached = True
-            reader = con.execute(sql).to_arrow_reader(batch_rows)
-            for batch in reader:
+            for batch in self._worker.batches(sql, batch_rows):
                 arrays = [
                     col.cast(ts_type) if name == "ts" else col
                     for name, col in zip(batch.schema.names, batch.columns, strict=True)
                 ]
                 yield pa.RecordBatch.from_arrays(arrays, schema=schema)
-        except duckdb.Error as exc:
-            first = str(exc).splitlines()[0]
-            raise StorageError(f"exporting {claim.day} from {self.backend.db_path}: {first}") from None
-        finally:
-            if attached:
-                with contextlib.suppress(duckdb.Error):
-                    con.execute("DETACH hot")
+        except StorageError as exc:
+            raise StorageError(f"exporting {claim.day} from {self.backend.db_path}: {exc}") from None
 
     def _sqlite_batches(self, claim: Claim, batch_rows: int) -> Any:
         from backends.arrow import events_table

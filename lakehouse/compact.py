@@ -168,7 +168,7 @@ def _merge(
             files = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
             reader = con.execute(
                 f"SELECT * FROM read_parquet([{files}], hive_partitioning = false) ORDER BY {order}"
-            ).fetch_record_batch(65_536)
+            ).to_arrow_reader(65_536)
             with PartitionWriter(lake, dataset, day, job) as writer:
                 for batch in reader:
                     writer.write(batch)

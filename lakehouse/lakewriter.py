@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -70,6 +71,9 @@ def parquet_options(dataset: str) -> dict[str, Any]:
         "write_statistics": True,
         "sorting_columns": [pq.SortingColumn(schema.get_field_index(c)) for c in SORT_KEYS[dataset]],
         "store_schema": True,
+        # list items keep Arrow's name ("item"): files read back with exactly the canonical
+        # schema; every engine reads the 3-level list either way (Parquet's compatibility rules)
+        "use_compliant_nested_type": False,
     }
 
 
@@ -580,36 +584,37 @@ def _entries(lake: Lake, dataset: str, day: date) -> list[ManifestEntry]:
     return manifest.read_entries(lake, dataset, day)
 
 
-def discard_staging(lake: Lake, job_id: str) -> int:
-    """Delete everything a job left in the staging area; return how many files."""
-    base = lake.path(layout.staging_dir(job_id))
+def list_files(lake: Lake, rel: str) -> list[str]:
+    """Lake-relative paths of every file (not folder) under ``rel``; [] if there is none."""
+    base = lake.path(rel)
     if not lake.is_local:
         lake.fs.invalidate_cache(base)
     try:
-        found = retry(lake, f"listing {layout.staging_dir(job_id)}", lake.fs.find, base)
+        found = retry(lake, f"listing {rel}", lake.fs.find, base, detail=True)
     except NotFoundError:
-        found = []
-    n = 0
-    for path in found:
-        rel = path[len(lake.root) :].lstrip("/") if path.startswith(lake.root) else path
-        n += _remove(lake, rel)
-    if lake.is_local and os.path.isdir(base):
-        import shutil
+        return []
+    prefix = lake.root.rstrip("/") + "/"
+    out = []
+    for path, info in found.items():
+        if info.get("type") != "file" or not path.startswith(prefix):
+            continue  # object stores may list empty "folders" too
+        out.append(path[len(prefix) :])
+    return sorted(out)
 
-        shutil.rmtree(base, ignore_errors=True)
+
+def discard_staging(lake: Lake, job_id: str) -> int:
+    """Delete everything a job left in the staging area; return how many files."""
+    rel = layout.staging_dir(job_id)
+    n = sum(_remove(lake, f) for f in list_files(lake, rel))
+    if lake.is_local:
+        shutil.rmtree(lake.path(rel), ignore_errors=True)
     return n
 
 
 def staged_jobs(lake: Lake) -> list[str]:
-    """Job ids that have something in the staging area (leftovers of unfinished jobs)."""
-    base = lake.path(layout.STAGING_DIR)
-    if not lake.is_local:
-        lake.fs.invalidate_cache(base)
-    try:
-        found = retry(lake, "listing the staging area", lake.fs.ls, base, detail=False)
-    except NotFoundError:
-        return []
-    return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in found)
+    """Job ids that have files in the staging area (leftovers of unfinished jobs)."""
+    skip = len(layout.STAGING_DIR) + 1
+    return sorted({f[skip:].split("/", 1)[0] for f in list_files(lake, layout.STAGING_DIR)})
 
 
 def read_keys(lake: Lake, rel: str) -> pa.Table:

@@ -72,7 +72,6 @@ class S3Options:
                 "connect_timeout": 10,
                 "read_timeout": 120,
             },
-            "retries": 2,
         }
         if self.endpoint_url:
             kw["endpoint_url"] = self.endpoint_url
@@ -164,6 +163,7 @@ def open_lake(url: str | None = None, settings: StorageSettings | None = None) -
         if not bucket_key:
             raise ConfigError(f"lake URL {url!r} names no bucket")
         fs = s3fs.S3FileSystem(**opts.s3fs_kwargs())
+        fs.retries = 2  # s3fs's own retries of broken connections (its default: 5)
         return Lake(url=url, protocol="s3", fs=fs, root=bucket_key, s3=opts, retries=opts.retries)
     try:
         fs, root = fsspec.core.url_to_fs(url)

@@ -18,6 +18,8 @@ import pytest
 
 from backends.base import StorageBackend
 
+pytest_plugins = ["tests.lake_fixtures"]
+
 PG_DSN = os.environ.get("MAGSAG_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = bool(os.environ.get("CI"))
 

@@ -1,0 +1,191 @@
+"""Export worker: DuckDB reads the SQLite hot store in a child process, Arrow over a pipe.
+
+DuckDB's sqlite_scanner carries its own copy of the SQLite library. Two copies of SQLite
+in one process do not see each other's POSIX locks, and closing a file in one copy drops
+the locks of the other; on a WAL database that corrupts the shared-memory index (seen
+here as a bus error). So DuckDB never opens the hot store inside the process that holds
+the backend: :class:`ExportWorker` starts ``python -m backends.sqlite_export`` once per
+tiering job and sends it one query per claim; the child runs it (SQLite picks the day by
+its ``ts`` index inside ``sqlite_query``, DuckDB sorts under a memory limit, spilling to a
+temporary folder) and streams the result back as an Arrow IPC stream.
+
+Wire format, per request (one JSON line on the child's stdin): the child answers ``A``,
+an Arrow IPC stream, then ``K`` (ok) or ``E`` + 4-byte length + message; or, when the
+query fails before any row, ``E`` + length + message alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from backends.errors import StorageError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class ExportWorker:
+    """A child process running DuckDB queries over one SQLite file; see the module docstring."""
+
+    def __init__(self, db_path: str | Path, extension: str, *, memory_limit: str = "256MB", threads: int = 2):
+        self.db_path = str(db_path)
+        self.extension = extension
+        self.memory_limit = memory_limit
+        self.threads = threads
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        if self._proc is None or self._proc.poll() is not None:
+            root = str(Path(__file__).resolve().parent.parent)
+            env = dict(os.environ)
+            env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+            config = {"extension": self.extension, "memory_limit": self.memory_limit, "threads": self.threads}
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "backends.sqlite_export", json.dumps(config)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=env,
+            )
+        return self._proc
+
+    def batches(self, sql: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """Run ``sql`` (DuckDB SQL; the hot store is attached as ``hot``) and yield its batches."""
+        import pyarrow as pa
+
+        proc = self._start()
+        assert proc.stdin is not None and proc.stdout is not None
+        finished = False
+        try:
+            proc.stdin.write((json.dumps({"db": self.db_path, "sql": sql, "batch_rows": batch_rows}) + "\n").encode())
+            proc.stdin.flush()
+            head = proc.stdout.read(1)
+            if head == b"E":
+                finished = True
+                raise StorageError(_message(proc.stdout))
+            if head != b"A":
+                raise StorageError(f"the export worker for {self.db_path} stopped unexpectedly")
+            reader = pa.ipc.open_stream(proc.stdout)
+            yield from reader
+            tail = proc.stdout.read(1)
+            finished = True
+            if tail == b"E":
+                raise StorageError(_message(proc.stdout))
+            if tail != b"K":
+                raise StorageError(f"the export worker for {self.db_path} stopped unexpectedly")
+        except (BrokenPipeError, pa.ArrowInvalid, OSError) as exc:
+            raise StorageError(f"the export worker for {self.db_path} failed: {exc}") from None
+        finally:
+            if not finished:  # abandoned mid-stream: the child may be blocked writing
+                self.close()
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            try:
+                assert proc.stdin is not None
+                proc.stdin.close()
+                proc.wait(timeout=2)
+            except (OSError, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait()
+        for f in (proc.stdin, proc.stdout):
+            if f is not None and not f.closed:
+                f.close()
+
+
+def _message(stream: IO[bytes]) -> str:
+    raw = stream.read(4)
+    if len(raw) < 4:
+        return "the export worker stopped unexpectedly"
+    (n,) = struct.unpack(">I", raw)
+    return stream.read(n).decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------------- the child
+
+
+def _serve(config: dict[str, Any]) -> None:
+    import duckdb
+    import pyarrow as pa
+
+    out = sys.stdout.buffer
+    tmp = tempfile.mkdtemp(prefix="magsag-tier-")
+
+    def error(msg: str) -> None:
+        data = " ".join(msg.split())[:2000].encode()
+        out.write(b"E" + struct.pack(">I", len(data)) + data)
+        out.flush()
+
+    con = duckdb.connect(
+        config={
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "memory_limit": config["memory_limit"],
+            "temp_directory": tmp,
+            "threads": int(config["threads"]),
+        }
+    )
+    loaded = None
+    try:
+        con.execute(f"LOAD {_sql_text(config['extension'])}")
+    except duckdb.Error as exc:
+        loaded = f"cannot load the DuckDB sqlite_scanner extension: {str(exc).splitlines()[0]}"
+    try:
+        for line in sys.stdin.buffer:
+            req = json.loads(line)
+            if loaded is not None:
+                error(loaded)
+                continue
+            attached = started = False
+            try:
+                con.execute(f"ATTACH {_sql_text(req['db'])} AS hot (TYPE sqlite, READ_ONLY)")
+                attached = True
+                reader = con.execute(req["sql"]).to_arrow_reader(int(req["batch_rows"]))
+                out.write(b"A")
+                started = True
+                with pa.ipc.new_stream(out, reader.schema) as writer:
+                    try:
+                        for batch in reader:
+                            writer.write_batch(batch)
+                    except duckdb.Error as exc:
+                        failure: str | None = str(exc)
+                    else:
+                        failure = None
+                if failure is None:
+                    out.write(b"K")
+                    out.flush()
+                else:
+                    error(failure)
+            except duckdb.Error as exc:
+                if started:
+                    raise  # the stream is broken; the parent sees the pipe close
+                error(str(exc))
+            finally:
+                if attached:
+                    con.execute("DETACH hot")
+    finally:
+        con.close()
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):
+        _serve(json.loads(sys.argv[1]))

@@ -1,0 +1,426 @@
+"""``magsag data tier|archive|compact|report``: the lake side from the command line."""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from backends.errors import ConfigError, StorageError
+from backends.tiering import COPY, MOVE, tier_source
+from lakehouse.objstore import Lake, open_lake
+from lakehouse.settings import StorageSettings
+from lakehouse.tier_report import TierProgress, TierReport
+from magsag.cli.common import (
+    AgentOpt,
+    BackendOpt,
+    DbPathOpt,
+    DsnOpt,
+    JsonOpt,
+    command,
+    console,
+    err_console,
+    fail,
+    parse_day,
+    print_json,
+    print_kv,
+    print_table,
+    run,
+    settings_from,
+)
+from magsag.storage import open_storage
+
+LakeOpt = Annotated[
+    str | None,
+    typer.Option("--lake", help="Lake root: a folder or s3://bucket/prefix (default: MAGSAG_STORAGE_LAKE_URL)."),
+]
+NoWaitOpt = Annotated[
+    bool, typer.Option("--no-wait", help="If another tiering job holds the lock, exit (code 3) instead of waiting.")
+]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Only report what would move; change nothing.")]
+EXIT_INTERRUPTED = 130
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tier")(tier)
+    app.command("archive")(archive)
+    app.command("compact")(compact)
+    app.command("report")(report)
+
+
+# ----------------------------------------------------------------- parsing
+
+_EVERY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_every(text: str | None) -> float | None:
+    """``1h``, ``30m``, ``90s``, ``1d`` (or plain seconds) -> seconds."""
+    if text is None:
+        return None
+    m = _EVERY.match(text)
+    if not m or float(m.group(1)) <= 0:
+        raise ConfigError(f"--every: {text!r} is not an interval (use 1h, 30m, 90s or 1d)")
+    return float(m.group(1)) * _SECONDS[m.group(2).lower()]
+
+
+def parse_days(text: str | None, option: str) -> int | None:
+    """A whole number of days, ``7`` or ``7d``."""
+    if text is None:
+        return None
+    raw = text.strip().lower().removesuffix("d")
+    if not raw.isdigit():
+        raise ConfigError(f"{option}: {text!r} is not a number of days (use a whole number >= 0, e.g. 7)")
+    return int(raw)
+
+
+# ---------------------------------------------------------------- progress
+
+
+class _Bars(TierProgress):
+    """Rich bars on stderr: days, events, bytes committed."""
+
+    def __init__(self, progress: Progress):
+        self.p = progress
+        self.t_days = progress.add_task("days", total=None, unit="")
+        self.t_rows = progress.add_task("events", total=None, unit="")
+        self.t_bytes = progress.add_task("lake bytes", total=None, unit="")
+
+    def plan(self, days: int, rows: int, hot_bytes: int) -> None:
+        done = self.p.tasks[self.t_days].completed
+        self.p.update(self.t_days, total=done + days)
+        self.p.update(self.t_rows, total=self.p.tasks[self.t_rows].completed + rows)
+
+    def day(self, day: Any, step: str) -> None:
+        self.p.update(self.t_days, description=f"days [dim]{day} {step}[/]")
+
+    def rows(self, n: int) -> None:
+        self.p.advance(self.t_rows, n)
+
+    def bytes(self, n: int) -> None:
+        self.p.advance(self.t_bytes, n)
+
+    def day_done(self, day: Any) -> None:
+        self.p.advance(self.t_days, 1)
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[TierProgress]:
+    if not enabled:
+        yield TierProgress()
+        return
+    cols = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}{task.fields[unit]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*cols, console=err_console, transient=True) as p:
+        yield _Bars(p)
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM/SIGINT set the event (the job stops between steps) instead of killing it."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():  # a second signal: give up at once
+            raise KeyboardInterrupt
+        stop.set()
+        err_console.print(f"{signal.Signals(signum).name}: stopping after the current step")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+# ------------------------------------------------------------------ output
+
+
+def _human(n: int | None) -> str:
+    if n is None:
+        return ""
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return str(n)
+
+
+def _print_report(rep: TierReport, json_out: bool) -> None:
+    data = rep.as_dict()
+    if json_out:
+        print_json(data)
+        return
+    verb = {MOVE: "tier", COPY: "archive"}[rep.mode]
+    if rep.dry_run:
+        plan = [d.as_dict() for d in rep.planned if d.movable]
+        for p in plan:
+            p["hot_bytes"] = _human(p["hot_bytes"])
+        print_table(plan, ("day", "events", "runs", "held_events", "held_runs", "hot_bytes"), title=f"{verb} plan")
+        console.print(
+            f"dry run: {data['days']} days, {data['events']} events, {data['runs']} runs would go to {rep.dest} "
+            f"(cutoff {rep.cutoff[:10]}); {data['held_events']} events stay hot with running runs"
+            + (f"; {rep.unfinished} unfinished claims will be finished first" if rep.unfinished else "")
+        )
+        return
+    rows = []
+    for d in rep.days:
+        r = d.as_dict()
+        r["bytes"] = _human(d.bytes)
+        r["hot_bytes"] = _human(d.hot_bytes)
+        r["note"] = "recovered" if d.recovered else ""
+        rows.append(r)
+    cols = ("day", "events", "runs", "bytes", "hot_bytes", "deleted_events", "duplicates", "seconds", "note")
+    if rows:
+        print_table(rows, cols, title=f"{verb} to {rep.dest}")
+    summary = {
+        "days moved" if rep.mode == MOVE else "days copied": data["days"],
+        "events": data["events"],
+        "runs": data["runs"],
+        "lake bytes": _human(data["bytes"]),
+        "hot bytes (est.)": _human(data["hot_bytes"]),
+        "lake / hot": data["ratio"],
+        "held hot (running runs)": data["held_events"],
+        "seconds": data["seconds"],
+    }
+    if rep.skipped:
+        summary["skipped"] = "; ".join(f"{k}: {v}" for k, v in rep.skipped.items())
+    if rep.stopped:
+        summary["stopped"] = "by a signal; the next run finishes the rest"
+    print_kv(summary, title=f"{verb} report ({rep.cutoff[:10]} cutoff)")
+
+
+# ------------------------------------------------------------- the jobs
+
+
+async def _job(
+    settings: StorageSettings,
+    lake: Lake,
+    *,
+    mode: str,
+    hot_days: int,
+    dry_run: bool,
+    wait: bool,
+    progress: TierProgress,
+    stop: Callable[[], bool],
+    prefix: str,
+) -> TierReport:
+    from lakehouse.tiering import run_tier
+
+    async with open_storage(settings) as storage:
+        return await run_tier(
+            storage,
+            lake,
+            hot_days=hot_days,
+            mode=mode,
+            dry_run=dry_run,
+            wait=wait,
+            progress=progress,
+            should_stop=stop,
+            job_prefix=prefix,
+        )
+
+
+def _run_once(settings: StorageSettings, lake: Lake, *, json_out: bool, stop: threading.Event, **kw: Any) -> TierReport:
+    with _progress(not json_out and err_console.is_terminal) as bars:
+        return run(_job(settings, lake, progress=bars, stop=stop.is_set, **kw))
+
+
+def _tier_command(settings: StorageSettings, lake: Lake, *, every: float | None, json_out: bool, **kw: Any) -> None:
+    with _stop_on_signals() as stop:
+        if every is None:
+            rep = _run_once(settings, lake, json_out=json_out, stop=stop, **kw)
+            _print_report(rep, json_out)
+            if rep.stopped:
+                raise typer.Exit(EXIT_INTERRUPTED)
+            return
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                rep = _run_once(settings, lake, json_out=json_out, stop=stop, **kw)
+                _print_report(rep, json_out)
+            except ConfigError:
+                raise
+            except StorageError as exc:  # the store or the lake is down: try again next time
+                err_console.print(f"[bold red]error:[/] {str(exc).splitlines()[0]} (retrying in {every:.0f}s)")
+            stop.wait(max(0.0, every - (time.monotonic() - started)))
+        err_console.print("stopped")
+
+
+@command
+def tier(
+    hot_days: Annotated[
+        str | None,
+        typer.Option(
+            "--hot-days", metavar="N", help="Keep N whole UTC days hot (default: MAGSAG_STORAGE_HOT_DAYS or 7)."
+        ),
+    ] = None,
+    dry_run: DryRunOpt = False,
+    every: Annotated[
+        str | None,
+        typer.Option(
+            "--every", metavar="INTERVAL", help="Run as a long-lived job every INTERVAL (1h, 30m); SIGTERM stops it."
+        ),
+    ] = None,
+    no_wait: NoWaitOpt = False,
+    lake: LakeOpt = None,
+    backend: BackendOpt = None,
+    db_path: DbPathOpt = None,
+    dsn: DsnOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Move every complete UTC day older than the hot window from the hot store to the lake.
+
+    Exactly once: a day's rows leave the hot store only after their Parquet files are
+    verified and committed; a rerun finishes an interrupted job. Runs still running (and
+    their events) stay hot. Exit codes: 0 done, 2 error, 3 locked (--no-wait), 130 stopped.
+    """
+    settings = settings_from(backend, db_path, dsn, hot_days=parse_days(hot_days, "--hot-days"), lake_url=lake)
+    interval = parse_every(every)
+    the_lake = open_lake(settings.lake_url, settings)
+    _tier_command(
+        settings,
+        the_lake,
+        every=interval,
+        json_out=json_out,
+        mode=MOVE,
+        hot_days=settings.hot_days,
+        dry_run=dry_run,
+        wait=not no_wait,
+        prefix="tier",
+    )
+
+
+@command
+def archive(
+    dest: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[DEST]",
+            help="Where to copy: a folder or s3://bucket/prefix (default: MAGSAG_STORAGE_ARCHIVE_DESTINATION).",
+            show_default=False,
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since", metavar="N", help="Archive whole UTC days older than N days (default: the hot window)."
+        ),
+    ] = None,
+    delete: Annotated[bool, typer.Option("--delete", help="Delete the archived rows from the hot store.")] = False,
+    dry_run: DryRunOpt = False,
+    no_wait: NoWaitOpt = False,
+    backend: BackendOpt = None,
+    db_path: DbPathOpt = None,
+    dsn: DsnOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Copy days older than N to DEST (Parquet, same layout as the lake), exactly once.
+
+    Rows already archived to DEST are not copied again. With --delete the rows leave the
+    hot store once committed in DEST (like `tier`, to another place).
+    """
+    settings = settings_from(backend, db_path, dsn, hot_days=parse_days(since, "--since"))
+    target = dest or settings.archive_destination
+    if not target:
+        raise ConfigError("archive: give DEST or set MAGSAG_STORAGE_ARCHIVE_DESTINATION")
+    the_lake = open_lake(target, settings)
+    _tier_command(
+        settings,
+        the_lake,
+        every=None,
+        json_out=json_out,
+        mode=MOVE if delete else COPY,
+        hot_days=settings.hot_days,
+        dry_run=dry_run,
+        wait=not no_wait,
+        prefix="archive",
+    )
+
+
+@command
+def compact(
+    partition: Annotated[
+        str | None, typer.Option("--partition", metavar="YYYY-MM-DD", help="Only this day (dt=...).")
+    ] = None,
+    lake: LakeOpt = None,
+    no_wait: NoWaitOpt = False,
+    backend: BackendOpt = None,
+    db_path: DbPathOpt = None,
+    dsn: DsnOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Merge the small files of each lake partition into one, atomically.
+
+    Readers never see a partition half-merged. Holds the tiering lock while it runs.
+    """
+    settings = settings_from(backend, db_path, dsn, lake_url=lake)
+    day = parse_day(partition, "--partition") if partition else None
+    the_lake = open_lake(settings.lake_url, settings)
+
+    async def go() -> list[dict[str, Any]]:
+        import asyncio
+
+        from lakehouse.tiering import compact_lake, new_job_id
+
+        async with open_storage(settings) as storage:
+            src = tier_source(storage)
+            try:
+                async with src.job_lock(wait=not no_wait):
+                    return await asyncio.to_thread(compact_lake, the_lake, partition=day, job_id=new_job_id("compact"))
+            finally:
+                await src.close()
+
+    results = run(go())
+    if json_out:
+        print_json(results)
+        return
+    rows = [r for r in results if r.get("status") == "compacted"]
+    cols = ("dataset", "dt", "files_before", "files_after", "rows", "bytes_before", "bytes_after", "seconds")
+    if rows:
+        print_table(rows, cols, title="compacted")
+    console.print(f"compacted {len(rows)} partitions" + ("" if rows else " (nothing to merge)"))
+
+
+@command
+def report(
+    days: Annotated[int, typer.Option("--days", min=0, help="Newest N lake days (0: all).")] = 3,
+    agent: AgentOpt = None,
+    lake: LakeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Cost and error rate per agent per day, read back from the lake with DuckDB.
+
+    Exit code 1 when the lake holds no data yet.
+    """
+    from lakehouse.lake_report import lake_summary
+
+    settings = settings_from(lake_url=lake)
+    result = lake_summary(open_lake(settings.lake_url, settings), days=days, agent=agent)
+    if json_out:
+        print_json(result)
+        return
+    cols = ("dt", "agent_slug", "runs", "failed", "error_rate", "cost_usd", "tokens", "events", "error_events")
+    print_table(result["summary"], cols, title=f"lake {result['lake']}")
+    console.print(
+        f"lake holds {result['rows']} events over {result['days']} days "
+        f"({result['first_day']} .. {result['last_day']}); showing {'all' if not days else f'the newest {days}'}"
+    )
+    if not result["summary"]:
+        raise fail("no rows match", 1)

@@ -1,0 +1,50 @@
+"""Run the tiering job in its own process (for the crash and lock tests).
+
+``python -m tests.tier.tier_proc [--mode move|copy] [--dest URL] [--no-wait]``: hot store and
+lake from the ``MAGSAG_STORAGE_*`` environment, ``now`` = the tests' END, hot_days = 1.
+Prints the report as JSON; exit 3 when the lock is held (--no-wait).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from backends.errors import LockedError
+from lakehouse.objstore import open_lake
+from lakehouse.settings import load_settings
+from lakehouse.tiering import run_tier
+from magsag.storage import open_storage
+from tests.tier.helpers import END, HOT_DAYS
+
+
+async def main(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    lake = open_lake(args.dest or settings.lake_url, settings)
+    async with open_storage(settings) as storage:
+        try:
+            report = await run_tier(
+                storage,
+                lake,
+                hot_days=HOT_DAYS,
+                mode=args.mode,
+                now=END,
+                wait=not args.no_wait,
+                lock_timeout=args.timeout,
+            )
+        except LockedError as exc:
+            print(str(exc), file=sys.stderr)
+            return 3
+    print(json.dumps(report.as_dict(), default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--mode", default="move")
+    p.add_argument("--dest")
+    p.add_argument("--no-wait", action="store_true")
+    p.add_argument("--timeout", type=float)
+    sys.exit(asyncio.run(main(p.parse_args())))
