@@ -37,6 +37,7 @@ EXPORT_ENGINES = ("duckdb", "asyncpg")
 # The variable is shared with the SQLite source, whose fallback engine is "sqlite".
 _ALIASES = {"native": "asyncpg", "sqlite": "asyncpg"}
 SELECT_COLUMNS = ", ".join("e.payload::text AS payload" if c == "payload" else f"e.{c}" for c in EVENT_COLUMNS)
+PAGES_PER_TASK = 200
 _SORT_C = 'e.agent_slug COLLATE "C", e.run_id COLLATE "C", e.ts, e.event_id COLLATE "C"'
 
 
@@ -73,8 +74,9 @@ def _sql_text(value: str) -> str:
 class DuckExporter:
     """One DuckDB connection with the PostgreSQL database attached read-only, made on first use."""
 
-    def __init__(self, dsn: str, *, memory_limit: str = "256MB", threads: int = 2):
+    def __init__(self, dsn: str, schema: str, *, memory_limit: str = "256MB", threads: int = 2):
         self._dsn = dsn  # may hold a password: messages go through redact_dsn
+        self.schema = schema
         self.memory_limit = memory_limit
         self.threads = threads
         self._con: Any = None
@@ -96,16 +98,42 @@ class DuckExporter:
             )
             try:
                 con.execute(f"LOAD {_sql_text(postgres_scanner_path() or '')}")
-                con.execute(f"ATTACH {_sql_text(self._dsn)} AS hot (TYPE postgres, READ_ONLY)")
+                # Smaller ctid ranges than the default 1000 pages: one day partition is read by
+                # both threads over two PostgreSQL connections (measured 2x on a 1,450-page day).
+                con.execute(f"SET pg_pages_per_task = {PAGES_PER_TASK}")
+                # Only the store's schema: DuckDB reads no other part of the catalog.
+                con.execute(
+                    f"ATTACH {_sql_text(self._dsn)} AS hot (TYPE postgres, READ_ONLY, SCHEMA {_sql_text(self.schema)})"
+                )
             except duckdb.Error as exc:
                 con.close()
                 raise StorageError(f"DuckDB cannot attach the PostgreSQL store: {_first(exc)}") from None
             self._con = con
         return self._con
 
-    def batches(self, select_sql: str, batch_rows: int, what: str) -> Iterator[pa.RecordBatch]:
-        """Run ``select_sql`` (PostgreSQL SQL selecting :data:`SELECT_COLUMNS` from ``e``) in
-        PostgreSQL, sort in DuckDB, yield canonical batches. A generator: run it in a thread."""
+    def query_sql(self, select_sql: str) -> str:
+        """DuckDB SQL running ``select_sql`` (PostgreSQL SQL selecting :data:`SELECT_COLUMNS`)
+        in PostgreSQL as one stream."""
+        return f"SELECT * FROM postgres_query('hot', {_sql_text(select_sql)})"
+
+    def partition_sql(self, table: str, seq_hi: int, excluded: list[str], covered: list[tuple[int, list[str]]]) -> str:
+        """DuckDB SQL scanning one day partition (``table``, unqualified) in parallel ctid
+        ranges: ``seq <= seq_hi`` is pushed down to PostgreSQL; the run lists and the
+        finished claims a copy skips (``(seq_hi, excluded runs)`` each) filter in DuckDB."""
+        where = f"seq <= {int(seq_hi)}"
+        if excluded:
+            where += f" AND run_id NOT IN ({_text_list(excluded)})"
+        for hi, runs in covered:
+            keep = f"seq > {int(hi)}"
+            if runs:
+                keep += f" OR run_id IN ({_text_list(runs)})"
+            where += f" AND ({keep})"
+        cols = ", ".join("CAST(payload AS VARCHAR) AS payload" if c == "payload" else c for c in EVENT_COLUMNS)
+        return f"SELECT {cols} FROM hot.{self.schema}.{table} WHERE {where}"
+
+    def batches(self, source_sql: str, batch_rows: int, what: str) -> Iterator[pa.RecordBatch]:
+        """Sort the rows of ``source_sql`` (:meth:`query_sql` or :meth:`partition_sql`) in
+        DuckDB and yield canonical batches. A generator: run it in a thread."""
         import duckdb
         import pyarrow as pa
 
@@ -113,9 +141,11 @@ class DuckExporter:
 
         schema = event_arrow_schema()
         ts_type = schema.field("ts").type
-        sql = f"SELECT * FROM postgres_query('hot', {_sql_text(select_sql)}) ORDER BY agent_slug, run_id, ts, event_id"
+        sql = f"SELECT * FROM ({source_sql}) ORDER BY agent_slug, run_id, ts, event_id"
         try:
-            reader = self._connect().execute(sql).to_arrow_reader(batch_rows)
+            con = self._connect()
+            con.execute("CALL pg_clear_cache()")  # partitions come and go: read the catalog again
+            reader = con.execute(sql).to_arrow_reader(batch_rows)
             for batch in reader:
                 arrays = [
                     col.cast(ts_type) if name == "ts" else col
@@ -148,6 +178,10 @@ async def cursor_batches(conn: Any, select_sql: str, batch_rows: int) -> AsyncIt
         while rows := await cur.fetch(batch_rows):
             for batch in events_table(rows).to_batches(max_chunksize=batch_rows):
                 yield batch
+
+
+def _text_list(values: list[str]) -> str:
+    return ", ".join(_sql_text(v) for v in values)
 
 
 def _first(exc: BaseException) -> str:

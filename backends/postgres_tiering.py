@@ -450,10 +450,11 @@ class PostgresTierSource:
             async with c.transaction(isolation="repeatable_read"):
                 if await c.fetchval(f"SELECT 1 FROM {ledger} WHERE day = $1 AND state <> $2", day, DONE):
                     return None
+                # Running runs are few: probe each one's events of the day (index on run_id, ts).
                 excluded = await c.fetchval(
-                    f"SELECT coalesce(array_agg(DISTINCT e.run_id ORDER BY e.run_id), '{{}}') FROM {s}.events e "
-                    f"JOIN {s}.runs r ON r.run_id = e.run_id WHERE e.ts >= '{lo}' AND e.ts < '{hi}' "
-                    "AND e.seq <= $1 AND r.status = 'running' AND r.run_id <> ALL ($2::text[])",
+                    f"SELECT coalesce(array_agg(r.run_id ORDER BY r.run_id), '{{}}') FROM {s}.runs r "
+                    "WHERE r.status = 'running' AND r.run_id <> ALL ($2::text[]) AND EXISTS (SELECT 1 FROM "
+                    f"{s}.events e WHERE e.run_id = r.run_id AND e.ts >= '{lo}' AND e.ts < '{hi}' AND e.seq <= $1)",
                     seq_hi,
                     orphans,
                 )
@@ -508,8 +509,9 @@ class PostgresTierSource:
         what = f"exporting {claim.day} from schema {self.schema!r} on {self.backend.where}"
         if self.export_engine == "duckdb":
             if self._duck is None:
-                self._duck = DuckExporter(self.backend._dsn, memory_limit=self.memory_limit)
-            gen = self._duck.batches(sql, batch_rows, what)
+                self._duck = DuckExporter(self.backend._dsn, self.schema, memory_limit=self.memory_limit)
+            source = await self._duck_source(claim, self._duck, sql)
+            gen = self._duck.batches(source, batch_rows, what)
             try:
                 while True:
                     batch = await asyncio.to_thread(next, gen, None)
@@ -529,16 +531,55 @@ class PostgresTierSource:
         except Exception as exc:
             raise query_error(exc, what, self.backend._info, 0) from None
 
+    async def _duck_source(self, claim: Claim, duck: DuckExporter, sql: str) -> str:
+        """A parallel scan of the day's partition when there is one (native partitioning),
+        else the claim's query as one stream. Both select exactly :func:`selection_sql`."""
+        b = self.backend
+        if b.partitioning != NATIVE:
+            return duck.query_sql(sql)
+        await b._refresh_partitions()
+        part = b._parts.get(date_day(claim.day))
+        if part is None:
+            return duck.query_sql(sql)
+
+        async def lists(c: Any) -> tuple[list[str], list[tuple[int, list[str]]]]:
+            row = await c.fetchrow(
+                f"SELECT excluded_runs, covered_by FROM {self.ledger} WHERE batch_id = $1", claim.batch_id
+            )
+            if row is None:
+                raise StorageError(f"tier claim {claim.batch_id} is not in the ledger of schema {self.schema!r}")
+            covered = await c.fetch(
+                f"SELECT seq_hi, excluded_runs FROM {self.ledger} WHERE batch_id = ANY ($1::text[]) ORDER BY batch_id",
+                list(row["covered_by"]),
+            )
+            if len(covered) != len(row["covered_by"]):
+                raise StorageError(f"tier claim {claim.batch_id}: a finished claim it skips left the ledger")
+            return list(row["excluded_runs"]), [(int(r[0]), list(r[1])) for r in covered]
+
+        excluded, covered = await b._read(lists, "reading the tier ledger")
+        return duck.partition_sql(part.table.split(".", 1)[1], int(claim.snapshot["seq_hi"]), excluded, covered)
+
     async def export_runs(self, claim: Claim) -> pa.Table:
         from backends.arrow import runs_table
 
         cols = ", ".join("metrics::text" if c == "metrics" else c for c in RUN_COLUMNS)
-        sql = (
-            f"SELECT {cols} FROM {self.schema}.runs WHERE run_id = ANY ((SELECT run_ids FROM {self.ledger} "
-            'WHERE batch_id = $1)::text[]) ORDER BY agent_slug COLLATE "C", started_at, run_id COLLATE "C"'
-        )
-        rows = await self.backend._read(lambda c: c.fetch(sql, claim.batch_id), f"exporting the runs of {claim.day}")
-        return runs_table([tuple(r) for r in rows])
+        lo, hi = day_bounds(claim.day)
+        wanted = set(claim.run_ids)
+        by_day = f"SELECT {cols} FROM {self.schema}.runs WHERE started_at >= '{lo}' AND started_at < '{hi}'"
+        by_id = f"SELECT {cols} FROM {self.schema}.runs WHERE run_id = ANY ($1::text[])"
+
+        async def q(c: Any) -> list[tuple[Any, ...]]:
+            # The claim's runs started that day: one range scan, then the few whose start
+            # moved since the claim (if any) by id.
+            rows = [tuple(r) for r in await c.fetch(by_day) if r[0] in wanted]
+            missing = wanted - {r[0] for r in rows}
+            if missing:
+                rows += [tuple(r) for r in await c.fetch(by_id, sorted(missing))]
+            return rows
+
+        rows = await self.backend._read(q, f"exporting the runs of {claim.day}")
+        rows.sort(key=lambda r: (r[1], r[4], r[0]))  # RUN_SORT, code point (= "C") order
+        return runs_table(rows)
 
     async def close(self) -> None:
         duck, self._duck = self._duck, None
