@@ -44,10 +44,18 @@ async def vacuum_storage(
     max_disk_mb: float | None = None,
     dry_run: bool = False,
 ) -> dict[str, Any]:
-    """Retention as the settings ask: ``hot_days`` from settings unless given."""
-    return await storage.vacuum(
-        hot_days=settings.hot_days if hot_days is None else hot_days, max_disk_mb=max_disk_mb, dry_run=dry_run
-    )
+    """Retention as the settings ask: ``hot_days`` from settings unless given.
+
+    With ``MAGSAG_STORAGE_ARCHIVE_ENABLED=true`` days not archived yet (to
+    ``MAGSAG_STORAGE_ARCHIVE_DESTINATION``, or anywhere when unset) are kept and listed in
+    ``refused_days`` (see :func:`lakehouse.tiering.guarded_vacuum`).
+    """
+    hot_days = settings.hot_days if hot_days is None else hot_days
+    if not settings.archive_enabled:
+        return await storage.vacuum(hot_days=hot_days, max_disk_mb=max_disk_mb, dry_run=dry_run)
+    from lakehouse.tiering import guarded_vacuum
+
+    return await guarded_vacuum(storage, settings, hot_days=hot_days, max_disk_mb=max_disk_mb, dry_run=dry_run)
 
 
 async def get_storage_backend(settings: StorageSettings | None = None, **overrides: Any) -> StorageBackend:
