@@ -1,24 +1,28 @@
 """Tiering benchmark on PostgreSQL: ``magsag data tier`` against DuckDB's bare partitioned copy.
 
-    python3 bench/tier_postgres.py [--events 1000000] [--dsn URL] [--keep] [--json]
-    (also ``python3 bench/tier.py --backend postgres ...``)
+    python3 bench/tier.py --backend postgres [--events 1000000] [--engine duckdb|sqlite] [--json]
+    python3 bench/tier_postgres.py [--events 1000000] [--dsn URL] [--engine ...] [--keep] [--json]
 
-Setup (not timed): a fresh schema, ``--events`` demo events over 30 days loaded through
-``append_events`` (the demo generator: MAG runs delegating to SAGs, runs recorded too),
-``VACUUM ANALYZE``. Sizes of what will move: the day partitions in PostgreSQL (heap,
-indexes, TOAST) and the same events as raw JSONL (one canonical record per line).
+Setup (outside every timing): a fresh schema on the server (``--dsn``, else
+``MAGSAG_TEST_PG_DSN``/``MAGSAG_STORAGE_DSN``, else the local default), demo activity over
+the 30 days up to the same fixed "now" as ``bench/tier.py`` written through
+``PostgresStorageBackend.append_events`` (the real schema: day partitions, GIN indexes,
+tsvector), ``VACUUM ANALYZE``; then the sizes of what will move: the day partitions of
+the tiered days (heap, indexes, TOAST) and the same events as compact JSONL (one
+``event_record`` per line, as ``bench/tier.py`` counts it).
 
-Then, each in its own process (so each peak RSS is its own), same days (every complete
-UTC day before today):
+Each side runs in its own process, its peak memory measured over the process tree
+(psutil, every 20 ms), on the same days (everything before the 7-day hot window):
 
-1. **bare**: DuckDB with the ``postgres_scanner`` extension (from the pip package) doing
-   ``COPY (SELECT <canonical columns>, dt FROM postgres_scan(...) WHERE ts < cutoff) TO
-   <dir> (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (dt))``: no sort, no checks.
-2. **ours**: ``run_tier`` moving the same days into a local lake: per day freeze + claim,
-   export sorted, write, read back and verify, commit the manifest entry, drop the
-   partition, finish the claim.
+* **bare**: DuckDB with the ``postgres_scanner`` extension (from the pip package),
+  ``COPY (SELECT <canonical columns>, dt FROM postgres_scan(dsn, schema, 'events') WHERE ts
+  < cutoff) TO dir (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (dt))``: no sort, no
+  checks, nothing deleted. It runs first (it only reads; ours then moves the rows).
+* **ours**: ``run_tier`` (move): per day freeze + claim, sorted export (parallel ctid scan
+  of the partition), Parquet written, read back and verified, manifest commit, ledger,
+  then the partition dropped. Reported up to the commit and end to end.
 
-Bare runs first (it only reads), so both meet a warm cache. Ratio = ours / bare rows/s.
+Ratio = ours / bare events per second.
 """
 
 from __future__ import annotations
@@ -27,12 +31,12 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,146 +48,209 @@ sys.path.insert(0, str(ROOT))
 from backends.schema import EVENT_COLUMNS  # noqa: E402
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+HOT_DAYS = 7
+END = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)  # the "now" of bench/tier.py
 
 
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*.parquet"))
+def default_dsn() -> str:
+    return os.environ.get("MAGSAG_TEST_PG_DSN") or os.environ.get("MAGSAG_STORAGE_DSN") or DEFAULT_DSN
 
 
 # ------------------------------------------------------------------- setup
 
 
-async def setup(dsn: str, schema: str, events: int, seed: int) -> dict[str, Any]:
+async def setup(dsn: str, schema: str, events: int, seed: int = 7) -> dict[str, Any]:
     from backends.postgres import PostgresStorageBackend
+    from backends.schema import hot_cutoff, to_us
     from magsag.ingest.demo import DemoGenerator, load_demo
 
-    end = datetime.now(UTC).replace(second=0, microsecond=0)
-    sample = list(DemoGenerator(days=1, runs_per_day=200, seed=seed, end=end))
+    sample = list(DemoGenerator(days=1, runs_per_day=200, seed=seed, end=END))
     per_run = sum(len(b.events) for b in sample) / len(sample)
-    per_day = max(1, round(events / (30 * per_run)))
+    runs_per_day = max(1, round(events / (30 * per_run)))
+    t0 = time.monotonic()
     b = PostgresStorageBackend(dsn, schema=schema, pool_max=4)
     await b.initialize()
     try:
-        t = time.perf_counter()
-        summary = await load_demo(b, days=30, runs_per_day=per_day, seed=seed, end=end, batch_events=20_000)
-        load_s = time.perf_counter() - t
-        cutoff = datetime(end.year, end.month, end.day, tzinfo=UTC)
-        s = schema
-
-        async def sizes(c: Any) -> dict[str, Any]:
-            await c.execute(f"VACUUM ANALYZE {s}.events")
-            await c.execute(f"VACUUM ANALYZE {s}.runs")
-            parts = await b.day_partitions()
-            old = [p for p in parts if p["day"] < cutoff.date().isoformat()]
-            n = await c.fetchval(f"SELECT count(*) FROM {s}.events WHERE ts < $1", int(cutoff.timestamp() * 1e6))
-            heap = await c.fetchval(
-                "SELECT coalesce(sum(pg_relation_size(to_regclass(t))), 0) FROM unnest($1::text[]) t",
-                [p["table"] for p in old],
-            )
-            return {"old_events": int(n), "pg_bytes": sum(p["bytes"] for p in old), "pg_heap_bytes": int(heap)}
-
-        out = await sizes_with(b, sizes)
-        out["jsonl_bytes"] = await jsonl_bytes(b, cutoff)
-        out.update(loaded_events=summary.new_events, runs=summary.runs, load_s=load_s, cutoff=cutoff.isoformat())
-        return out
+        summary = await load_demo(b, days=30, runs_per_day=runs_per_day, seed=seed, end=END, batch_events=20_000)
+        cutoff = to_us(hot_cutoff(HOT_DAYS, END))
+        pool = b._require()
+        async with pool.acquire() as c:
+            await c.execute(f"VACUUM ANALYZE {schema}.events")
+            await c.execute(f"VACUUM ANALYZE {schema}.runs")
+        parts = [p for p in await b.day_partitions() if p["day"] < hot_cutoff(HOT_DAYS, END).date().isoformat()]
+        stats = await b.stats()
+        jsonl, tier_events = await _jsonl(b, cutoff)
     finally:
         await b.close()
+    return {
+        "events": summary.events,
+        "runs": summary.runs,
+        "runs_per_day": runs_per_day,
+        "schema": schema,
+        "db_bytes": stats["bytes"],
+        "bytes_label": "in PostgreSQL",
+        "tier_partition_bytes": sum(p["bytes"] for p in parts),
+        "now": END.isoformat(),
+        "cutoff_us": cutoff,
+        "tier_events": tier_events,
+        "jsonl_bytes": jsonl,
+        "setup_s": round(time.monotonic() - t0, 1),
+    }
 
 
-async def sizes_with(b: Any, fn: Any) -> Any:
-    pool = b._require()
-    async with pool.acquire() as c:
-        return await fn(c)
-
-
-async def jsonl_bytes(b: Any, cutoff: datetime) -> int:
-    """Bytes of the moved events as raw JSONL: one canonical record (``event_record``) per line."""
+async def _jsonl(b: Any, cutoff_us: int) -> tuple[int, int]:
+    """Bytes (and count) of the tierable events as compact JSONL, measured as they stream."""
     from backends.schema import event_record
 
     cols = ", ".join("payload::text" if c == "payload" else c for c in EVENT_COLUMNS)
-    total = 0
-    pool = b._require()
-    async with pool.acquire() as c, c.transaction():
-        cur = c.cursor(f"SELECT {cols} FROM {b.schema}.events WHERE ts < $1", int(cutoff.timestamp() * 1e6))
-        async for row in cur:
-            total += len(json.dumps(event_record(tuple(row)), ensure_ascii=False).encode()) + 1
-    return total
+    total = n = 0
+    async with b._require().acquire() as c, c.transaction():
+        async for row in c.cursor(f"SELECT {cols} FROM {b.schema}.events WHERE ts < $1 ORDER BY ts", cutoff_us):
+            line = json.dumps(event_record(tuple(row)), ensure_ascii=False, separators=(",", ":")) + "\n"
+            total += len(line.encode())
+            n += 1
+    return total, n
 
 
-# ------------------------------------------------------------------ children
+# ------------------------------------------------------------------ the sides
 
 
-def child_bare(dsn: str, schema: str, cutoff: str, out: str) -> dict[str, Any]:
+def child_bare(dsn: str, schema: str, cutoff_us: str, lake: str) -> dict[str, Any]:
     import duckdb
 
     from backends.postgres_tier_export import postgres_scanner_path
+    from backends.schema import iso_from_us
 
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     con.execute(f"LOAD '{postgres_scanner_path()}'")
     con.execute("SET TimeZone = 'UTC'")
     cols = ", ".join("CAST(payload AS VARCHAR) AS payload" if c == "payload" else c for c in EVENT_COLUMNS)
-    sql = (
+    Path(lake).mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    con.execute(
         f"COPY (SELECT {cols}, CAST(ts AS DATE) AS dt FROM postgres_scan('{dsn}', '{schema}', 'events') "
-        f"WHERE ts < TIMESTAMPTZ '{cutoff}') TO '{out}' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (dt))"
+        f"WHERE ts < TIMESTAMPTZ '{iso_from_us(int(cutoff_us))}') "
+        f"TO '{lake}/events' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (dt))"
     )
-    t = time.perf_counter()
-    rows = con.execute(sql).fetchone()[0]
-    seconds = time.perf_counter() - t
-    return {"rows": int(rows), "seconds": seconds, "bytes": dir_bytes(Path(out)), "rss_mb": rss_mb()}
+    seconds = time.monotonic() - t0
+    rows = con.execute(f"SELECT count(*) FROM read_parquet('{lake}/events/*/*.parquet')").fetchone()[0]
+    return {"seconds": seconds, "events": rows, "bytes": _tree_bytes(Path(lake) / "events")}
 
 
-async def child_ours(dsn: str, schema: str, out: str) -> dict[str, Any]:
+def child_ours(dsn: str, schema: str, lake: str, engine: str) -> dict[str, Any]:
     from backends.postgres import PostgresStorageBackend
     from lakehouse.objstore import open_lake
+    from lakehouse.tier_report import TierProgress
     from lakehouse.tiering import run_tier
 
-    b = PostgresStorageBackend(dsn, schema=schema, pool_max=4)
-    await b.initialize()
-    try:
-        lake = open_lake(out)
-        t = time.perf_counter()
-        report = await run_tier(b, lake, hot_days=0)
-        seconds = time.perf_counter() - t
-    finally:
-        await b.close()
+    class Phases(TierProgress):
+        def __init__(self) -> None:
+            self.t = time.monotonic()
+            self.step: str | None = None
+            self.acc: dict[str, float] = {}
+
+        def _switch(self, step: str | None) -> None:
+            now = time.monotonic()
+            if self.step is not None:
+                self.acc[self.step] = self.acc.get(self.step, 0.0) + now - self.t
+            self.step, self.t = step, now
+
+        def day(self, day: Any, step: str) -> None:
+            self._switch("delete" if step == "delete" else "export")
+
+        def day_done(self, day: Any) -> None:
+            self._switch(None)
+
+    os.environ["MAGSAG_TIER_EXPORT_ENGINE"] = engine
+    phases = Phases()
+
+    async def go() -> Any:
+        async with PostgresStorageBackend(dsn, schema=schema, pool_max=4) as b:
+            return await run_tier(b, open_lake(lake), hot_days=HOT_DAYS, now=END, progress=phases)
+
+    t0 = time.monotonic()
+    rep = asyncio.run(go())
+    seconds = time.monotonic() - t0
+    d = rep.as_dict()
     return {
-        "rows": report.events,
-        "runs": report.runs,
-        "days": len(report.days),
         "seconds": seconds,
-        "bytes": dir_bytes(Path(out) / "events"),
-        "run_bytes": dir_bytes(Path(out) / "runs"),
-        "deleted_events": sum(d.deleted_events for d in report.days),
-        "rss_mb": rss_mb(),
+        "job_seconds": d["seconds"],
+        "export_s": phases.acc.get("export", 0.0),
+        "delete_s": phases.acc.get("delete", 0.0),
+        "events": d["events"],
+        "runs": d["runs"],
+        "days": d["days"],
+        "bytes": d["bytes"],
+        "event_bytes": sum(r.event_bytes for r in rep.days),
+        "deleted_events": d["deleted_events"],
     }
 
 
-def run_child(*args: str) -> dict[str, Any]:
+def _tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*.parquet"))
+
+
+def run_child(args: list[str]) -> tuple[dict[str, Any], float]:
+    """Run this script's ``--child ...``; return its JSON and the peak RSS (MB) of its process tree."""
+    import psutil
+
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", *args], capture_output=True, text=True, env=env, check=False
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        try:
+            top = psutil.Process(proc.pid)
+        except psutil.NoSuchProcess:
+            return
+        while not done.is_set():
+            try:
+                total = top.memory_info().rss + sum(c.memory_info().rss for c in top.children(recursive=True))
+                peak = max(peak, total)
+            except psutil.Error:
+                pass
+            time.sleep(0.02)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    out, err = proc.communicate()
+    done.set()
+    t.join()
     if proc.returncode != 0:
-        raise SystemExit(f"{args[0]} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        raise SystemExit(f"bench child {args[:1]} failed:\n{err[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1]), peak / 2**20
 
 
-# -------------------------------------------------------------------- main
+# ------------------------------------------------------------------- driver
 
 
-def bench(dsn: str, events: int, seed: int, keep: bool) -> dict[str, Any]:
+def bench(dsn: str, events: int, engine: str = "duckdb", keep: bool = False) -> dict[str, Any]:
     import asyncpg
 
     schema = f"bench_tier_{secrets.token_hex(3)}"
-    work = Path(tempfile.mkdtemp(prefix="magsag-bench-tier-"))
+    work = Path(tempfile.mkdtemp(prefix="magsag-bench-pgtier-"))
+    result: dict[str, Any] = {"backend": "postgres", "engine": engine}
     try:
-        info = asyncio.run(setup(dsn, schema, events, seed))
-        bare = run_child("bare", dsn, schema, info["cutoff"], str(work / "bare"))
-        ours = run_child("ours", dsn, schema, str(work / "lake"))
+        meta = asyncio.run(setup(dsn, schema, events))
+        result["setup"] = meta
+        bares = []
+        for side in ("bare", "ours"):
+            lake = work / f"{side}-{len(bares)}"
+            if side == "bare":
+                data, peak = run_child(["bare", dsn, schema, str(meta["cutoff_us"]), str(lake)])
+                data["peak_rss_mb"] = round(peak)
+                data["rows_per_s"] = round(data["events"] / data["seconds"])
+                bares.append(data)
+            else:
+                data, peak = run_child(["ours", dsn, schema, str(lake), engine])
+                data["peak_rss_mb"] = round(peak)
+                data["rows_per_s"] = round(data["events"] / data["seconds"])
+                result["ours"] = data
+            shutil.rmtree(lake, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if not keep:
@@ -196,73 +263,55 @@ def bench(dsn: str, events: int, seed: int, keep: bool) -> dict[str, Any]:
                     await conn.close()
 
             asyncio.run(drop())
-    rate = {k: v["rows"] / v["seconds"] if v["seconds"] else 0.0 for k, v in (("ours", ours), ("bare", bare))}
-    return {
-        "schema": schema,
-        "setup": info,
-        "bare": {**bare, "rows_per_s": rate["bare"]},
-        "ours": {**ours, "rows_per_s": rate["ours"]},
-        "ratio": rate["ours"] / rate["bare"] if rate["bare"] else None,
-        "ours_vs_jsonl": ours["bytes"] / info["jsonl_bytes"] if info["jsonl_bytes"] else None,
-        "bare_vs_jsonl": bare["bytes"] / info["jsonl_bytes"] if info["jsonl_bytes"] else None,
-        "ours_vs_pg": ours["bytes"] / info["pg_bytes"] if info["pg_bytes"] else None,
+    bare = bares[0]
+    result["bare"] = bare
+    ours = result["ours"]
+    ours["export_rows_per_s"] = round(ours["events"] / max(1e-9, ours["seconds"] - ours["delete_s"]))
+    ours["delete_rows_per_s"] = round(ours["events"] / max(1e-9, ours["delete_s"]))
+    result["ratio_end_to_end"] = round(ours["rows_per_s"] / bare["rows_per_s"], 3)
+    result["ratio_to_commit"] = round(ours["export_rows_per_s"] / bare["rows_per_s"], 3)
+    result["sizes"] = {
+        "jsonl_bytes": meta["jsonl_bytes"],
+        "sqlite_bytes_share": meta["tier_partition_bytes"],  # the key bench/tier.py prints
+        "share_label": "PostgreSQL day partitions",
+        "lake_event_bytes": ours["event_bytes"],
+        "lake_vs_jsonl": round(ours["event_bytes"] / meta["jsonl_bytes"], 4),
+        "lake_vs_sqlite_share": round(ours["event_bytes"] / meta["tier_partition_bytes"], 4),
+        "bare_vs_jsonl": round(bare["bytes"] / meta["jsonl_bytes"], 4),
     }
+    return result
 
 
-def show(r: dict[str, Any], command: str) -> None:
-    s, o, b = r["setup"], r["ours"], r["bare"]
-    mb = 1024 * 1024
-    print(command)
-    print(
-        f"setup: {s['loaded_events']:,} events, {s['runs']:,} runs loaded in {s['load_s']:.1f}s; "
-        f"{s['old_events']:,} events before {s['cutoff'][:10]}"
-    )
-    print(
-        f"sizes of the moved days: PostgreSQL {s['pg_bytes'] / mb:.1f} MB (heap {s['pg_heap_bytes'] / mb:.1f} MB), "
-        f"JSONL {s['jsonl_bytes'] / mb:.1f} MB"
-    )
-    print(f"{'':34}{'rows':>10}{'seconds':>9}{'rows/s':>10}{'peak RSS':>10}{'Parquet MB':>12}{'/JSONL':>8}")
-    for name, v, ratio in (
-        ("ours (run_tier, move + verify)", o, r["ours_vs_jsonl"]),
-        ("bare DuckDB postgres_scan COPY", b, r["bare_vs_jsonl"]),
-    ):
-        print(
-            f"{name:34}{v['rows']:>10,}{v['seconds']:>9.2f}{v['rows_per_s']:>10,.0f}{v['rss_mb']:>8.0f}MB"
-            f"{v['bytes'] / mb:>12.2f}{ratio:>8.3f}"
-        )
-    print(
-        f"ratio ours/bare rows/s: {r['ratio']:.2f}; our lake = {r['ours_vs_jsonl']:.3f} of JSONL, "
-        f"{r['ours_vs_pg']:.3f} of the PostgreSQL partitions; runs file {o['run_bytes'] / mb:.2f} MB; "
-        f"{o['days']} days, {o['deleted_events']:,} events deleted (partitions dropped)"
-    )
+def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Entry point of ``bench/tier.py --backend postgres`` (its ``--events/--engine/--keep``)."""
+    return bench(getattr(args, "dsn", None) or default_dsn(), args.events, args.engine, args.keep)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
-        role, *rest = argv[1:]
-        result = child_bare(*rest) if role == "bare" else asyncio.run(child_ours(*rest))
-        print(json.dumps(result))
+        side, rest = argv[1], argv[2:]
+        print(json.dumps(child_bare(*rest) if side == "bare" else child_ours(*rest)))
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--events", type=int, default=1_000_000, help="demo events to load (default 1,000,000)")
-    p.add_argument(
-        "--dsn",
-        default=os.environ.get("MAGSAG_TEST_PG_DSN") or os.environ.get("MAGSAG_STORAGE_DSN") or DEFAULT_DSN,
-        help="PostgreSQL server (a fresh schema is created and dropped)",
-    )
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--events", type=int, default=1_000_000, help="demo events in the hot store (default 1,000,000)")
+    p.add_argument("--dsn", default=default_dsn(), help="PostgreSQL server (a fresh schema is created and dropped)")
+    p.add_argument("--engine", choices=("duckdb", "asyncpg", "sqlite"), default="duckdb", help="export engine")
     p.add_argument("--keep", action="store_true", help="keep the bench schema")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     if args.events < 1:
         p.error("--events must be positive")
-    result = bench(args.dsn, args.events, args.seed, args.keep)
-    command = "python3 bench/tier_postgres.py " + " ".join(argv)
+    result = bench_from_args(args)
     if args.json:
-        print(json.dumps({"command": command, **result}, indent=2))
+        print(json.dumps(result, indent=2))
     else:
-        show(result, command)
+        sys.path.insert(0, str(ROOT / "bench"))
+        from tier import show  # bench/tier.py prints both backends alike
+
+        show(result, "python3 bench/tier_postgres.py " + " ".join(argv))
+        o = result["ours"]
+        print(f"{o['days']} days, {o['deleted_events']:,} events deleted (partitions dropped)")
     return 0
 
 
