@@ -13,6 +13,9 @@ one-day chunks when that extension is available at the first ``init``. Uniquenes
 and ``event_id`` is a UUIDv7 derived from ``ts``, so a reload of the same events finds
 the same key and is skipped.
 
+Version 2 adds ``tier_batches``, the ledger of the tiering job
+(:mod:`backends.postgres_tiering`), and pins ``events_seq`` to ``CACHE 1``.
+
 Full-text search indexes a generated ``tsvector`` over ``msg`` with the ``simple``
 configuration (lower-casing, no stemming, no stop words). Before parsing, every run of
 characters that are not letters, digits or spaces becomes one space, so words are the
