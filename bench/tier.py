@@ -265,7 +265,15 @@ def bench_sqlite(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-BACKENDS = {"sqlite": bench_sqlite}
+def bench_postgres(args: argparse.Namespace) -> dict[str, Any]:
+    """``--backend postgres``: bench/tier_postgres.py (same days, same sides, PostgreSQL hot store)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import tier_postgres
+
+    return tier_postgres.bench_from_args(args)
+
+
+BACKENDS = {"sqlite": bench_sqlite, "postgres": bench_postgres}
 
 
 def show(r: dict[str, Any], command: str) -> None:
@@ -273,7 +281,8 @@ def show(r: dict[str, Any], command: str) -> None:
     print(f"$ {command}")
     print(
         f"hot store: {r['backend']}, {m['events']:,} events / {m['runs']:,} runs over 30 days, "
-        f"{m['db_bytes'] / 1e6:,.0f} MB file; tiered (7 hot days): {m['tier_events']:,} events"
+        f"{m['db_bytes'] / 1e6:,.0f} MB {m.get('bytes_label', 'file')}; "
+        f"tiered (7 hot days): {m['tier_events']:,} events"
     )
     print(f"{'':24}{'events/s':>12}{'seconds':>10}{'peak RSS MB':>13}{'Parquet MB':>12}")
     print(
@@ -289,7 +298,8 @@ def show(r: dict[str, Any], command: str) -> None:
     print(f"ratio ours/bare: {r['ratio_to_commit']:.2f}x up to the commit, {r['ratio_end_to_end']:.2f}x end to end")
     print(
         f"lake events {s['lake_event_bytes'] / 1e6:.1f} MB = {s['lake_vs_jsonl']:.3f} of JSONL "
-        f"({s['jsonl_bytes'] / 1e6:.0f} MB), {s['lake_vs_sqlite_share']:.3f} of their SQLite share "
+        f"({s['jsonl_bytes'] / 1e6:.0f} MB), {s['lake_vs_sqlite_share']:.3f} of their "
+        f"{s.get('share_label', 'SQLite share')} "
         f"({s['sqlite_bytes_share'] / 1e6:.0f} MB); bare copy {s['bare_vs_jsonl']:.3f} of JSONL"
     )
 
