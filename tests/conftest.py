@@ -128,6 +128,6 @@ def sqlite_path(tmp_path: Path) -> Path:
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test reads the developer's own MAGSAG_* settings or .env."""
     for key in list(os.environ):
-        if key.startswith("MAGSAG_STORAGE_") or key in ("MAGSAG_RUNS_BASE_DIR", "MAGSAG_CLICKHOUSE_URL"):
+        if key.startswith(("MAGSAG_STORAGE_", "MAGSAG_CLICKHOUSE_")) or key == "MAGSAG_RUNS_BASE_DIR":
             monkeypatch.delenv(key, raising=False)
     monkeypatch.chdir(tmp_path)
