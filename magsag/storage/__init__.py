@@ -24,6 +24,8 @@ from backends.errors import (
 )
 from backends.schema import ARTIFACT, DELEGATION, LOG, MCP_CALL, METRIC, Event
 from lakehouse.settings import StorageSettings, backend_from_settings, load_settings
+from lakehouse.sync import SyncStorage
+from lakehouse.tiered import TieredBackend
 
 
 @asynccontextmanager
@@ -59,11 +61,26 @@ async def vacuum_storage(
 
 
 async def get_storage_backend(settings: StorageSettings | None = None, **overrides: Any) -> StorageBackend:
-    """Open the configured hot store, initialized and ready (close it with ``await storage.close()``)."""
+    """Open the configured store, initialized and ready (close it with ``await storage.close()``).
+
+    Reads see the hot store and the lake (``MAGSAG_STORAGE_LAKE_URL``) as one; writes go
+    to the hot store (see :class:`lakehouse.tiered.TieredBackend`). ``storage.hot`` is
+    the hot store itself.
+    """
     settings = settings or load_settings(**overrides)
-    backend = backend_from_settings(settings)
+    backend = TieredBackend(backend_from_settings(settings), lake_url=settings.lake_url, settings=settings)
     await backend.initialize()
     return backend
+
+
+def get_storage_sync(settings: StorageSettings | None = None, **overrides: Any) -> SyncStorage:
+    """The same store for notebooks and scripts: every method without ``await``.
+
+    Works inside Jupyter (whose event loop is already running): calls run on a private
+    loop in a background thread. Close it with ``storage.close()`` or use ``with``.
+    """
+    settings = settings or load_settings(**overrides)
+    return SyncStorage(lambda: get_storage_backend(settings))  # type: ignore[arg-type]
 
 
 __all__ = [
@@ -81,8 +98,11 @@ __all__ = [
     "StorageCapabilities",
     "StorageError",
     "StorageSettings",
+    "SyncStorage",
+    "TieredBackend",
     "ValidationError",
     "get_storage_backend",
+    "get_storage_sync",
     "load_settings",
     "open_storage",
     "vacuum_storage",
