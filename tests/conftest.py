@@ -89,9 +89,26 @@ def make_postgres(tmp_path: Path) -> tuple[StorageBackend, dict[str, str], Calla
     return PostgresStorageBackend(PG_DSN, schema=schema), env, lambda: _drop_pg_schema(schema)
 
 
+def tiered(make: Callable[[Path], Any]) -> Callable[[Path], Any]:
+    """The same hot store behind the tier-aware backend, with half of the data moved to a
+    lake before every read (tests/tier_sim.py): the contract must hold across tiers."""
+
+    def make_tiered(tmp_path: Path) -> tuple[StorageBackend, dict[str, str], Callable[[], Any] | None]:
+        from lakehouse.objstore import open_lake
+        from tests.tier_sim import HalfTieredBackend
+
+        hot, env, cleanup = make(tmp_path)
+        lake = tmp_path / "lake"
+        return HalfTieredBackend(hot, open_lake(str(lake))), {**env, "MAGSAG_STORAGE_LAKE_URL": str(lake)}, cleanup
+
+    return make_tiered
+
+
 BACKENDS: dict[str, Callable[[Path], tuple[StorageBackend, dict[str, str], Callable[[], Any] | None]]] = {
     "sqlite": make_sqlite,
     "postgres": make_postgres,
+    "sqlite+lake": tiered(make_sqlite),
+    "postgres+lake": tiered(make_postgres),
 }
 
 
@@ -105,6 +122,8 @@ class BackendCase:
 @pytest.fixture(params=sorted(BACKENDS))
 async def backend_case(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BackendCase]:
     backend, env, cleanup = BACKENDS[request.param](tmp_path)
+    if request.node.get_closest_marker("hot_store") is not None and hasattr(backend, "paused"):
+        backend.paused = True  # type: ignore[attr-defined]  # hot retention: nothing is tiered in this test
     await backend.initialize()
     try:
         yield BackendCase(request.param, backend, env)

@@ -30,7 +30,11 @@ from magsag.cli.common import (
 from magsag.storage import open_storage
 
 RUN_COLUMNS = ("run_id", "agent_slug", "status", "started_at", "duration_s", "cost_usd", "tokens", "parent_run_id")
-EVENT_COLUMNS = ("ts", "type", "level", "msg", "span_id")
+EVENT_COLUMNS = ("ts", "type", "level", "msg", "span_id", "tier")
+LakeOpt = Annotated[
+    str | None,
+    typer.Option("--lake", help="Lake root: a folder or s3://bucket/prefix (default: MAGSAG_STORAGE_LAKE_URL)."),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -96,20 +100,25 @@ def query(
     ] = None,
     event_type: Annotated[str | None, typer.Option("--type", help="With --run-id: only events of this type.")] = None,
     level: Annotated[str | None, typer.Option("--level", help="With --run-id: only events of this level.")] = None,
+    lake: LakeOpt = None,
     backend: BackendOpt = None,
     db_path: DbPathOpt = None,
     dsn: DsnOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List runs (newest first), or show one run with its events (--run-id)."""
-    settings = settings_from(backend, db_path, dsn)
+    """List runs (newest first), or show one run with its events (--run-id).
+
+    Runs and events are found in the hot store and the lake alike; with --run-id the
+    output says where the run and its events live (hot, lake, or split across both).
+    """
+    settings = settings_from(backend, db_path, dsn, lake_url=lake)
     since_dt, until_dt = parse_when(since, "--since"), parse_when(until, "--until")
 
     async def one() -> dict[str, Any]:
         async with open_storage(settings) as storage:
             found = await storage.get_run(run_id)  # type: ignore[arg-type]
             if found is None:
-                raise NotFoundError(f"run {run_id!r} not found")
+                raise NotFoundError(f"run {run_id!r} not found (in the hot store or the lake)")
             events = [
                 e
                 async for e in storage.get_events(
@@ -119,7 +128,13 @@ def query(
                     limit=limit,
                 )
             ]
-            return {"run": found, "events": events}
+            counts = {"hot": 0, "lake": 0}
+            for e in events:
+                counts[e.get("tier", "hot")] = counts.get(e.get("tier", "hot"), 0) + 1
+            tier_of = getattr(storage, "run_tier", None)
+            run_tier = await tier_of(run_id) if tier_of is not None else "hot"
+            where = "split" if counts["hot"] and counts["lake"] else ("lake" if counts["lake"] else run_tier)
+            return {"run": found, "tier": {"run": run_tier, "events": counts, "where": where}, "events": events}
 
     async def many() -> list[dict[str, Any]]:
         async with open_storage(settings) as storage:
@@ -132,7 +147,15 @@ def query(
         if json_out:
             print_json(result)
             return
-        print_kv(result["run"], title=f"run {run_id}")
+        tier = result["tier"]
+        print_kv(
+            {
+                **result["run"],
+                "tier": f"{tier['where']} (run record: {tier['run']}; events: "
+                f"{tier['events']['hot']} hot, {tier['events']['lake']} lake)",
+            },
+            title=f"run {run_id}",
+        )
         print_table(result["events"], EVENT_COLUMNS, title=f"{len(result['events'])} events", widths={"msg": 90})
         return
     runs = run(many())
@@ -154,17 +177,19 @@ def search(
     raw: Annotated[
         bool, typer.Option("--raw", help="Pass the backend's own query syntax through (FTS5 / websearch).")
     ] = False,
+    lake: LakeOpt = None,
     backend: BackendOpt = None,
     db_path: DbPathOpt = None,
     dsn: DsnOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Full-text search over event messages, best match first.
+    """Full-text search over event messages in the hot store and the lake, best match first.
 
-    The query is taken as plain words (all must appear) unless --raw is given.
-    Exit code 1 when nothing matches.
+    The query is taken as plain words (all must appear) unless --raw is given. --since and
+    --until limit which days of the lake are read. Each result says its tier. Exit code 1
+    when nothing matches.
     """
-    settings = settings_from(backend, db_path, dsn)
+    settings = settings_from(backend, db_path, dsn, lake_url=lake)
     since_dt, until_dt = parse_when(since, "--since"), parse_when(until, "--until")
 
     async def go() -> list[dict[str, Any]]:

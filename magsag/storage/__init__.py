@@ -24,6 +24,8 @@ from backends.errors import (
 )
 from backends.schema import ARTIFACT, DELEGATION, LOG, MCP_CALL, METRIC, Event
 from lakehouse.settings import StorageSettings, backend_from_settings, load_settings
+from lakehouse.sync import SyncStorage
+from lakehouse.tiered import TieredBackend
 
 
 @asynccontextmanager
@@ -44,18 +46,41 @@ async def vacuum_storage(
     max_disk_mb: float | None = None,
     dry_run: bool = False,
 ) -> dict[str, Any]:
-    """Retention as the settings ask: ``hot_days`` from settings unless given."""
-    return await storage.vacuum(
-        hot_days=settings.hot_days if hot_days is None else hot_days, max_disk_mb=max_disk_mb, dry_run=dry_run
-    )
+    """Retention as the settings ask: ``hot_days`` from settings unless given.
+
+    With ``MAGSAG_STORAGE_ARCHIVE_ENABLED=true`` days not archived yet (to
+    ``MAGSAG_STORAGE_ARCHIVE_DESTINATION``, or anywhere when unset) are kept and listed in
+    ``refused_days`` (see :func:`lakehouse.tiering.guarded_vacuum`).
+    """
+    hot_days = settings.hot_days if hot_days is None else hot_days
+    if not settings.archive_enabled:
+        return await storage.vacuum(hot_days=hot_days, max_disk_mb=max_disk_mb, dry_run=dry_run)
+    from lakehouse.tiering import guarded_vacuum
+
+    return await guarded_vacuum(storage, settings, hot_days=hot_days, max_disk_mb=max_disk_mb, dry_run=dry_run)
 
 
 async def get_storage_backend(settings: StorageSettings | None = None, **overrides: Any) -> StorageBackend:
-    """Open the configured hot store, initialized and ready (close it with ``await storage.close()``)."""
+    """Open the configured store, initialized and ready (close it with ``await storage.close()``).
+
+    Reads see the hot store and the lake (``MAGSAG_STORAGE_LAKE_URL``) as one; writes go
+    to the hot store (see :class:`lakehouse.tiered.TieredBackend`). ``storage.hot`` is
+    the hot store itself.
+    """
     settings = settings or load_settings(**overrides)
-    backend = backend_from_settings(settings)
+    backend = TieredBackend(backend_from_settings(settings), lake_url=settings.lake_url, settings=settings)
     await backend.initialize()
     return backend
+
+
+def get_storage_sync(settings: StorageSettings | None = None, **overrides: Any) -> SyncStorage:
+    """The same store for notebooks and scripts: every method without ``await``.
+
+    Works inside Jupyter (whose event loop is already running): calls run on a private
+    loop in a background thread. Close it with ``storage.close()`` or use ``with``.
+    """
+    settings = settings or load_settings(**overrides)
+    return SyncStorage(lambda: get_storage_backend(settings))  # type: ignore[arg-type]
 
 
 __all__ = [
@@ -73,8 +98,11 @@ __all__ = [
     "StorageCapabilities",
     "StorageError",
     "StorageSettings",
+    "SyncStorage",
+    "TieredBackend",
     "ValidationError",
     "get_storage_backend",
+    "get_storage_sync",
     "load_settings",
     "open_storage",
     "vacuum_storage",

@@ -49,6 +49,8 @@ async def backend_case(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     if kind in READ_ONLY and request.node.get_closest_marker("hot_store"):
         pytest.skip(f"{kind} is read-only: this test checks hot-store behaviour (retention, concurrent writers)")
     backend, env, cleanup = (READ_ONLY.get(kind) or BACKENDS[kind])(tmp_path)
+    if request.node.get_closest_marker("hot_store") is not None and hasattr(backend, "paused"):
+        backend.paused = True  # type: ignore[attr-defined]  # hot retention: nothing is tiered in this test
     await backend.initialize()
     try:
         yield BackendCase(kind, backend, env)

@@ -1,0 +1,244 @@
+"""Reads of the lake for the tier-aware API: one run, its events, runs, search, metric samples.
+
+Each read takes the partitions its time filter allows from a :class:`LakeSnapshot`
+(pruning in Python, so local folders and S3 behave alike) and runs one DuckDB query over
+those files. Rows come back in the hot stores' row shape (canonical column order,
+times as integer microseconds, JSON as text), so the same record helpers apply.
+
+A file that disappears between the snapshot and the read (a compaction finishing) makes
+the read retry once with a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from backends.errors import BackendUnavailable, QueryError, StorageError, redact_dsn
+from backends.schema import EVENT_COLUMNS, RUN_COLUMNS, coerce_datetime, day_of_us, to_us
+from lakehouse import duck, search
+from lakehouse.lakefiles import LakeSnapshot, SnapshotReader
+from lakehouse.objstore import Lake
+
+if TYPE_CHECKING:
+    import duckdb
+
+T = TypeVar("T")
+
+EVENT_SELECT = ", ".join("epoch_us(ts) AS ts" if c == "ts" else c for c in EVENT_COLUMNS)
+RUN_SELECT = ", ".join(f"epoch_us({c}) AS {c}" if c in ("started_at", "ended_at") else c for c in RUN_COLUMNS)
+_MISSING = ("No files found", "No such file", "not found", "does not exist", "404")
+
+
+def _day(value: Any, name: str) -> date | None:
+    if value is None:
+        return None
+    return day_of_us(to_us(coerce_datetime(value, name)))  # type: ignore[arg-type]
+
+
+def time_filters(col: str, since: Any, until: Any) -> tuple[list[str], list[Any]]:
+    where, params = [], []
+    if since is not None:
+        where.append(f"{col} >= make_timestamp(?::BIGINT)::TIMESTAMPTZ")
+        params.append(to_us(coerce_datetime(since, "since")))  # type: ignore[arg-type]
+    if until is not None:
+        where.append(f"{col} < make_timestamp(?::BIGINT)::TIMESTAMPTZ")
+        params.append(to_us(coerce_datetime(until, "until")))  # type: ignore[arg-type]
+    return where, params
+
+
+def day_range(since: Any, until: Any) -> tuple[date | None, date | None]:
+    """Partition days a [since, until) filter can touch (until's own day only if after midnight)."""
+    lo = _day(since, "since")
+    hi = None
+    if until is not None:
+        u = to_us(coerce_datetime(until, "until"))  # type: ignore[arg-type]
+        hi = day_of_us(u - 1)
+    return lo, hi
+
+
+class LakeReader:
+    """A DuckDB connection over one lake, shared by the reads of a tiered backend."""
+
+    def __init__(self, lake: Lake, reader: SnapshotReader | None = None):
+        self.lake = lake
+        self.snapshots = reader or SnapshotReader(lake)
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        with self._lock:
+            if self._con is None:
+                con = duck.new_connection(extensions=duck.lake_extensions(self.lake))
+                duck.attach_lake(con, self.lake)
+                self._con = con
+            return self._con.cursor()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+
+    def _query(self, build: Callable[[LakeSnapshot], tuple[str, list[Any]] | None]) -> list[tuple[Any, ...]]:
+        """Run the query ``build(snapshot)`` makes (None: nothing to read); retry once on a vanished file."""
+        for attempt in (0, 1):
+            snap = self.snapshots.snapshot()
+            built = build(snap)
+            if built is None:
+                return []
+            sql, params = built
+            cur = self._cursor()
+            try:
+                return cur.execute(duck.bind(sql, params)).fetchall()
+            except StorageError:
+                raise
+            except Exception as exc:
+                text = scrub(self.lake, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                if attempt == 0 and any(m in text for m in _MISSING):
+                    continue
+                raise BackendUnavailable(f"cannot read the lake at {self.lake.url}: {text}") from None
+            finally:
+                cur.close()
+        return []
+
+    # ----------------------------------------------------------------- reads
+    @staticmethod
+    def _source(uris: list[str]) -> str:
+        return f"read_parquet({duck.sql_list(uris)}, hive_partitioning = true)"
+
+    def run(self, run_id: str) -> tuple[Any, ...] | None:
+        def build(snap: LakeSnapshot) -> tuple[str, list[Any]] | None:
+            uris = [f.uri for f in snap.of("runs")]
+            if not uris:
+                return None
+            return f"SELECT {RUN_SELECT} FROM {self._source(uris)} WHERE run_id = ? LIMIT 1", [run_id]
+
+        rows = self._query(build)
+        return _run_row(rows[0]) if rows else None
+
+    def events(
+        self,
+        run_id: str,
+        event_type: str | None = None,
+        level: str | None = None,
+        limit: int | None = None,
+        days: tuple[date | None, date | None] = (None, None),
+    ) -> list[tuple[Any, ...]]:
+        where, params = ["run_id = ?"], [run_id]
+        if event_type is not None:
+            where.append("type = ?")
+            params.append(event_type)
+        if level is not None:
+            where.append("level = ?")
+            params.append(level.lower())
+        tail = " LIMIT ?" if limit is not None else ""
+
+        def build(snap: LakeSnapshot) -> tuple[str, list[Any]] | None:
+            uris = [f.uri for f in snap.of("events", *days)]
+            if not uris:
+                return None
+            sql = f"SELECT {EVENT_SELECT} FROM {self._source(uris)} WHERE {' AND '.join(where)} ORDER BY ts, event_id"
+            return sql + tail, [*params, *([limit] if limit is not None else [])]
+
+        return self._query(build)
+
+    def runs(
+        self,
+        agent_slug: str | None,
+        status: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int,
+    ) -> list[tuple[Any, ...]]:
+        where, params = time_filters("started_at", since, until)
+        if agent_slug is not None:
+            where.append("agent_slug = ?")
+            params.append(agent_slug)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        cond = " WHERE " + " AND ".join(where) if where else ""
+
+        def build(snap: LakeSnapshot) -> tuple[str, list[Any]] | None:
+            uris = [f.uri for f in snap.of("runs", *day_range(since, until))]
+            if not uris:
+                return None
+            sql = f"SELECT {RUN_SELECT} FROM {self._source(uris)}{cond} ORDER BY started_at DESC, run_id DESC LIMIT ?"
+            return sql, [*params, limit]
+
+        return [_run_row(r) for r in self._query(build)]
+
+    def search(
+        self,
+        query: search.LakeQuery,
+        agent_slug: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int,
+    ) -> list[tuple[Any, ...]]:
+        """Rows in EVENT_COLUMNS order + the score, best first."""
+        where, params = time_filters("ts", since, until)
+        if agent_slug is not None:
+            where.append("agent_slug = ?")
+            params.append(agent_slug)
+
+        def build(snap: LakeSnapshot) -> tuple[str, list[Any]] | None:
+            uris = [f.uri for f in snap.of("events", *day_range(since, until))]
+            if not uris:
+                return None
+            sql = search.search_sql(query, self._source(uris), where, EVENT_SELECT)
+            return sql, [*params, limit]
+
+        try:
+            return self._query(build)
+        except BackendUnavailable as exc:
+            if "Parser Error" in str(exc) or "Binder Error" in str(exc):
+                raise QueryError(f"cannot search the lake: {exc}") from None
+            raise
+
+    def metric_samples(
+        self, metric_name: str, agent_slug: str | None, since: datetime | None, until: datetime | None
+    ) -> list[tuple[str, float]]:
+        where, params = time_filters("ts", since, until)
+        where += [
+            "type = 'metric'",
+            "(payload ->> 'name') = ?",
+            "json_type(payload, '$.value') IN ('BIGINT', 'UBIGINT', 'DOUBLE')",
+        ]
+        params.append(metric_name)
+        if agent_slug is not None:
+            where.append("agent_slug = ?")
+            params.append(agent_slug)
+
+        def build(snap: LakeSnapshot) -> tuple[str, list[Any]] | None:
+            uris = [f.uri for f in snap.of("events", *day_range(since, until))]
+            if not uris:
+                return None
+            sql = (
+                f"SELECT event_id, CAST(payload ->> 'value' AS DOUBLE) FROM {self._source(uris)} "
+                f"WHERE {' AND '.join(where)}"
+            )
+            return sql, params
+
+        return [(r[0], float(r[1])) for r in self._query(build)]
+
+
+def scrub(lake: Lake, text: str) -> str:
+    """An engine's error message without the lake's credentials."""
+    if lake.s3 is not None:
+        for secret in (lake.s3.secret, lake.s3.key):
+            if secret and len(secret) >= 3:
+                text = text.replace(secret, "***")
+    return redact_dsn(text)
+
+
+def _run_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Lake run row -> hot row shape (tags as JSON text)."""
+    out = list(row)
+    i = RUN_COLUMNS.index("tags")
+    out[i] = json.dumps(list(out[i] or []), ensure_ascii=False)
+    return tuple(out)

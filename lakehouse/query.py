@@ -1,0 +1,254 @@
+"""One DuckDB connection over every tier: :func:`connect` and read-only SQL (:func:`run_sql`).
+
+>>> con = connect()                                              # doctest: +SKIP
+>>> con.sql("SELECT tier, count(*) FROM events GROUP BY 1").show()  # doctest: +SKIP
+
+Views (see docs/query.md): ``events`` and ``runs`` (hot + lake, each row once, with a
+``tier`` column of 'hot' or 'lake'), ``lake_events``/``lake_runs`` and
+``hot_events``/``hot_runs`` (one tier each), and the conveniences ``mcp_calls``,
+``metrics``, ``costs`` (the legacy cost ledger) and ``run_summary``. Every view has a
+``dt`` DATE column (the UTC day); filtering on it prunes lake files.
+
+Views are made from the lake's live files when :func:`connect` runs. A connection kept
+open while tiering or compaction runs should call :func:`refresh` (cheap) to see the
+new files.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from backends.errors import BackendUnavailable, ConfigError, QueryError, StorageError, redact_dsn
+from lakehouse import duck, views
+from lakehouse.lakefiles import LakeSnapshot, SnapshotReader
+from lakehouse.objstore import Lake, open_lake
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+    from lakehouse.settings import StorageSettings
+
+
+@dataclass
+class _Context:
+    lake: Lake
+    reader: SnapshotReader
+    hot: views.HotSource
+    snapshot: LakeSnapshot
+    boundaries: dict[str, date | None]
+    locked: bool
+    settings: StorageSettings
+
+
+# Keyed weakly by connection: a connection dropped without close() leaves nothing behind.
+_contexts: weakref.WeakKeyDictionary[Any, _Context] = weakref.WeakKeyDictionary()
+_contexts_lock = threading.Lock()
+
+
+def _hot_kind(settings: StorageSettings) -> str | None:
+    kind = settings.backend.strip().lower()
+    if kind == "sqlite":
+        return "sqlite"
+    if kind in ("postgres", "postgresql", "timescale"):
+        return "postgres"
+    from backends.registry import resolve_backend_class
+
+    cls = resolve_backend_class(settings.backend)
+    for base in cls.__mro__:
+        if base.__module__ == "backends.sqlite":
+            return "sqlite"
+        if base.__module__ == "backends.postgres":
+            return "postgres"
+    return None
+
+
+def _attach_hot(
+    con: duckdb.DuckDBPyConnection, settings: StorageSettings, include_hot: bool, sqlite_mode: str
+) -> views.HotSource:
+    if not include_hot:
+        return views.no_hot_source()
+    kind = _hot_kind(settings)
+    if kind == "sqlite":
+        from lakehouse import hot_sqlite
+
+        path = Path(settings.db_path).expanduser()
+        if not path.is_file():
+            return views.no_hot_source()  # nothing stored yet; never create the file here
+        if sqlite_mode == "auto":
+            sqlite_mode = "snapshot" if hot_sqlite.open_in_process(path) else "attach"
+        if sqlite_mode == "snapshot":
+            return hot_sqlite.snapshot_source(con, path)
+        if sqlite_mode != "attach":
+            raise ConfigError(f"sqlite_mode must be auto, attach or snapshot, got {sqlite_mode!r}")
+        try:
+            duck.attach_sqlite(con, str(path.resolve()), views.HOT)
+            return hot_sqlite.attach_source(con)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise BackendUnavailable(f"cannot read the SQLite store {path}: {_first_line(exc)}") from None
+    if kind == "postgres":
+        dsn = settings.dsn_value()
+        if not dsn:
+            raise ConfigError("MAGSAG_STORAGE_DSN is required for the postgres backend")
+        try:
+            duck.attach_postgres(con, dsn, settings.pg_schema, views.HOT)
+            return views.postgres_source(con, settings.pg_schema)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise BackendUnavailable(f"cannot read the PostgreSQL store: {redact_dsn(_first_line(exc))}") from None
+    raise ConfigError(
+        f"the query views read SQLite or PostgreSQL hot stores, not {settings.backend!r}; "
+        "pass include_hot=False to query the lake alone"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def connect(
+    settings: StorageSettings | None = None,
+    *,
+    lake_url: str | None = None,
+    include_hot: bool = True,
+    locked: bool = False,
+    threads: int | None = None,
+    sqlite_mode: str = "auto",
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the views over the hot store and the lake.
+
+    ``locked=True`` (what ``magsag data sql`` uses) then disables every file and network
+    access outside the lake and freezes the configuration, so the connection can run
+    untrusted read-only SQL (see :func:`run_sql`). ``sqlite_mode`` chooses how a SQLite
+    hot store is read (see :mod:`lakehouse.hot_sqlite`): ``auto`` attaches it unless
+    this process has it open already, then it takes a snapshot.
+    """
+    if settings is None:
+        from lakehouse.settings import load_settings
+
+        settings = load_settings()
+    lake = open_lake(lake_url or settings.lake_url, settings)
+    kind = _hot_kind(settings) if include_hot else None
+    hot_ext = {"sqlite": ("sqlite_scanner",), "postgres": ("postgres_scanner",)}.get(kind or "", ())
+    con = duck.new_connection(threads, duck.lake_extensions(lake) + hot_ext)
+    try:
+        duck.attach_lake(con, lake)
+        hot = _attach_hot(con, settings, include_hot, sqlite_mode)
+        reader = SnapshotReader(lake)
+        snap = reader.snapshot()
+        cuts = views.create_views(con, hot, snap)
+        if locked:
+            duck.lock_down(con, [lake.uri()])
+    except BaseException:
+        con.close()
+        raise
+    with _contexts_lock:
+        _contexts[con] = _Context(lake, reader, hot, snap, cuts, locked, settings)
+    return con
+
+
+def refresh(con: duckdb.DuckDBPyConnection) -> bool:
+    """Re-read the lake's file list and remake the views; return whether anything changed."""
+    ctx = _contexts.get(con)
+    if ctx is None:
+        raise QueryError("refresh() needs a connection made by lakehouse.connect()")
+    snap = ctx.reader.snapshot()
+    if ctx.hot.mode == "snapshot":
+        from lakehouse import hot_sqlite
+
+        ctx.hot = hot_sqlite.snapshot_source(con, Path(ctx.settings.db_path).expanduser())
+    elif snap.key() == ctx.snapshot.key():
+        return False
+    ctx.boundaries = views.create_views(con, ctx.hot, snap)
+    ctx.snapshot = snap
+    return True
+
+
+def release_sqlite(path: Path) -> int:
+    """Switch this process's connections that attach the SQLite store at ``path`` to snapshots.
+
+    Called before this process opens the store with Python's sqlite3 (see
+    :mod:`lakehouse.hot_sqlite`); returns how many connections were switched.
+    """
+    from lakehouse import hot_sqlite
+
+    target = Path(path).expanduser().resolve()
+    switched = 0
+    with _contexts_lock:
+        items = list(_contexts.items())
+    for con, ctx in items:
+        if ctx.hot.kind != "sqlite" or ctx.hot.mode != "attach":
+            continue
+        if Path(ctx.settings.db_path).expanduser().resolve() != target:
+            continue
+        ctx.hot = hot_sqlite.snapshot_source(con, target)
+        ctx.boundaries = views.create_views(con, ctx.hot, ctx.snapshot)
+        con.execute(f"DETACH {views.HOT}")
+        switched += 1
+    return switched
+
+
+def snapshot_of(con: duckdb.DuckDBPyConnection) -> LakeSnapshot:
+    """The lake files the connection's views read."""
+    ctx = _contexts.get(con)
+    if ctx is None:
+        raise QueryError("not a connection made by lakehouse.connect()")
+    return ctx.snapshot
+
+
+def run_sql(
+    sql: str, settings: StorageSettings | None = None, *, con: duckdb.DuckDBPyConnection | None = None
+) -> pa.Table:
+    """Run one read-only SELECT over the views; refuse anything else with a one-line QueryError."""
+    from lakehouse.sqlguard import check_sql
+
+    own = con is None
+    if con is None:
+        con = connect(settings, locked=True)
+    try:
+        check_sql(con, sql)
+        try:
+            return con.execute(sql).to_arrow_table()
+        except Exception as exc:
+            ctx = _contexts.get(con)
+            message = _sql_error(exc)
+            if ctx is not None:
+                from lakehouse.lakeread import scrub
+
+                message = scrub(ctx.lake, message)
+            raise QueryError(message) from None
+    finally:
+        if own:
+            close(con)
+
+
+def _sql_error(exc: BaseException) -> str:
+    text = redact_dsn(_first_line(exc))
+    if "file system operations are disabled" in text or "external access" in text.lower():
+        return f"refused: {text} (data sql reads the views, not other files)"
+    return text
+
+
+def close(con: duckdb.DuckDBPyConnection) -> None:
+    with _contexts_lock:
+        _contexts.pop(con, None)
+    con.close()
+
+
+def arrow_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """Rows of an Arrow result as dicts (timestamps as ISO-8601 strings, dates as YYYY-MM-DD)."""
+    out = table.to_pylist()
+    for row in out:
+        for k, v in row.items():
+            if hasattr(v, "isoformat"):
+                row[k] = v.isoformat()
+    return out

@@ -1,0 +1,124 @@
+"""What ``magsag data sql`` accepts: one read-only SELECT over the views, nothing else.
+
+The check uses DuckDB's own parser, not patterns over the text:
+
+1. ``extract_statements``: exactly one statement, and it must be a SELECT (this refuses
+   INSERT/UPDATE/DELETE/CREATE/DROP, COPY, ATTACH/DETACH, INSTALL/LOAD, SET/RESET,
+   PRAGMA assignments, CALL, EXPORT, transactions ...).
+2. ``json_serialize_sql``: the parsed tree of that SELECT is walked; every table
+   function must be on a short list of harmless ones (so ``read_csv``, ``read_parquet``,
+   ``glob``, ``query``, ``sqlite_scan``, ``postgres_query`` ... are refused), and every
+   table must be a plain name (not a file path, not a table of the attached hot store).
+   Statements that look like SELECT but cannot be serialized (``PRAGMA version``) are
+   refused too.
+
+Behind that, the connection itself (``connect(locked=True)``) has external access
+disabled outside the lake and its configuration locked, so even a query that got past
+the checks could not read other files, load extensions or change settings.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from backends.errors import QueryError
+
+if TYPE_CHECKING:
+    import duckdb
+
+ALLOWED_TABLE_FUNCTIONS = frozenset(
+    {
+        "range",
+        "generate_series",
+        "unnest",
+        "repeat",
+        "json_each",
+        "json_tree",
+        "duckdb_columns",
+        "duckdb_views",
+        "duckdb_tables",
+        "duckdb_schemas",
+        "duckdb_types",
+        "duckdb_functions",
+        "duckdb_keywords",
+        "pragma_table_info",
+        "pragma_show",
+        "pragma_version",
+        "pg_timezone_names",
+        "icu_calendar_names",
+        "summary",
+    }
+)
+ALLOWED_SCHEMAS = frozenset({"", "main", "information_schema", "pg_catalog"})
+ALLOWED_CATALOGS = frozenset({"", "memory", "system", "temp"})
+
+
+def _fail(message: str) -> QueryError:
+    return QueryError(f"data sql: {message}")
+
+
+def check_sql(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Raise :class:`QueryError` (one line) unless ``sql`` is one read-only SELECT."""
+    import duckdb
+
+    if not isinstance(sql, str) or not sql.strip():
+        raise _fail("no SQL given")
+    if "\x00" in sql:
+        raise _fail("the SQL contains a NUL character")
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryError(f"malformed SQL: {_first_line(exc)}") from None
+    if not statements:
+        raise _fail("no SQL statement given")
+    if len(statements) > 1:
+        raise _fail(f"one statement only, got {len(statements)} (remove the ';' between them)")
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        name = getattr(kind, "name", str(kind))
+        raise _fail(f"only read-only SELECT queries are allowed, got {name}")
+    from lakehouse.duck import sql_string
+
+    raw = con.execute(f"SELECT json_serialize_sql({sql_string(sql)})").fetchone()[0]
+    tree = json.loads(raw)
+    if tree.get("error"):
+        head = sql.strip().split(None, 1)[0].upper()
+        raise _fail(f"{head} statements are not allowed; use SELECT over the views")
+    _walk(tree.get("statements", []))
+
+
+def _walk(node: Any) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _walk(item)
+        return
+    if not isinstance(node, dict):
+        return
+    kind = node.get("type")
+    if kind == "TABLE_FUNCTION":
+        fn = node.get("function") or {}
+        name = str(fn.get("function_name", "")).lower()
+        qualified = fn.get("schema") or fn.get("catalog")
+        if qualified or name not in ALLOWED_TABLE_FUNCTIONS:
+            raise _fail(
+                f"table function {name}() is not allowed: query the views (events, runs, lake_events, ...) "
+                "instead of reading files or other databases"
+            )
+    elif kind == "BASE_TABLE":
+        table = str(node.get("table_name", ""))
+        schema = str(node.get("schema_name", "")).lower()
+        catalog = str(node.get("catalog_name", "")).lower()
+        if any(ch in table for ch in "/\\:.") or "*" in table:
+            raise _fail(f"reading files ({table!r}) is not allowed: query the views instead")
+        if schema not in ALLOWED_SCHEMAS or catalog not in ALLOWED_CATALOGS:
+            shown = ".".join(p for p in (catalog, schema, table) if p)
+            raise _fail(f"{shown} is not one of the views: use events, runs, lake_events, hot_events, ...")
+    for value in node.values():
+        if isinstance(value, (dict, list)):
+            _walk(value)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,435 @@
+"""The tier-aware store behind ``magsag.storage.get_storage_backend()``.
+
+:class:`TieredBackend` wraps the hot store. Writes, retention and every hot-only extra
+(``stats``, ``read``/``write`` hooks, ``drop_day_partition`` ...) go to the hot store
+unchanged. Reads see the hot store and the lake as one:
+
+* ``get_run``: the hot copy if there is one (it is the one that may still change), else
+  the lake's;
+* ``get_events``, ``list_runs``, ``search_text``: both tiers, merged in the contract's
+  order, each row once (the hot copy wins), limits and offsets applied to the merged
+  result; events and search hits carry ``tier`` ('hot' or 'lake');
+* ``query_metrics``: the samples of both tiers, deduplicated by event id, aggregated
+  exactly as the hot stores do.
+
+Every read asks the hot store first and lists the lake afterwards. Tiering commits a
+day to the lake before it deletes it from the hot store, so a row moving while a read
+runs is seen in one tier or both (then deduplicated), never in neither.
+
+With no lake (the folder or bucket prefix does not exist), reads are the hot store's
+own, with no DuckDB start-up: a pure-hot store pays one ``stat`` per read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Iterable, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from backends.base import StorageBackend, StorageCapabilities, check_aggregation, check_limit
+from backends.errors import NotFoundError, QueryError, UnsupportedOperation
+from backends.schema import Event, Run, coerce_datetime, event_record, normalize_status, run_record, to_us
+from lakehouse import search
+from lakehouse.lakefiles import SnapshotReader
+from lakehouse.lakeread import LakeReader, day_range
+
+if TYPE_CHECKING:
+    from lakehouse.objstore import Lake
+    from lakehouse.settings import StorageSettings
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks (PostgreSQL's percentile_cont)."""
+    if not values:
+        return None
+    values = sorted(values)
+    k = (len(values) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def _hot_kind(hot: StorageBackend) -> str | None:
+    for cls in type(hot).__mro__:
+        if cls.__module__ == "backends.sqlite":
+            return "sqlite"
+        if cls.__module__ == "backends.postgres":
+            return "postgres"
+    return None
+
+
+class TieredBackend(StorageBackend):
+    """Hot store + lake behind the one ``StorageBackend`` contract (see the module doc)."""
+
+    def __init__(
+        self,
+        hot: StorageBackend,
+        lake: Lake | None = None,
+        *,
+        lake_url: str | None = None,
+        settings: StorageSettings | None = None,
+    ):
+        self.hot = hot
+        self.name = hot.name  # type: ignore[misc]
+        self._lake = lake
+        self._lake_url = lake_url
+        self._settings = settings
+        self._reader: LakeReader | None = None
+
+    @classmethod
+    def from_settings(cls, settings: StorageSettings) -> TieredBackend:
+        from lakehouse.settings import backend_from_settings
+
+        return cls(backend_from_settings(settings), lake_url=settings.lake_url, settings=settings)
+
+    def __repr__(self) -> str:
+        return f"TieredBackend({self.hot!r}, lake={self._lake_url or (self._lake.url if self._lake else None)!r})"
+
+    def __getattr__(self, name: str) -> Any:
+        # Hot-only extras (stats, read/write hooks, drop_day_partition, db_path, ...).
+        if name.startswith("__") or name == "hot":
+            raise AttributeError(name)
+        return getattr(self.hot, name)
+
+    def tier_source(self) -> Any:
+        """The hot store's tiering source (the tiering job moves hot data, never lake data)."""
+        from backends.tiering import tier_source
+
+        return tier_source(self.hot)
+
+    # ------------------------------------------------------------ lifecycle
+    async def initialize(self) -> None:
+        if _hot_kind(self.hot) == "sqlite" and "lakehouse.query" in sys.modules:
+            # DuckDB must not keep reading this file through its own SQLite once ours opens it.
+            from lakehouse.query import release_sqlite
+
+            release_sqlite(self.hot.db_path)  # type: ignore[attr-defined]
+        await self.hot.initialize()
+
+    async def close(self) -> None:
+        try:
+            await self.hot.close()
+        finally:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+    @property
+    def capabilities(self) -> StorageCapabilities:
+        return self.hot.capabilities
+
+    # ------------------------------------------------------------ the lake
+    @property
+    def lake(self) -> Lake | None:
+        if self._lake is None and self._lake_url:
+            from lakehouse.objstore import open_lake
+
+            self._lake = open_lake(self._lake_url, self._settings)
+        return self._lake
+
+    def _lake_reader(self) -> LakeReader:
+        if self._reader is None:
+            assert self.lake is not None
+            self._reader = LakeReader(self.lake, SnapshotReader(self.lake))
+        return self._reader
+
+    async def _has_lake(self) -> bool:
+        lake = self.lake
+        if lake is None:
+            return False
+        reader = self._lake_reader()
+        if lake.is_local:
+            return reader.snapshots.exists()
+        return await asyncio.to_thread(reader.snapshots.exists)
+
+    async def _in_lake(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    # ---------------------------------------------------------------- writes
+    async def append_event(
+        self,
+        run_id: str,
+        agent_slug: str,
+        event_type: str,
+        timestamp: datetime,
+        level: str | None = None,
+        message: str | None = None,
+        payload: dict[str, Any] | None = None,
+        span_id: str | None = None,
+        parent_span_id: str | None = None,
+        contract_id: str | None = None,
+        contract_version: str | None = None,
+        artifact_uri: str | None = None,
+    ) -> str:
+        return await self.hot.append_event(
+            run_id,
+            agent_slug,
+            event_type,
+            timestamp,
+            level=level,
+            message=message,
+            payload=payload,
+            span_id=span_id,
+            parent_span_id=parent_span_id,
+            contract_id=contract_id,
+            contract_version=contract_version,
+            artifact_uri=artifact_uri,
+        )
+
+    async def append_events(self, events: Iterable[Event | Mapping[str, Any]]) -> int:
+        return await self.hot.append_events(events)
+
+    async def _append_validated(self, events: list[Event]) -> int:
+        return await self.hot._append_validated(events)
+
+    async def create_run(
+        self,
+        run_id: str,
+        agent_slug: str,
+        parent_run_id: str | None = None,
+        started_at: datetime | None = None,
+        status: str = "running",
+        tags: list[str] | None = None,
+    ) -> dict[str, Any]:
+        return await self.hot.create_run(run_id, agent_slug, parent_run_id, started_at, status, tags)
+
+    async def upsert_runs(self, runs: Iterable[Run | Mapping[str, Any]]) -> int:
+        return await self.hot.upsert_runs(runs)
+
+    async def update_run(
+        self,
+        run_id: str,
+        status: str | None = None,
+        ended_at: datetime | None = None,
+        metrics: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        try:
+            return await self.hot.update_run(run_id, status=status, ended_at=ended_at, metrics=metrics)
+        except NotFoundError:
+            if await self._has_lake() and await self._in_lake(self._lake_reader().run, run_id) is not None:
+                raise NotFoundError(f"run {run_id!r} is in the lake (tiered runs are finished and read-only)") from None
+            raise
+
+    async def vacuum(
+        self,
+        hot_days: int = 7,
+        max_disk_mb: float | None = None,
+        dry_run: bool = False,
+        *,
+        now: datetime | None = None,
+        keep_days: Iterable[Any] | None = None,
+    ) -> dict[str, Any]:
+        """Retention of the hot store (the lake keeps what it holds)."""
+        return await self.hot.vacuum(hot_days, max_disk_mb, dry_run, now=now, keep_days=keep_days)
+
+    # ----------------------------------------------------------------- reads
+    async def get_run(self, run_id: str) -> dict[str, Any] | None:
+        found = await self.hot.get_run(run_id)
+        if found is not None or not await self._has_lake():
+            return found
+        row = await self._in_lake(self._lake_reader().run, run_id)
+        return run_record(row) if row is not None else None
+
+    async def run_tier(self, run_id: str) -> str | None:
+        """Where the run record is: 'hot', 'lake' or None."""
+        if await self.hot.get_run(run_id) is not None:
+            return "hot"
+        if await self._has_lake() and await self._in_lake(self._lake_reader().run, run_id) is not None:
+            return "lake"
+        return None
+
+    async def locate_run(self, run_id: str) -> dict[str, Any]:
+        """Where a run lives: ``{"run": 'hot'|'lake'|None, "events": {"hot": n, "lake": m}}``."""
+        counts = {"hot": 0, "lake": 0}
+        async for e in self.get_events(run_id):
+            counts[e["tier"]] += 1
+        return {"run": await self.run_tier(run_id), "events": counts}
+
+    async def get_events(  # type: ignore[override]
+        self,
+        run_id: str,
+        event_type: str | None = None,
+        level: str | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        check_limit(limit)
+        if not await self._has_lake():
+            async for e in self.hot.get_events(run_id, event_type=event_type, level=level, limit=limit):
+                e["tier"] = "hot"
+                yield e
+            return
+        hot = [e async for e in self.hot.get_events(run_id, event_type=event_type, level=level, limit=limit)]
+        if limit == 0:
+            return
+        rows = await self._in_lake(self._lake_reader().events, run_id, event_type, level, limit)
+        seen = {e["event_id"] for e in hot}
+        lake = []
+        for r in rows:
+            if r[0] not in seen:
+                rec = event_record(r)
+                rec["tier"] = "lake"
+                lake.append(rec)
+        for e in hot:
+            e["tier"] = "hot"
+        # ISO-8601 UTC strings of one format sort as times; lake first on equal times (older tier).
+        merged = sorted([*lake, *hot], key=lambda e: e["ts"])
+        for e in merged if limit is None else merged[:limit]:
+            yield e
+
+    async def list_runs(
+        self,
+        agent_slug: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        check_limit(limit)
+        check_limit(offset, "offset")
+        if status is not None:
+            normalize_status(status)
+        for value, name in ((since, "since"), (until, "until")):
+            coerce_datetime(value, name, required=False)
+        if not await self._has_lake():
+            return await self.hot.list_runs(agent_slug, status, since, until, limit, offset)
+        if limit == 0:
+            return []
+        want = limit + offset
+        n = want
+        while True:
+            hot = await self.hot.list_runs(agent_slug, status, since, until, n, 0)
+            rows = await self._in_lake(self._lake_reader().runs, agent_slug, status, since, until, n)
+            seen = {r["run_id"] for r in hot}
+            merged = [*hot, *(run_record(r) for r in rows if r[0] not in seen)]
+            merged.sort(key=lambda r: (r["started_at"], r["run_id"]), reverse=True)
+            if len(merged) >= want or (len(hot) < n and len(rows) < n):
+                return merged[offset:want]
+            n *= 2
+
+    async def search_text(
+        self,
+        query: str,
+        agent_slug: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+        *,
+        raw: bool = False,
+        until: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        check_limit(limit)
+        hits = await self.hot.search_text(query, agent_slug, since, limit, raw=raw, until=until)
+        for h in hits:
+            h["tier"] = "hot"
+        if limit == 0 or not await self._has_lake():
+            return hits
+        reader = self._lake_reader()
+        snap = await self._in_lake(reader.snapshots.snapshot)
+        if not snap.of("events", *day_range(since, until)):
+            return hits
+        compiled = search.compile_query(query, raw)
+        if compiled is None:
+            return hits
+        rows = await self._in_lake(reader.search, compiled, agent_slug, since, until, limit)
+        if not rows:
+            return hits
+        seen = {h["event_id"] for h in hits}
+        for h in hits:
+            h["score"] = search.score(h.get("msg"), compiled.terms)
+        for r in rows:
+            if r[0] in seen:
+                continue
+            rec = event_record(r[:-1])
+            rec["score"] = float(r[-1])
+            rec["tier"] = "lake"
+            hits.append(rec)
+        hits.sort(key=lambda h: (h["score"], h["ts"]), reverse=True)
+        return hits[:limit]
+
+    async def query_metrics(
+        self,
+        metric_name: str,
+        agent_slug: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        aggregation: str = "avg",
+    ) -> dict[str, Any]:
+        check_aggregation(aggregation)
+        if not await self._has_lake():
+            return await self.hot.query_metrics(metric_name, agent_slug, since, until, aggregation)
+        reader = self._lake_reader()
+        snap = await self._in_lake(reader.snapshots.snapshot)
+        if not snap.of("events", *day_range(since, until)):
+            return await self.hot.query_metrics(metric_name, agent_slug, since, until, aggregation)
+        hot = await hot_metric_samples(self.hot, metric_name, agent_slug, since, until)
+        lake = await self._in_lake(reader.metric_samples, metric_name, agent_slug, since, until)
+        if hot is None:
+            raise UnsupportedOperation(
+                f"query_metrics over hot + lake needs a SQLite or PostgreSQL hot store, not {self.hot.name!r}"
+            )
+        values = dict(lake)
+        values.update(hot)
+        return aggregate(metric_name, aggregation, list(values.values()))
+
+
+def aggregate(metric_name: str, aggregation: str, values: list[float]) -> dict[str, Any]:
+    count = len(values)
+    value: float | int | None
+    if aggregation == "count":
+        value = count
+    elif not values:
+        value = None
+    elif aggregation.startswith("p"):
+        value = percentile(values, int(aggregation[1:]) / 100)
+    else:
+        value = {"avg": lambda v: sum(v) / len(v), "sum": sum, "min": min, "max": max}[aggregation](values)
+    return {"metric": metric_name, "aggregation": aggregation, "value": value, "count": count}
+
+
+async def hot_metric_samples(
+    hot: StorageBackend, metric_name: str, agent_slug: str | None, since: Any, until: Any
+) -> list[tuple[str, float]] | None:
+    """(event_id, value) of the hot store's numeric samples of a metric; None if unsupported."""
+    kind = _hot_kind(hot)
+    lo = to_us(coerce_datetime(since, "since")) if since is not None else None  # type: ignore[arg-type]
+    hi = to_us(coerce_datetime(until, "until")) if until is not None else None  # type: ignore[arg-type]
+    if kind == "sqlite":
+        where = [
+            "type = 'metric'",
+            "json_extract(payload, '$.name') = ?",
+            "json_type(payload, '$.value') IN ('integer', 'real')",
+        ]
+        params: list[Any] = [metric_name]
+        for cond, val in (("agent_slug = ?", agent_slug), ("ts >= ?", lo), ("ts < ?", hi)):
+            if val is not None:
+                where.append(cond)
+                params.append(val)
+        sql = f"SELECT event_id, CAST(json_extract(payload, '$.value') AS REAL) FROM events WHERE {' AND '.join(where)}"
+        rows = await hot.read(lambda c: c.execute(sql, params).fetchall())  # type: ignore[attr-defined]
+        return [(r[0], float(r[1])) for r in rows]
+    if kind == "postgres":
+        where = ["type = 'metric'", "payload ->> 'name' = $1", "jsonb_typeof(payload -> 'value') = 'number'"]
+        params = [metric_name]
+        for cond, val in (("agent_slug = ${}", agent_slug), ("ts >= ${}", lo), ("ts < ${}", hi)):
+            if val is not None:
+                params.append(val)
+                where.append(cond.format(len(params)))
+        schema = hot.schema  # type: ignore[attr-defined]
+        sql = f"SELECT event_id, (payload ->> 'value')::float8 AS v FROM {schema}.events WHERE {' AND '.join(where)}"
+
+        async def fetch(c: Any) -> list[Any]:
+            return await c.fetch(sql, *params)
+
+        rows = await hot.read(fetch)  # type: ignore[attr-defined]
+        return [(r[0], float(r[1])) for r in rows]
+    return None
+
+
+def unwrap(backend: StorageBackend) -> StorageBackend:
+    """The hot store behind a :class:`TieredBackend` (or the backend itself)."""
+    return backend.hot if isinstance(backend, TieredBackend) else backend
+
+
+__all__ = ["QueryError", "TieredBackend", "aggregate", "hot_metric_samples", "percentile", "unwrap"]

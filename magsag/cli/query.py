@@ -1,0 +1,173 @@
+"""``magsag data sql|stats``: read-only SQL over every tier, and what each tier holds."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from backends.errors import ConfigError
+from magsag.cli.common import (
+    BackendOpt,
+    DbPathOpt,
+    DsnOpt,
+    JsonOpt,
+    command,
+    console,
+    err_console,
+    print_json,
+    print_table,
+    run,
+    settings_from,
+)
+
+LakeOpt = Annotated[
+    str | None,
+    typer.Option("--lake", help="Lake root: a folder or s3://bucket/prefix (default: MAGSAG_STORAGE_LAKE_URL)."),
+]
+FORMATS = ("table", "csv", "json", "parquet")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sql")(sql)
+    app.command("stats")(stats)
+
+
+@command
+def sql(
+    query: Annotated[str, typer.Argument(metavar="SQL", help="One SELECT over the views (see docs/query.md).")],
+    fmt: Annotated[str, typer.Option("--format", help="table, csv, json or parquet (parquet needs --output).")] = (
+        "table"
+    ),
+    output: Annotated[Path | None, typer.Option("--output", help="Write the result to this file.")] = None,
+    max_rows: Annotated[
+        int, typer.Option("--max-rows", min=1, help="Rows shown by --format table (the other formats write all).")
+    ] = 200,
+    lake: LakeOpt = None,
+    backend: BackendOpt = None,
+    db_path: DbPathOpt = None,
+    dsn: DsnOpt = None,
+) -> None:
+    """Run one read-only SQL query over every tier (DuckDB).
+
+    Views: events, runs (hot + lake, each row once, with a tier column), lake_events,
+    lake_runs, hot_events, hot_runs, mcp_calls, metrics, costs, run_summary. Filter on
+    dt (a DATE) to read only those days of the lake. Anything but one SELECT, and any
+    reading of files or databases other than the views, is refused.
+    """
+    from lakehouse.query import run_sql
+
+    fmt = fmt.lower()
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "parquet" and output is None:
+        raise ConfigError("--format parquet needs --output PATH")
+    settings = settings_from(backend, db_path, dsn, lake_url=lake)
+    table = run_sql(query, settings)
+    write_result(table, fmt, output, max_rows)
+
+
+def write_result(table: Any, fmt: str, output: Path | None, max_rows: int) -> None:
+    from lakehouse.query import arrow_rows
+
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        assert output is not None
+        pq.write_table(table, str(output), compression="zstd")
+        err_console.print(f"wrote {table.num_rows} rows to {output}")
+        return
+    if fmt == "table" and output is None:
+        shown = table.slice(0, max_rows)
+        rows = arrow_rows(shown)
+        print_table(rows, table.column_names, title=f"{table.num_rows} rows")
+        if table.num_rows > max_rows:
+            err_console.print(f"(showing the first {max_rows}; use --max-rows, or --format csv/json/parquet)")
+        return
+    rows = arrow_rows(table)
+    if fmt == "json":
+        text = json.dumps(rows, ensure_ascii=False, indent=2, default=str) + "\n"
+    else:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(table.column_names)
+        for r in rows:
+            w.writerow(
+                "" if v is None else json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v
+                for v in r.values()
+            )
+        text = buf.getvalue()
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        output.write_text(text, encoding="utf-8")
+        err_console.print(f"wrote {table.num_rows} rows to {output}")
+
+
+@command
+def stats(
+    lake: LakeOpt = None,
+    backend: BackendOpt = None,
+    db_path: DbPathOpt = None,
+    dsn: DsnOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Rows, bytes, files, oldest/newest and compression per tier and per day.
+
+    Lake partitions holding several small files are flagged (compaction merges them).
+    """
+    from lakehouse.objstore import open_lake
+    from lakehouse.stats import data_stats
+    from magsag.storage import open_storage
+
+    settings = settings_from(backend, db_path, dsn, lake_url=lake)
+
+    async def go() -> dict[str, Any]:
+        async with open_storage(settings) as storage:
+            return await data_stats(storage, open_lake(settings.lake_url, settings))
+
+    result = run(go())
+    if json_out:
+        print_json(result)
+        return
+    _print_stats(result)
+
+
+def _mb(n: Any) -> str:
+    return "" if n is None else f"{n / 1e6:,.2f} MB"
+
+
+def _print_stats(result: dict[str, Any]) -> None:
+    hot = result["hot"]
+    console.print(
+        f"[bold]hot[/] ({hot.get('backend')}): {hot.get('events', 0):,} events, {hot.get('runs', 0):,} runs, "
+        f"{_mb(hot.get('bytes'))}, {hot.get('oldest') or '-'} .. {hot.get('newest') or '-'}"
+    )
+    if hot.get("partitions"):
+        print_table(hot["partitions"], ["dt", "events", "runs", "bytes", "oldest", "newest"], title="hot days")
+    lake = result.get("lake") or {}
+    if not lake.get("exists"):
+        console.print(f"[bold]lake[/] {lake.get('url', '')}: empty")
+        return
+    for dataset, d in lake["datasets"].items():
+        console.print(
+            f"[bold]lake {dataset}[/] ({lake['url']}): {d['rows']:,} rows, {d['files']} files, {_mb(d['bytes'])}, "
+            f"{d['oldest'] or '-'} .. {d['newest'] or '-'}"
+        )
+        rows = [
+            {**p, "bytes": _mb(p["bytes"]), "small_files": "compact" if p["small_files"] else ""}
+            for p in d["partitions"]
+        ]
+        print_table(rows, ["dt", "files", "rows", "bytes", "compression", "oldest", "newest", "small_files"])
+        if d["flagged"]:
+            err_console.print(
+                f"{len(d['flagged'])} {dataset} partition(s) hold several small files: "
+                + ", ".join(d["flagged"][:10])
+                + (" ..." if len(d["flagged"]) > 10 else "")
+            )
