@@ -65,10 +65,16 @@ async def get_storage_backend(settings: StorageSettings | None = None, **overrid
 
     Reads see the hot store and the lake (``MAGSAG_STORAGE_LAKE_URL``) as one; writes go
     to the hot store (see :class:`lakehouse.tiered.TieredBackend`). ``storage.hot`` is
-    the hot store itself.
+    the hot store itself. A read-only backend (``clickhouse``) is returned as it is.
     """
     settings = settings or load_settings(**overrides)
-    backend = TieredBackend(backend_from_settings(settings), lake_url=settings.lake_url, settings=settings)
+    inner = backend_from_settings(settings)
+    if not inner.capabilities.append_event:
+        # A read-only analytics store (clickhouse) already serves what was loaded from the
+        # lake: reading the lake beside it would merge the same rows twice.
+        await inner.initialize()
+        return inner
+    backend = TieredBackend(inner, lake_url=settings.lake_url, settings=settings)
     await backend.initialize()
     return backend
 

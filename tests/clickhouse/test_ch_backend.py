@@ -112,6 +112,22 @@ async def test_writes_raise_unsupported(ch: ClickHouseBackend) -> None:
         await ch.vacuum()
 
 
+async def test_documented_api_returns_it_unwrapped(local_lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lake is what ClickHouse holds: get_storage_backend must not merge it in a second time."""
+    from magsag.storage import get_storage_backend
+    from tests.clickhouse_helpers import ch_settings, new_database
+
+    settings = ch_settings("chdb", new_database(), backend="clickhouse", lake_url=local_lake.url)
+    storage = await get_storage_backend(settings)
+    try:
+        assert type(storage) is ClickHouseBackend
+        assert await storage.list_runs() == []  # nothing loaded yet, although the lake has runs
+        res = await storage.query_metrics("tokens")
+        assert res["count"] == 0 and res["value"] is None
+    finally:
+        await storage.close()
+
+
 def test_backend_is_found_by_name_without_backends_importing_lakehouse() -> None:
     from backends.registry import BUILTIN, resolve_backend_class
 
