@@ -13,6 +13,9 @@ one-day chunks when that extension is available at the first ``init``. Uniquenes
 and ``event_id`` is a UUIDv7 derived from ``ts``, so a reload of the same events finds
 the same key and is skipped.
 
+Version 2 adds ``tier_batches``, the ledger of the tiering job
+(:mod:`backends.postgres_tiering`), and pins ``events_seq`` to ``CACHE 1``.
+
 Full-text search indexes a generated ``tsvector`` over ``msg`` with the ``simple``
 configuration (lower-casing, no stemming, no stop words). Before parsing, every run of
 characters that are not letters, digits or spaces becomes one space, so words are the
@@ -34,7 +37,7 @@ from backends.schema import EVENT_COLUMNS, US_PER_DAY
 if TYPE_CHECKING:
     import asyncpg
 
-PG_SCHEMA_VERSION = 1
+PG_SCHEMA_VERSION = 2
 PARTITION_PREFIX = "events_"
 FTS_CONFIG = "simple"
 FTS_MAX_CHARS = 100_000
@@ -195,8 +198,44 @@ EVENT_INDEXES = (
     ("events_msg_tsv", f"USING gin (msg_tsv) WITH (gin_pending_list_limit = {GIN_PENDING_KB})"),
 )
 
+
+def _v2(schema: str, timescale: bool) -> list[str]:
+    """The tiering ledger (``backends/postgres_tiering.py``): one row per claim of a day.
+
+    ``seq_hi`` is the frozen bound of the claim's selection; the partial unique index
+    makes a second unfinished claim of the same day impossible, whatever the job lock
+    says. ``events_seq`` is pinned to CACHE 1: a per-session cache would hand out numbers
+    out of order across connections, and a frozen bound would then admit later rows.
+    """
+    s = schema
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {s}.tier_batches (
+            batch_id        text PRIMARY KEY,
+            dest            text NOT NULL,
+            day             date NOT NULL,
+            mode            text NOT NULL CHECK (mode IN ('move', 'copy')),
+            state           text NOT NULL CHECK (state IN ('claimed', 'exported', 'done')),
+            seq_hi          bigint NOT NULL,
+            excluded_runs   text[] NOT NULL DEFAULT '{{}}',
+            run_ids         text[] NOT NULL DEFAULT '{{}}',
+            orphan_runs     text[] NOT NULL DEFAULT '{{}}',
+            covered_by      text[] NOT NULL DEFAULT '{{}}',
+            files           jsonb NOT NULL DEFAULT '{{}}',
+            selected_events bigint,
+            event_rows      bigint,
+            run_rows        bigint,
+            info            jsonb NOT NULL DEFAULT '{{}}',
+            created_at      timestamptz NOT NULL,
+            finished_at     timestamptz
+        )""",
+        f"CREATE UNIQUE INDEX IF NOT EXISTS tier_batches_open_day ON {s}.tier_batches (day) WHERE state <> 'done'",
+        f"CREATE INDEX IF NOT EXISTS tier_batches_dest_day ON {s}.tier_batches (dest, day, state)",
+        f"ALTER SEQUENCE {s}.events_seq CACHE 1 NO CYCLE",
+    ]
+
+
 Step = Callable[[str, bool], list[str]]
-STEPS: dict[int, Step] = {1: _v1}
+STEPS: dict[int, Step] = {1: _v1, 2: _v2}
 
 
 async def read_meta(conn: asyncpg.Connection, schema: str) -> dict[str, str]:

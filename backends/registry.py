@@ -18,6 +18,8 @@ BUILTIN = {
     "sqlite": "backends.sqlite:SQLiteStorageBackend",
     "postgres": "backends.postgres:PostgresStorageBackend",
     "timescale": "backends.postgres:PostgresStorageBackend",
+    # read-only, over tables loaded from the lake; a string, so backends/ never imports lakehouse/
+    "clickhouse": "lakehouse.clickhouse.backend:ClickHouseBackend",
 }
 
 
@@ -43,7 +45,7 @@ def known_backends() -> list[str]:
 
 
 def resolve_backend_class(name: str) -> type[StorageBackend]:
-    """``sqlite``/``postgres``/``timescale``, an entry-point name, or ``pkg.module:Class``."""
+    """``sqlite``/``postgres``/``timescale``/``clickhouse``, an entry-point name, or ``pkg.module:Class``."""
     key = (name or "").strip()
     if key.lower() in BUILTIN:
         return _load(BUILTIN[key.lower()], key)

@@ -23,6 +23,10 @@ from backends.registry import resolve_backend_class
 ENV_PREFIX = "MAGSAG_STORAGE_"
 
 
+def _ch(name: str) -> AliasChoices:
+    return AliasChoices(f"MAGSAG_CLICKHOUSE_{name.upper()}", f"{ENV_PREFIX}CLICKHOUSE_{name.upper()}")
+
+
 class StorageSettings(BaseSettings):
     """Everything the storage layer reads from the environment."""
 
@@ -32,6 +36,7 @@ class StorageSettings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         validate_default=True,
+        populate_by_name=True,
     )
 
     backend: str = Field("sqlite", description="sqlite, postgres, timescale, a plugin name or pkg.module:Class")
@@ -56,6 +61,54 @@ class StorageSettings(BaseSettings):
         validation_alias=AliasChoices("MAGSAG_RUNS_BASE_DIR", "MAGSAG_STORAGE_RUNS_BASE_DIR"),
         description="legacy run folders to import (MAGSAG_RUNS_BASE_DIR)",
     )
+
+    # ClickHouse (lakehouse/clickhouse/): read as MAGSAG_CLICKHOUSE_* (MAGSAG_STORAGE_CLICKHOUSE_* also works).
+    clickhouse_url: str | None = Field(
+        None,
+        repr=False,  # may carry user:password@
+        validation_alias=_ch("url"),
+        description="remote ClickHouse server, e.g. https://host:8443; unset: the embedded chDB engine",
+    )
+    clickhouse_user: str | None = Field(None, validation_alias=_ch("user"), description="ClickHouse user (default)")
+    clickhouse_password: SecretStr | None = Field(None, validation_alias=_ch("password"), description="its password")
+    clickhouse_database: str = Field(
+        "magsag",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        validation_alias=_ch("database"),
+        description="ClickHouse database holding events, runs and the load ledger",
+    )
+    clickhouse_path: Path = Field(
+        Path(".magsag/clickhouse"), validation_alias=_ch("path"), description="chDB data folder (no URL set)"
+    )
+    clickhouse_verify: bool = Field(True, validation_alias=_ch("verify"), description="verify the server's TLS cert")
+    clickhouse_ca_cert: Path | None = Field(None, validation_alias=_ch("ca_cert"), description="CA bundle for TLS")
+    clickhouse_client_cert: Path | None = Field(
+        None, validation_alias=_ch("client_cert"), description="client certificate (mutual TLS)"
+    )
+    clickhouse_client_key: Path | None = Field(
+        None, validation_alias=_ch("client_key"), description="client certificate key (mutual TLS)"
+    )
+    clickhouse_connect_timeout: float = Field(
+        10.0, gt=0, le=600, validation_alias=_ch("connect_timeout"), description="seconds to wait for the server"
+    )
+    clickhouse_ttl_days: int | None = Field(
+        None, ge=1, le=36500, validation_alias=_ch("ttl_days"), description="delete loaded rows older than this"
+    )
+    clickhouse_s3_endpoint_url: str | None = Field(
+        None,
+        validation_alias=_ch("s3_endpoint_url"),
+        description="S3 endpoint as the ClickHouse server reaches it (default: MAGSAG_STORAGE_S3_ENDPOINT_URL)",
+    )
+
+    @field_validator("clickhouse_url", "clickhouse_s3_endpoint_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not value.lower().startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
 
     @field_validator("backend")
     @classmethod
@@ -83,6 +136,8 @@ class StorageSettings(BaseSettings):
             value = getattr(self, name)
             if isinstance(value, SecretStr):
                 value = redact_dsn(value.get_secret_value()) if name == "dsn" else "***"
+            elif name == "clickhouse_url" and value:
+                value = redact_dsn(value)
             out[name] = str(value) if isinstance(value, Path) else value
         return out
 
@@ -90,6 +145,8 @@ class StorageSettings(BaseSettings):
 def _env_name(field: str) -> str:
     if field == "runs_base_dir":
         return "MAGSAG_RUNS_BASE_DIR"
+    if field.startswith("clickhouse_"):
+        return "MAGSAG_" + field.upper()
     return ENV_PREFIX + field.upper()
 
 
@@ -104,9 +161,12 @@ def load_settings(**overrides: Any) -> StorageSettings:
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err.get("loc") else "?"
+        if field.startswith("MAGSAG_"):  # reported by its alias (MAGSAG_CLICKHOUSE_*): back to the field name
+            field = field.removeprefix(ENV_PREFIX).removeprefix("MAGSAG_").lower()
         source = field if field in values else _env_name(field)
         raw = values.get(field, os.environ.get(_env_name(field)))
-        shown = "" if raw is None or "secret" in field or field == "dsn" else f" (got {raw!r})"
+        hidden = raw is None or "secret" in field or "password" in field or field in ("dsn", "clickhouse_url")
+        shown = "" if hidden else f" (got {raw!r})"
         raise ConfigError(f"{source}: {err['msg'].lower()}{shown}") from None
 
 

@@ -122,7 +122,7 @@ class BackendCase:
 @pytest.fixture(params=sorted(BACKENDS))
 async def backend_case(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BackendCase]:
     backend, env, cleanup = BACKENDS[request.param](tmp_path)
-    if request.node.get_closest_marker("hot_only") is not None and hasattr(backend, "paused"):
+    if request.node.get_closest_marker("hot_store") is not None and hasattr(backend, "paused"):
         backend.paused = True  # type: ignore[attr-defined]  # hot retention: nothing is tiered in this test
     await backend.initialize()
     try:
@@ -147,6 +147,6 @@ def sqlite_path(tmp_path: Path) -> Path:
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test reads the developer's own MAGSAG_* settings or .env."""
     for key in list(os.environ):
-        if key.startswith("MAGSAG_STORAGE_") or key in ("MAGSAG_RUNS_BASE_DIR", "MAGSAG_CLICKHOUSE_URL"):
+        if key.startswith(("MAGSAG_STORAGE_", "MAGSAG_CLICKHOUSE_")) or key == "MAGSAG_RUNS_BASE_DIR":
             monkeypatch.delenv(key, raising=False)
     monkeypatch.chdir(tmp_path)

@@ -69,7 +69,8 @@ async def test_custom_backend_by_dotted_path(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.setenv("MAGSAG_STORAGE_DB_PATH", str(tmp_path / "custom.db"))
     storage = await get_storage_backend()
     try:
-        assert isinstance(storage, AuditedSQLite) and storage.name == "audited"
+        # The documented API wraps the hot store so reads also see the lake; `.hot` is the store itself.
+        assert isinstance(storage.hot, AuditedSQLite) and storage.name == "audited"  # type: ignore[attr-defined]
         assert await storage.list_runs() == []
     finally:
         await storage.close()

@@ -46,10 +46,18 @@ async def vacuum_storage(
     max_disk_mb: float | None = None,
     dry_run: bool = False,
 ) -> dict[str, Any]:
-    """Retention as the settings ask: ``hot_days`` from settings unless given."""
-    return await storage.vacuum(
-        hot_days=settings.hot_days if hot_days is None else hot_days, max_disk_mb=max_disk_mb, dry_run=dry_run
-    )
+    """Retention as the settings ask: ``hot_days`` from settings unless given.
+
+    With ``MAGSAG_STORAGE_ARCHIVE_ENABLED=true`` days not archived yet (to
+    ``MAGSAG_STORAGE_ARCHIVE_DESTINATION``, or anywhere when unset) are kept and listed in
+    ``refused_days`` (see :func:`lakehouse.tiering.guarded_vacuum`).
+    """
+    hot_days = settings.hot_days if hot_days is None else hot_days
+    if not settings.archive_enabled:
+        return await storage.vacuum(hot_days=hot_days, max_disk_mb=max_disk_mb, dry_run=dry_run)
+    from lakehouse.tiering import guarded_vacuum
+
+    return await guarded_vacuum(storage, settings, hot_days=hot_days, max_disk_mb=max_disk_mb, dry_run=dry_run)
 
 
 async def get_storage_backend(settings: StorageSettings | None = None, **overrides: Any) -> StorageBackend:
@@ -57,10 +65,16 @@ async def get_storage_backend(settings: StorageSettings | None = None, **overrid
 
     Reads see the hot store and the lake (``MAGSAG_STORAGE_LAKE_URL``) as one; writes go
     to the hot store (see :class:`lakehouse.tiered.TieredBackend`). ``storage.hot`` is
-    the hot store itself.
+    the hot store itself. A read-only backend (``clickhouse``) is returned as it is.
     """
     settings = settings or load_settings(**overrides)
-    backend = TieredBackend(backend_from_settings(settings), lake_url=settings.lake_url, settings=settings)
+    inner = backend_from_settings(settings)
+    if not inner.capabilities.append_event:
+        # A read-only analytics store (clickhouse) already serves what was loaded from the
+        # lake: reading the lake beside it would merge the same rows twice.
+        await inner.initialize()
+        return inner
+    backend = TieredBackend(inner, lake_url=settings.lake_url, settings=settings)
     await backend.initialize()
     return backend
 

@@ -382,7 +382,7 @@ async def test_query_metrics(backend: StorageBackend) -> None:
 # ----------------------------------------------------------------- vacuum
 
 
-@pytest.mark.hot_only
+@pytest.mark.hot_store
 @pytest.mark.parametrize(
     ("now", "hot_days", "cutoff"),
     [
@@ -419,6 +419,7 @@ async def test_vacuum_cutoff_across_boundaries(
     assert (await backend.vacuum(hot_days=hot_days, now=now))["events_deleted"] == 0
 
 
+@pytest.mark.hot_store
 async def test_vacuum_keeps_running_runs(backend: StorageBackend) -> None:
     now = datetime(2025, 11, 1, tzinfo=UTC)
     await backend.append_event("live", "a", "log", now - timedelta(days=30), message="still going")
@@ -427,7 +428,7 @@ async def test_vacuum_keeps_running_runs(backend: StorageBackend) -> None:
     assert await backend.get_run("live") is not None
 
 
-@pytest.mark.hot_only
+@pytest.mark.hot_store
 async def test_vacuum_keep_days(backend: StorageBackend) -> None:
     now = datetime(2025, 11, 1, tzinfo=UTC)
     await backend.create_run("r", "a", started_at=now - timedelta(days=20), status="succeeded")
@@ -447,6 +448,7 @@ async def test_vacuum_keep_days(backend: StorageBackend) -> None:
 # ------------------------------------------------------------ concurrency
 
 
+@pytest.mark.hot_store
 async def test_concurrent_writers_and_readers(backend: StorageBackend) -> None:
     writers, per_writer = 16, 60
     stop = asyncio.Event()

@@ -17,6 +17,7 @@ import pytest
 
 from backends.schema import EVENT_COLUMNS, RUN_COLUMNS
 from tests.tier.helpers import END, HotCase, load
+from tests.tier.pg_case import make_postgres_case
 
 _EV = ", ".join(EVENT_COLUMNS)
 _RUN = ", ".join(RUN_COLUMNS)
@@ -45,7 +46,10 @@ async def make_sqlite(tmp_path: Path, name: str) -> HotCase:
     )
 
 
-HOT_KINDS: dict[str, Callable[[Path, str], Awaitable[HotCase]]] = {"sqlite": make_sqlite}
+HOT_KINDS: dict[str, Callable[[Path, str], Awaitable[HotCase]]] = {
+    "sqlite": make_sqlite,
+    "postgres": make_postgres_case,
+}
 
 
 @pytest.fixture(params=sorted(HOT_KINDS))

@@ -95,12 +95,14 @@ def day_us(day_offset: int) -> int:
     return (to_us(END) // US_PER_DAY - day_offset) * US_PER_DAY + 12 * 3600 * 1_000_000
 
 
-def run_tier_process(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``python -m tests.tier.tier_proc ...`` with ``env`` on top of this environment."""
+def run_tier_process(
+    env: dict[str, str], *args: str, hot_days: int = HOT_DAYS, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python -m tests.tier.tier_proc`` (now = END) with ``env`` on top of this environment."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MAGSAG_STORAGE_", "MAGSAG_LAKE_FAULT"))}
     pp = os.pathsep.join(p for p in (str(ROOT), base.get("PYTHONPATH", "")) if p)
     return subprocess.run(
-        [sys.executable, "-m", "tests.tier.tier_proc", *args],
+        [sys.executable, "-m", "tests.tier.tier_proc", "--now", END.isoformat(), "--hot-days", str(hot_days), *args],
         env={**base, **env, "PYTHONPATH": pp},
         capture_output=True,
         text=True,

@@ -1,8 +1,8 @@
 """Run the tiering job in its own process (for the crash and lock tests).
 
-``python -m tests.tier.tier_proc [--mode move|copy] [--dest URL] [--no-wait]``: hot store and
-lake from the ``MAGSAG_STORAGE_*`` environment, ``now`` = the tests' END, hot_days = 1.
-Prints the report as JSON; exit 3 when the lock is held (--no-wait).
+``python -m tests.tier.tier_proc --now ISO --hot-days N [--mode move|copy] [--dest URL] [--no-wait]``:
+hot store and lake from the ``MAGSAG_STORAGE_*`` environment. Prints the report as JSON;
+exit 3 when the lock is held. Imports as little as it can: the crash tests start it often.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import argparse
 import asyncio
 import json
 import sys
+from datetime import datetime
 
 from backends.errors import LockedError
 from lakehouse.objstore import open_lake
 from lakehouse.settings import load_settings
 from lakehouse.tiering import run_tier
 from magsag.storage import open_storage
-from tests.tier.helpers import END, HOT_DAYS
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -28,9 +28,9 @@ async def main(args: argparse.Namespace) -> int:
             report = await run_tier(
                 storage,
                 lake,
-                hot_days=HOT_DAYS,
+                hot_days=args.hot_days,
                 mode=args.mode,
-                now=END,
+                now=datetime.fromisoformat(args.now),
                 wait=not args.no_wait,
                 lock_timeout=args.timeout,
             )
@@ -43,6 +43,8 @@ async def main(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
+    p.add_argument("--now", required=True)
+    p.add_argument("--hot-days", type=int, required=True)
     p.add_argument("--mode", default="move")
     p.add_argument("--dest")
     p.add_argument("--no-wait", action="store_true")

@@ -1,0 +1,60 @@
+"""The contract suite's ``backend`` fixture: every hot store, plus the read-only backends.
+
+Read-only backends (ClickHouse) get their data the way production does — written to a
+hot store, tiered to a lake, loaded (see clickhouse_harness.py) — and run every test that
+is not marked ``hot_store`` (retention and concurrent writers belong to hot stores).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backends.base import StorageBackend
+from tests.conftest import BACKENDS, BackendCase
+
+
+def make_clickhouse(tmp_path: Path) -> tuple[StorageBackend, dict[str, str], Callable[[], Any] | None]:
+    from backends.sqlite import SQLiteStorageBackend
+    from lakehouse.objstore import open_lake
+    from tests.clickhouse_helpers import ch_env, ch_settings, new_database
+    from tests.contract.clickhouse_harness import LakeLoadedClickHouse
+
+    database = new_database()
+    settings = ch_settings("chdb", database)
+    backend = LakeLoadedClickHouse(
+        settings, SQLiteStorageBackend(db_path=tmp_path / "hot.db"), open_lake(str(tmp_path / "lake"))
+    )
+
+    async def drop() -> None:
+        from lakehouse.clickhouse.engines import open_engine
+
+        with open_engine(settings) as engine:
+            engine.command(f"DROP DATABASE IF EXISTS `{database}`")
+
+    return backend, {"MAGSAG_STORAGE_BACKEND": "clickhouse", **ch_env("chdb", database)}, drop
+
+
+READ_ONLY: dict[str, Callable[[Path], tuple[StorageBackend, dict[str, str], Callable[[], Any] | None]]] = {
+    "clickhouse": make_clickhouse,
+}
+
+
+@pytest.fixture(params=[*sorted(BACKENDS), *sorted(READ_ONLY)])
+async def backend_case(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BackendCase]:
+    kind = request.param
+    if kind in READ_ONLY and request.node.get_closest_marker("hot_store"):
+        pytest.skip(f"{kind} is read-only: this test checks hot-store behaviour (retention, concurrent writers)")
+    backend, env, cleanup = (READ_ONLY.get(kind) or BACKENDS[kind])(tmp_path)
+    if request.node.get_closest_marker("hot_store") is not None and hasattr(backend, "paused"):
+        backend.paused = True  # type: ignore[attr-defined]  # hot retention: nothing is tiered in this test
+    await backend.initialize()
+    try:
+        yield BackendCase(kind, backend, env)
+    finally:
+        await backend.close()
+        if cleanup is not None:
+            await cleanup()

@@ -1,0 +1,97 @@
+"""``archive``: the same machinery in copy mode to another destination; the vacuum guard."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+from backends.schema import Event, from_us
+from backends.tiering import COPY, MOVE
+from lakehouse import layout, manifest
+from lakehouse.objstore import open_lake
+from lakehouse.settings import load_settings
+from lakehouse.tiering import dest_key, run_tier
+from magsag.storage import vacuum_storage
+from tests.cli_helpers import magsag
+from tests.lake_fixtures import LakeCase
+from tests.tier.helpers import CUTOFF_US, END, HOT_DAYS, HotCase, day_us, lake_events, lake_runs, old
+
+pytestmark = pytest.mark.asyncio
+OLD_DAYS = ["2026-03-06", "2026-03-07", "2026-03-08"]
+
+
+async def test_archive_copies_without_deleting(hot: HotCase, lake_case: LakeCase) -> None:
+    original, runs = await hot.event_rows(), await hot.run_rows()
+    rep = await run_tier(hot.backend, lake_case.lake, hot_days=HOT_DAYS, now=END, mode=COPY, job_prefix="archive")
+    assert [d.day.isoformat() for d in rep.days] == OLD_DAYS
+    assert all(d.deleted_events == 0 for d in rep.days)
+    assert Counter(await hot.event_rows()) == Counter(original)  # the hot store is untouched
+    assert Counter(lake_events(lake_case.lake)) == Counter(old(original))
+    assert Counter(lake_runs(lake_case.lake)) == Counter(r for r in runs if r[4] < CUTOFF_US)
+    # again: nothing new to copy, nothing written twice
+    again = await run_tier(hot.backend, lake_case.lake, hot_days=HOT_DAYS, now=END, mode=COPY)
+    assert again.days == [] and again.events == 0
+    # late data for an archived day: only the new rows go, as a new file of the partition
+    late = Event.create("sag-late0002", "summarizer-sag", "log", from_us(day_us(3)), message="late")
+    await hot.backend.append_events([late])
+    await hot.backend.update_run("sag-late0002", status="failed")
+    third = await run_tier(hot.backend, lake_case.lake, hot_days=HOT_DAYS, now=END, mode=COPY)
+    assert [(d.day.isoformat(), d.events, d.runs) for d in third.days] == [("2026-03-07", 1, 1)]  # + its new run
+    assert len(manifest.live_entries(lake_case.lake, layout.EVENTS, third.days[0].day)) == 2
+    assert Counter(lake_events(lake_case.lake)) == Counter(old(original)) + Counter([late.row()])
+
+
+async def test_archive_delete_moves(hot: HotCase, lake_case: LakeCase) -> None:
+    original = await hot.event_rows()
+    rep = await run_tier(hot.backend, lake_case.lake, hot_days=HOT_DAYS, now=END, mode=MOVE, job_prefix="archive")
+    assert sum(d.deleted_events for d in rep.days) == len(old(original))
+    assert Counter(await hot.event_rows()) + Counter(lake_events(lake_case.lake)) == Counter(original)
+    assert not old(await hot.event_rows())
+
+
+async def test_archive_after_copy_then_delete_clears_hot(hot: HotCase, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Copy first, then `archive --delete` to the same place: nothing is written twice and the
+    hot rows already archived are deleted."""
+    dest = open_lake(str(tmp_path / "archive"))
+    original = await hot.event_rows()
+    await run_tier(hot.backend, dest, hot_days=HOT_DAYS, now=END, mode=COPY)
+    files = sorted(dest.fs.glob(dest.path("events/*/*.parquet")))
+    rep = await run_tier(hot.backend, dest, hot_days=HOT_DAYS, now=END, mode=MOVE)
+    assert rep.events == 0 and sum(d.duplicates for d in rep.days) == len(old(original))
+    assert sorted(dest.fs.glob(dest.path("events/*/*.parquet"))) == files
+    assert not old(await hot.event_rows())
+    assert Counter(await hot.event_rows()) + Counter(lake_events(dest)) == Counter(original)
+
+
+async def test_vacuum_guard_refuses_days_not_archived(hot: HotCase, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    dest_url = str(tmp_path / "archive")
+    settings = load_settings(
+        archive_enabled=True, archive_destination=dest_url, hot_days=HOT_DAYS, db_path=hot.env["MAGSAG_STORAGE_DB_PATH"]
+    )
+    original = await hot.event_rows()
+    # vacuum's cutoff is relative to the real now: ask it to keep fewer days than the data spans
+    hot_days = (from_us(0).now(tz=END.tzinfo) - END).days + HOT_DAYS
+    res = await vacuum_storage(hot.backend, settings, hot_days=hot_days)
+    assert res["refused_days"] == OLD_DAYS and res["events_deleted"] == 0
+    assert res["archive_destination"] == dest_key(open_lake(dest_url))
+    assert Counter(await hot.event_rows()) == Counter(original)
+    # archive two of the three days (a narrower window), then vacuum deletes exactly those
+    await run_tier(hot.backend, open_lake(dest_url), hot_days=HOT_DAYS + 1, now=END, mode=COPY)
+    res = await vacuum_storage(hot.backend, settings, hot_days=hot_days)
+    assert res["refused_days"] == ["2026-03-08"]
+    assert res["events_deleted"] == len([r for r in original if r[1] < day_us(2) - 12 * 3600 * 1_000_000])
+    # the CLI names the refused day and exits 1
+    env = {**hot.env, "MAGSAG_STORAGE_ARCHIVE_ENABLED": "true", "MAGSAG_STORAGE_ARCHIVE_DESTINATION": dest_url}
+    await hot.backend.close()
+    cli = await asyncio.to_thread(magsag, "data", "vacuum", "--hot-days", str(hot_days), env=env)
+    assert cli.code == 1 and "2026-03-08" in cli.err and "archive" in cli.err
+    assert len([ln for ln in cli.err.splitlines() if ln.strip()]) == 1
+
+
+async def test_vacuum_guard_off_by_default(hot: HotCase) -> None:
+    settings = load_settings(db_path=hot.env["MAGSAG_STORAGE_DB_PATH"])
+    hot_days = (from_us(0).now(tz=END.tzinfo) - END).days + HOT_DAYS
+    res = await vacuum_storage(hot.backend, settings, hot_days=hot_days, dry_run=True)
+    assert "refused_days" not in res and res["events_to_delete"] > 0

@@ -1,0 +1,106 @@
+"""Two jobs at once, and appends while a job runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+
+from backends.errors import LockedError
+from backends.schema import Event, from_us
+from backends.tiering import tier_source
+from lakehouse.tiering import run_tier
+from tests.lake_fixtures import LakeCase
+from tests.tier.helpers import END, HOT_DAYS, HotCase, day_us, lake_events, old, run_tier_process
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_held_lock_fails_fast_or_waits(hot: HotCase, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from lakehouse.objstore import open_lake
+
+    lake = open_lake(str(tmp_path / "lake"))
+    src = tier_source(hot.backend)
+    async with src.job_lock():
+        with pytest.raises(LockedError, match="another tiering job holds the lock"):
+            await run_tier(hot.backend, lake, hot_days=HOT_DAYS, now=END, wait=False)
+        t0 = time.monotonic()
+        with pytest.raises(LockedError):
+            await run_tier(hot.backend, lake, hot_days=HOT_DAYS, now=END, lock_timeout=0.5)
+        assert time.monotonic() - t0 >= 0.5
+        # another process: --no-wait exits 3 at once with one line naming the holder
+        proc = run_tier_process({**hot.env, "MAGSAG_STORAGE_LAKE_URL": str(tmp_path / "lake")}, "--no-wait")
+        assert proc.returncode == 3 and "holds the lock" in proc.stderr and "pid" in proc.stderr
+        assert lake_events(lake) == []
+
+        async def release_soon() -> None:
+            await asyncio.sleep(0.6)
+
+        waiter = asyncio.create_task(run_tier(hot.backend, lake, hot_days=HOT_DAYS, now=END))
+        await release_soon()
+        assert not waiter.done()  # still waiting for the lock
+    rep = await waiter  # the lock was released: the waiting job did the work
+    assert rep.events > 0
+    await src.close()
+
+
+async def test_two_jobs_at_once(hot: HotCase, lake_case: LakeCase) -> None:
+    original = await hot.event_rows()
+    env = {**hot.env, **lake_case.env}
+    a, b = await asyncio.gather(
+        asyncio.to_thread(run_tier_process, env), asyncio.to_thread(run_tier_process, env, "--no-wait")
+    )
+    assert a.returncode == 0, a.stderr
+    assert b.returncode in (0, 3), b.stderr  # fails fast only if it met the other one's lock
+    reports = [json.loads(p.stdout) for p in (a, b) if p.returncode == 0]
+    assert sum(r["events"] for r in reports) == len(old(original))  # the work was done once
+    lake_rows = lake_events(lake_case.lake)
+    assert Counter(lake_rows) + Counter(await hot.event_rows()) == Counter(original)
+    assert len(set(lake_rows)) == len(lake_rows)
+
+
+async def test_appends_while_tiering_are_not_lost(hot: HotCase, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """New and late events keep arriving (group-committed between the job's delete chunks)."""
+    from lakehouse.objstore import open_lake
+
+    lake = open_lake(str(tmp_path / "lake"))
+    original = await hot.event_rows()
+    appended: list[Event] = []
+    stop = asyncio.Event()
+
+    async def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            ts = from_us(day_us(i % 5) + i)  # today and the old days, tiered ones included
+            batch = [
+                Event.create(f"sag-live{i % 7:04d}", "kb-search-sag", "log", ts + timedelta(seconds=j), message="live")
+                for j in range(5)
+            ]
+            await hot.backend.append_events(batch)
+            appended.extend(batch)
+            await hot.backend.append_event(f"sag-live{i % 7:04d}", "kb-search-sag", "metric", ts, message="one")
+            appended.append(Event.create(f"sag-live{i % 7:04d}", "kb-search-sag", "metric", ts, message="one"))
+            i += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(writer())
+    rep = await run_tier(hot.backend, lake, hot_days=HOT_DAYS, now=END, delete_chunk_rows=7)
+    stop.set()
+    await task
+    assert rep.events > 0 and len(appended) > 0
+    # single appends got fresh ids: compare by everything but the id for those
+    hot_rows, lake_rows = await hot.event_rows(), lake_events(lake)
+    assert not {r[0] for r in hot_rows} & {r[0] for r in lake_rows}
+    want = Counter(r[1:] for r in original) + Counter(e.row()[1:] for e in appended)
+    assert Counter(r[1:] for r in hot_rows) + Counter(r[1:] for r in lake_rows) == want
+    # the late ones are picked up by the next run (the live runs are `running`: end them)
+    for n in range(7):
+        await hot.backend.update_run(f"sag-live{n:04d}", status="succeeded")
+    await run_tier(hot.backend, lake, hot_days=HOT_DAYS, now=END)
+    hot_rows, lake_rows = await hot.event_rows(), lake_events(lake)
+    assert Counter(r[1:] for r in hot_rows) + Counter(r[1:] for r in lake_rows) == want
+    assert all(r[1] >= day_us(1) - 12 * 3600 * 1_000_000 for r in hot_rows)  # nothing old left hot
