@@ -12,6 +12,7 @@ reached through ``register_filesystem``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -169,7 +170,8 @@ def new_connection(threads: int | None = None, extensions: tuple[str, ...] = ())
     con = duckdb.connect(":memory:", config=config)
     try:
         con.execute("SET TimeZone = 'UTC'")  # icu is built into the wheel
-        con.execute("SET enable_progress_bar = false")  # never mixed into --format csv/json output
+        with contextlib.suppress(duckdb.Error):  # inside Jupyter DuckDB may refuse (no ipywidgets)
+            con.execute("SET enable_progress_bar = false")  # never mixed into --format csv/json output
         # Lake files are immutable (a new name per write; compaction writes new files): their
         # HEAD results, footers and cached blocks stay valid for the connection's life.
         con.execute("SET enable_http_metadata_cache = true")
