@@ -5,9 +5,9 @@ in one process do not see each other's POSIX locks, and closing a file in one co
 the locks of the other; on a WAL database that corrupts the shared-memory index (seen
 here as a bus error). So DuckDB never opens the hot store inside the process that holds
 the backend: :class:`ExportWorker` starts ``python -m backends.sqlite_export`` once per
-tiering job and sends it one query per claim; the child runs it (SQLite picks the day by
-its ``ts`` index inside ``sqlite_query``, DuckDB sorts under a memory limit, spilling to a
-temporary folder) and streams the result back as an Arrow IPC stream.
+tiering job and sends it one query per claim; the child runs it (SQLite selects and sorts
+the day inside ``sqlite_query``; DuckDB, under a memory limit, converts) and streams the
+result back as an Arrow IPC stream.
 
 Wire format, per request (one JSON line on the child's stdin): the child answers ``A``,
 an Arrow IPC stream, then ``K`` (ok) or ``E`` + 4-byte length + message; or, when the
@@ -40,7 +40,7 @@ def _sql_text(value: str) -> str:
 class ExportWorker:
     """A child process running DuckDB queries over one SQLite file; see the module docstring."""
 
-    def __init__(self, db_path: str | Path, extension: str, *, memory_limit: str = "256MB", threads: int = 2):
+    def __init__(self, db_path: str | Path, extension: str, *, memory_limit: str = "128MB", threads: int = 2):
         self.db_path = str(db_path)
         self.extension = extension
         self.memory_limit = memory_limit

@@ -12,9 +12,10 @@
   delete) is the same SQL predicate over the ledger row, so they can never disagree.
 * **Export**: DuckDB runs the claim's query inside SQLite (``sqlite_query`` of the
   sqlite_scanner extension, loaded from the ``duckdb-extension-sqlite-scanner`` package by
-  path, never from the network), so SQLite's ``ts`` index picks the day, then sorts it
-  under a memory limit (spilling to a temporary folder) and streams Arrow batches. Without
-  the extension, a plain ``sqlite3`` cursor with ``ORDER BY`` does the same, slower.
+  path, never from the network), so SQLite's ``ts`` index picks the day and SQLite's
+  sorter (spilling to temporary files) orders it; DuckDB streams Arrow batches, in a child
+  process (see ``backends/sqlite_export.py``). Without the extension, a plain ``sqlite3``
+  cursor with the same query does it, slower.
 * **Delete**: in chunks of ``chunk_rows`` events, each one writer transaction (full-text
   index entries first, then the rows), so appends from other tasks interleave.
 """
@@ -152,7 +153,7 @@ class SQLiteTierSource:
         backend: SQLiteStorageBackend,
         *,
         export_engine: str | None = None,
-        memory_limit: str = "192MB",
+        memory_limit: str = "128MB",
         lock_poll: float = 0.2,
     ):
         self.backend = backend
@@ -411,12 +412,14 @@ class SQLiteTierSource:
             )
         schema = event_arrow_schema()
         ts_type = schema.field("ts").type
-        inner = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE {self._where(claim)}"
-        outer = ", ".join("CAST(ts AS BIGINT) AS ts" if c == "ts" else c for c in EVENT_COLUMNS)
-        sql = (
-            f"SELECT * FROM (SELECT {outer} FROM sqlite_query('hot', {_sql_text(inner)})) "
+        # SQLite sorts (its sorter spills to temporary files: memory stays flat whatever the
+        # day's size; measured as fast as DuckDB's sort here); DuckDB streams the result as Arrow.
+        inner = (
+            f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE {self._where(claim)} "
             "ORDER BY agent_slug, run_id, ts, event_id"
         )
+        outer = ", ".join("CAST(ts AS BIGINT) AS ts" if c == "ts" else c for c in EVENT_COLUMNS)
+        sql = f"SELECT {outer} FROM sqlite_query('hot', {_sql_text(inner)})"
         try:
             for batch in self._worker.batches(sql, batch_rows):
                 arrays = [
