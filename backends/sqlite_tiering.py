@@ -555,31 +555,41 @@ class SQLiteTierSource:
 
     async def unarchived_days(self, days: Iterable[date], *, dest: str | None = None) -> list[date]:
         wanted = sorted({d if isinstance(d, date) else date.fromisoformat(str(d)) for d in days})
+        return await self._read(lambda c: [d for d in wanted if not _day_covered(c, d, dest)])
 
-        def q(c: sqlite3.Connection) -> list[date]:
-            out = []
-            for day in wanted:
-                lo = day_start_us(day)
-                cover = "b.day = ? AND b.state = 'done'" + (" AND b.dest = ?" if dest is not None else "")
-                cp: list[Any] = [day.isoformat()] + ([dest] if dest is not None else [])
-                ev = c.execute(
-                    "SELECT 1 FROM events WHERE ts >= ? AND ts < ? "
-                    "AND run_id NOT IN (SELECT run_id FROM runs WHERE status = 'running') "
-                    f"AND NOT EXISTS (SELECT 1 FROM tier_batches b WHERE {cover} AND events.seq <= b.seq_hi "
-                    "AND events.run_id NOT IN (SELECT value FROM json_each(b.excluded_runs))) LIMIT 1",
-                    (lo, lo + US_PER_DAY, *cp),
-                ).fetchone()
-                rn = c.execute(
-                    "SELECT 1 FROM runs WHERE started_at >= ? AND started_at < ? AND status != 'running' "
-                    f"AND run_id NOT IN (SELECT j.value FROM tier_batches b, json_each(b.run_ids) j WHERE {cover}) "
-                    "LIMIT 1",
-                    (lo, lo + US_PER_DAY, *cp),
-                ).fetchone()
-                if ev or rn:
-                    out.append(day)
-            return out
 
-        return await self._read(q)
+def _day_covered(c: sqlite3.Connection, day: date, dest: str | None) -> bool:
+    """Whether finished claims (to ``dest``, or any) cover every row vacuum could delete from ``day``.
+
+    An event is covered by a claim when ``seq <= seq_hi`` and its run was not excluded.
+    Checked cheaply: events newer than the newest claim's bound (index), then only the
+    events of runs some claim excluded (a handful, by index).
+    """
+    lo, hi = day_start_us(day), day_start_us(day) + US_PER_DAY
+    cover = "b.day = ? AND b.state = 'done'" + (" AND b.dest = ?" if dest is not None else "")
+    cp: list[Any] = [day.isoformat()] + ([dest] if dest is not None else [])
+    not_running = "run_id NOT IN (SELECT run_id FROM runs WHERE status = 'running')"
+    batches = c.execute(f"SELECT seq_hi, excluded_runs FROM tier_batches b WHERE {cover}", cp).fetchall()
+    if c.execute(
+        "SELECT 1 FROM runs WHERE started_at >= ? AND started_at < ? AND status != 'running' "
+        f"AND run_id NOT IN (SELECT j.value FROM tier_batches b, json_each(b.run_ids) j WHERE {cover}) LIMIT 1",
+        (lo, hi, *cp),
+    ).fetchone():
+        return False
+    max_hi = max((b[0] for b in batches), default=-1)
+    if c.execute(
+        f"SELECT 1 FROM events WHERE ts >= ? AND ts < ? AND seq > ? AND {not_running} LIMIT 1", (lo, hi, max_hi)
+    ).fetchone():
+        return False
+    excluded = sorted({r for b in batches for r in json.loads(b[1] or "[]")})
+    if not excluded:
+        return True
+    return not c.execute(
+        "SELECT 1 FROM events WHERE run_id IN (SELECT value FROM json_each(?)) AND ts >= ? AND ts < ? "
+        f"AND {not_running} AND NOT EXISTS (SELECT 1 FROM tier_batches b WHERE {cover} "
+        "AND events.seq <= b.seq_hi AND events.run_id NOT IN (SELECT value FROM json_each(b.excluded_runs))) LIMIT 1",
+        (dumps(excluded), lo, hi, *cp),
+    ).fetchone()
 
 
 # ------------------------------------------------------------------ helpers
