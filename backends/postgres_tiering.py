@@ -213,6 +213,7 @@ class PostgresTierSource:
         self.drop_lock_timeout_ms = int(drop_lock_timeout_ms or backend.lock_timeout_ms)
         self.poll = poll
         self._lock_conn: Any = None
+        self._ping = asyncio.Lock()  # the job deletes one day while it claims the next: one ping at a time
         self._duck: DuckExporter | None = None
 
     @property
@@ -293,9 +294,10 @@ class PostgresTierSource:
         if conn is None:
             return
         try:
-            if conn.is_closed():
-                raise ConnectionError("closed")
-            await asyncio.wait_for(conn.fetchval("SELECT 1"), timeout=30)
+            async with self._ping:
+                if conn.is_closed():
+                    raise ConnectionError("closed")
+                await asyncio.wait_for(conn.fetchval("SELECT 1"), timeout=30)
         except Exception:
             raise LockedError(
                 f"lost the tiering lock of schema {self.schema!r} (its connection to {self.backend.where} ended); "
