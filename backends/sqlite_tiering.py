@@ -210,17 +210,21 @@ class SQLiteTierSource:
         orphans = dumps(sorted_unique(orphan_runs))
 
         def q(c: sqlite3.Connection) -> list[TierDay]:
-            running = (
-                "SELECT run_id FROM runs WHERE status = 'running' AND run_id NOT IN (SELECT value FROM json_each(?))"
-            )
-            ev = {
-                d: (n, held)
-                for d, n, held in c.execute(
-                    f"SELECT ts / {US_PER_DAY}, count(*), total(run_id IN ({running})) FROM events "
-                    "WHERE ts < ? GROUP BY 1",
+            # Index-only count per day (events_ts), then the few events of running runs apart.
+            total = {
+                d: n
+                for d, n in c.execute(f"SELECT ts / {US_PER_DAY}, count(*) FROM events WHERE ts < ? GROUP BY 1", (cut,))
+            }
+            held = {
+                d: n
+                for d, n in c.execute(
+                    f"SELECT e.ts / {US_PER_DAY}, count(*) FROM runs r JOIN events e ON e.run_id = r.run_id "
+                    "WHERE r.status = 'running' AND r.run_id NOT IN (SELECT value FROM json_each(?)) AND e.ts < ? "
+                    "GROUP BY 1",
                     (orphans, cut),
                 )
             }
+            ev = {d: (n, held.get(d, 0)) for d, n in total.items()}
             rn = {
                 d: (n, held)
                 for d, n, held in c.execute(
@@ -294,10 +298,10 @@ class SQLiteTierSource:
             excluded = [
                 r[0]
                 for r in c.execute(
-                    "SELECT DISTINCT e.run_id FROM events e JOIN runs r ON r.run_id = e.run_id "
-                    "WHERE e.ts >= ? AND e.ts < ? AND r.status = 'running' "
-                    "AND r.run_id NOT IN (SELECT value FROM json_each(?)) ORDER BY 1",
-                    (lo, hi, dumps(orphans)),
+                    "SELECT r.run_id FROM runs r WHERE r.status = 'running' "
+                    "AND r.run_id NOT IN (SELECT value FROM json_each(?)) AND EXISTS (SELECT 1 FROM events e "
+                    "WHERE e.run_id = r.run_id AND e.ts >= ? AND e.ts < ?) ORDER BY 1",
+                    (dumps(orphans), lo, hi),
                 )
             ]
             covered = _done_batches(c, dest, day) if mode == COPY else []
@@ -327,7 +331,10 @@ class SQLiteTierSource:
                     to_us(utc_now()),
                 ),
             )
-            n = c.execute(f"SELECT count(*) FROM events WHERE {selection_sql(batch_id, day, seq_hi, covered)}")
+            if excluded or covered:
+                n = c.execute(f"SELECT count(*) FROM events WHERE {selection_sql(batch_id, day, seq_hi, covered)}")
+            else:  # index only
+                n = c.execute("SELECT count(*) FROM events WHERE ts >= ? AND ts < ? AND seq <= ?", (lo, hi, seq_hi))
             selected = n.fetchone()[0]
             if selected == 0 and not run_ids:
                 c.execute("DELETE FROM tier_batches WHERE batch_id = ?", (batch_id,))

@@ -12,7 +12,9 @@
 3. move mode: delete exactly the claim's selection from the hot store, in chunks.
 4. ``done``.
 
-Every step is idempotent, so the same function finishes a claim an earlier job left
+:func:`commit_claim` does steps 1-2 and :func:`settle_claim` steps 3-4, so the job can
+delete one day (hot store only) while it exports the next (the export worker reads on the
+other core). Every step is idempotent, so the same function finishes a claim an earlier job left
 behind, whatever instant it was killed at. Blocking lake I/O runs in worker threads.
 """
 
@@ -56,41 +58,53 @@ class ClaimContext:
 
 async def work_claim(ctx: ClaimContext, claim: Claim, *, recovered: bool = False) -> DayResult:
     """Bring ``claim`` to ``done`` (see the module docstring); return what it did."""
-    started = time.monotonic()
+    claim, res = await commit_claim(ctx, claim, recovered=recovered)
+    return await settle_claim(ctx, claim, res)
+
+
+async def commit_claim(ctx: ClaimContext, claim: Claim, *, recovered: bool = False) -> tuple[Claim, DayResult]:
+    """Steps 1-2: the claim's files committed and the claim marked ``exported``."""
     res = DayResult(day=claim.day, batch_id=claim.batch_id, mode=claim.mode, recovered=recovered)
     res.hot_bytes = int(claim.info.get("hot_bytes") or 0)
-    if claim.state == CLAIMED:
-        await asyncio.to_thread(discard_staging, ctx.lake, claim.batch_id)
-        fault_point("tier.staging_clean")
-        counts: dict[str, Any] = {}
-        for dataset in (EVENTS, RUNS):
-            rel = claim.files.get(dataset)
-            if rel is None:
-                continue
-            ctx.progress.day(claim.day, f"export {dataset}")
-            entry = await asyncio.to_thread(committed_entry, ctx.lake, rel)
-            if entry is None:
-                entry, dupes = await _export(ctx, claim, dataset, rel)
-                counts[f"{dataset}_duplicates"] = dupes
-                res.duplicates += dupes if dataset == EVENTS else 0
-            if entry is not None:
-                _count(res, dataset, entry)
-                res.files.append(entry.path)
-                ctx.progress.bytes(entry.bytes)
-        claim = await ctx.src.mark_exported(
-            claim,
-            event_rows=res.events,
-            run_rows=res.runs,
-            info={
-                "committed": {"events": res.events, "runs": res.runs, "bytes": res.bytes, "files": res.files, **counts}
-            },
-        )
-        fault_point("tier.exported")
-    else:
+    res.seconds = -time.monotonic()
+    if claim.state != CLAIMED:
         done = claim.info.get("committed") or {}
         res.events, res.runs = int(done.get("events") or 0), int(done.get("runs") or 0)
         res.event_bytes = int(done.get("bytes") or 0)
         res.files = list(done.get("files") or [])
+        return claim, res
+    await asyncio.to_thread(discard_staging, ctx.lake, claim.batch_id)
+    fault_point("tier.staging_clean")
+    counts: dict[str, Any] = {}
+    for dataset in (EVENTS, RUNS):
+        rel = claim.files.get(dataset)
+        if rel is None:
+            continue
+        ctx.progress.day(claim.day, f"export {dataset}")
+        entry = await asyncio.to_thread(committed_entry, ctx.lake, rel)
+        if entry is None:
+            entry, dupes = await _export(ctx, claim, dataset, rel)
+            counts[f"{dataset}_duplicates"] = dupes
+            res.duplicates += dupes if dataset == EVENTS else 0
+        if entry is not None:
+            _count(res, dataset, entry)
+            res.files.append(entry.path)
+            ctx.progress.bytes(entry.bytes)
+    claim = await ctx.src.mark_exported(
+        claim,
+        event_rows=res.events,
+        run_rows=res.runs,
+        info={"committed": {"events": res.events, "runs": res.runs, "bytes": res.bytes, "files": res.files, **counts}},
+    )
+    fault_point("tier.exported")
+    return claim, res
+
+
+async def settle_claim(ctx: ClaimContext, claim: Claim, res: DayResult) -> DayResult:
+    """Steps 3-4 of an exported claim: delete its selection (move mode), mark it ``done``.
+
+    Touches only the hot store, so the job runs it for one day while it exports the next.
+    """
     if claim.state == EXPORTED and claim.mode == MOVE:
         ctx.progress.day(claim.day, "delete")
         deleted = await ctx.src.delete_claimed(
@@ -98,8 +112,9 @@ async def work_claim(ctx: ClaimContext, claim: Claim, *, recovered: bool = False
         )
         res.deleted_events, res.deleted_runs = deleted["events"], deleted["runs"]
         fault_point("tier.deleted")
+    if res.seconds < 0:
+        res.seconds += time.monotonic()
     if claim.state != DONE:
-        res.seconds = time.monotonic() - started
         claim = await ctx.src.finish_claim(
             claim, info={"result": {k: v for k, v in res.as_dict().items() if k not in ("files", "batch_id")}}
         )

@@ -42,6 +42,7 @@ hard at the k-th), including the points inside :func:`~lakehouse.lakewriter.publ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -52,12 +53,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from backends.schema import hot_cutoff, utc_now
-from backends.tiering import DONE, MOVE, RUNS, check_mode, tier_source
+from backends.tiering import DONE, MOVE, RUNS, Claim, TierDay, check_mode, tier_source
 from lakehouse import manifest
 from lakehouse.faults import fault_point, fault_scope
 from lakehouse.objstore import Lake, open_lake, retry
-from lakehouse.tier_export import ClaimContext, planned_files, work_claim
-from lakehouse.tier_report import TierProgress, TierReport
+from lakehouse.tier_export import ClaimContext, commit_claim, planned_files, settle_claim, work_claim
+from lakehouse.tier_report import DayResult, TierProgress, TierReport
 
 if TYPE_CHECKING:
     from backends.base import StorageBackend
@@ -138,27 +139,51 @@ async def _run(ctx: ClaimContext, report: TierReport, cutoff: datetime, stop: Ca
     todo = [d for d in report.planned if d.movable]
     ctx.progress.plan(len(todo), sum(d.events for d in todo), sum(d.hot_bytes for d in todo))
     fault_point("tier.planned")
-    for d in todo:
-        if stop():
-            report.stopped = True
-            return
-        ctx.progress.day(d.day, "claim")
-        batch_id = f"{report.job_id}-{d.day:%Y%m%d}"
-        claim = await src.claim_day(
-            batch_id=batch_id,
-            dest=report.dest,
-            day=d.day,
-            mode=report.mode,
-            files=planned_files(d.day, batch_id),
-            orphan_runs=orphans,
-            info={"job_id": report.job_id, "hot_bytes": d.hot_bytes},
-        )
-        fault_point("tier.claimed")
-        if claim is None:
-            report.skipped[d.day.isoformat()] = await _why_not_claimed(ctx, d.day)
-            ctx.progress.day_done(d.day)
-            continue
-        report.days.append(await work_claim(ctx, claim))
+    pending: asyncio.Task[DayResult] | None = None
+    try:
+        for d in todo:
+            if stop():
+                report.stopped = True
+                return
+            committed = await _claim_and_commit(ctx, report, d, orphans)
+            if pending is not None:  # one day deleting while the next exports, never more
+                report.days.append(await pending)
+                pending = None
+            if committed is not None:
+                pending = asyncio.create_task(settle_claim(ctx, *committed))
+    except BaseException:
+        if pending is not None:  # an error of the lake: the day already committed still settles
+            with contextlib.suppress(Exception):
+                report.days.append(await pending)
+            pending = None
+        raise
+    finally:
+        if pending is not None:
+            report.days.append(await pending)
+
+
+async def _claim_and_commit(
+    ctx: ClaimContext, report: TierReport, d: TierDay, orphans: list[str]
+) -> tuple[Claim, DayResult] | None:
+    """Claim day ``d`` and commit its files; None when there was nothing to claim."""
+    src = ctx.src
+    ctx.progress.day(d.day, "claim")
+    batch_id = f"{report.job_id}-{d.day:%Y%m%d}"
+    claim = await src.claim_day(
+        batch_id=batch_id,
+        dest=report.dest,
+        day=d.day,
+        mode=report.mode,
+        files=planned_files(d.day, batch_id),
+        orphan_runs=orphans,
+        info={"job_id": report.job_id, "hot_bytes": d.hot_bytes},
+    )
+    fault_point("tier.claimed")
+    if claim is None:
+        report.skipped[d.day.isoformat()] = await _why_not_claimed(ctx, d.day)
+        ctx.progress.day_done(d.day)
+        return None
+    return await commit_claim(ctx, claim)
 
 
 async def _why_not_claimed(ctx: ClaimContext, day: date) -> str:
