@@ -347,7 +347,7 @@ async def test_a_job_that_lost_its_lock_session_stops_before_changing_anything(p
     await add_run(pg, "r-1", DAY_A, 3)
     src = tier_source(pg)
     async with src.job_lock(wait=False):
-        pid = src._lock_conn.get_server_pid()
+        pid = src._lock.conn.get_server_pid()
         assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
         await asyncio.sleep(0.2)
         with pytest.raises(LockedError, match="lost the tiering lock"):
