@@ -29,6 +29,7 @@ import json
 import os
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -151,7 +152,7 @@ class SQLiteTierSource:
         backend: SQLiteStorageBackend,
         *,
         export_engine: str | None = None,
-        memory_limit: str = "256MB",
+        memory_limit: str = "192MB",
         lock_poll: float = 0.2,
     ):
         self.backend = backend
@@ -162,6 +163,25 @@ class SQLiteTierSource:
         self.memory_limit = memory_limit
         self.lock_poll = lock_poll
         self._worker: Any = None
+        self._ro: sqlite3.Connection | None = None
+        self._ro_lock = threading.Lock()
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``fn`` on this source's own read connection (no mmap, small cache: the job's
+        scans do not grow the process the way the backend's mmap'ed readers would), after
+        the backend's pending writes are committed."""
+        await self.backend.read(lambda c: None)
+        return await asyncio.to_thread(self._read_sync, fn)
+
+    def _read_sync(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        with self._ro_lock:
+            if self._ro is None:
+                conn = sqlite3.connect(self.backend.db_path, timeout=30, check_same_thread=False, isolation_level=None)
+                conn.execute("PRAGMA query_only = 1")
+                conn.execute("PRAGMA mmap_size = 0")
+                conn.execute("PRAGMA cache_size = -16384")
+                self._ro = conn
+            return fn(self._ro)
 
     @property
     def lock_path(self) -> Path:
@@ -257,7 +277,7 @@ class SQLiteTierSource:
                 )
             return out
 
-        return await self.backend.read(q)
+        return await self._read(q)
 
     async def running_runs(self, before: datetime) -> list[RunningRun]:
         cut = to_us(before)
@@ -270,7 +290,7 @@ class SQLiteTierSource:
             ).fetchall()
             return [RunningRun(r[0], r[1], r[2], bool(r[3])) for r in rows]
 
-        return await self.backend.read(q)
+        return await self._read(q)
 
     # ----------------------------------------------------------------- claim
     async def claim_day(
@@ -370,10 +390,14 @@ class SQLiteTierSource:
             await asyncio.to_thread(gen.close)
 
     async def close(self) -> None:
-        """Stop the export worker process (if one was started)."""
+        """Stop the export worker process (if one was started); close the read connection."""
         worker, self._worker = self._worker, None
         if worker is not None:
             await asyncio.to_thread(worker.close)
+        with self._ro_lock:
+            ro, self._ro = self._ro, None
+        if ro is not None:
+            ro.close()
 
     def _duckdb_batches(self, claim: Claim, batch_rows: int) -> Any:
         import pyarrow as pa
@@ -428,7 +452,7 @@ class SQLiteTierSource:
                 (claim.batch_id,),
             ).fetchall()
 
-        return runs_table(await self.backend.read(q))
+        return runs_table(await self._read(q))
 
     # ---------------------------------------------------------- state changes
     async def _update(self, claim: Claim, sets: str, params: tuple[Any, ...], info: dict[str, Any] | None) -> Claim:
@@ -523,7 +547,7 @@ class SQLiteTierSource:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at, batch_id"
-        rows = await self.backend.read(lambda c: c.execute(sql, params).fetchall())
+        rows = await self._read(lambda c: c.execute(sql, params).fetchall())
         return [_claim_from_row(r) for r in rows]
 
     async def unarchived_days(self, days: Iterable[date], *, dest: str | None = None) -> list[date]:
@@ -552,7 +576,7 @@ class SQLiteTierSource:
                     out.append(day)
             return out
 
-        return await self.backend.read(q)
+        return await self._read(q)
 
 
 # ------------------------------------------------------------------ helpers

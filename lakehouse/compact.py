@@ -30,16 +30,9 @@ from typing import Any
 from backends.errors import IntegrityError, LockedError, NotFoundError
 from lakehouse import layout, manifest
 from lakehouse.faults import fault_point, fault_scope
-from lakehouse.lakewriter import (
-    SORT_KEYS,
-    PartitionWriter,
-    StagedFile,
-    _entries,
-    _remove,
-    discard_staging,
-    publish,
-    staged_jobs,
-)
+from lakehouse.lakeformat import SORT_KEYS, StagedFile
+from lakehouse.lakestore import discard_staging, partition_entries, remove, staged_jobs
+from lakehouse.lakewriter import PartitionWriter, publish
 from lakehouse.manifest import ManifestEntry
 from lakehouse.objstore import Lake, retry, store_errors
 
@@ -81,20 +74,20 @@ def recover_partition(lake: Lake, dataset: str, day: date) -> dict[str, int]:
     leftovers of committed merges, and merged files that were never committed.
     """
     removed_files = removed_entries = orphans = 0
-    entries = _entries(lake, dataset, day)
+    entries = partition_entries(lake, dataset, day)
     live = manifest.live(entries)
     live_paths = {e.path for e in live}
     for e in sorted(entries, key=lambda e: e.path):
         if e.path in live_paths:
             continue
-        removed_files += _remove(lake, e.path)
+        removed_files += remove(lake, e.path)
         fault_point("compact.removed_file")
-        removed_entries += _remove(lake, layout.manifest_path(e.path))
+        removed_entries += remove(lake, layout.manifest_path(e.path))
         fault_point("compact.removed_entry")
     committed = {e.path for e in entries}
     for rel in _data_files(lake, dataset, day):
         if rel not in committed and _is_compaction_output(rel):
-            orphans += _remove(lake, rel)
+            orphans += remove(lake, rel)
             fault_point("compact.removed_orphan")
     for e in live:
         if e.replaces and _is_compaction_output(e.path):
@@ -198,7 +191,7 @@ def compact_partition(
     started = time.monotonic()
     with fault_scope("compact"):
         recovered = recover_partition(lake, dataset, day)
-        live = manifest.live(_entries(lake, dataset, day))
+        live = manifest.live(partition_entries(lake, dataset, day))
         small = [e for e in live if e.rows < target_rows]
         report: dict[str, Any] = {
             "dataset": dataset,
@@ -229,7 +222,7 @@ def compact_partition(
                 f"merge of {layout.partition_dir(dataset, day)} read {staged.rows} rows, "
                 f"the manifest lists {expected}; nothing committed"
             )
-        now_live = {e.path for e in manifest.live(_entries(lake, dataset, day))}
+        now_live = {e.path for e in manifest.live(partition_entries(lake, dataset, day))}
         if any(e.path not in now_live for e in small):
             discard_staging(lake, job)
             raise LockedError(
@@ -242,7 +235,7 @@ def compact_partition(
         entry = publish(lake, staged, replaces=replaces, job_id=job_id)
         fault_point("compact.published")
         recover_partition(lake, dataset, day)
-    after = manifest.live(_entries(lake, dataset, day))
+    after = manifest.live(partition_entries(lake, dataset, day))
     report.update(
         status="compacted",
         files_after=len(after),
@@ -260,6 +253,8 @@ def small_file_partitions(
     """Partitions with at least ``min_files`` live files under ``target_rows`` rows (compaction candidates)."""
     out = []
     for ds in (dataset,) if dataset else layout.DATASETS:
+        if not lake.is_local:
+            lake.fs.invalidate_cache(lake.path(layout.manifest_dir(ds)))
         parts = retry(lake, f"reading the {ds} manifest", manifest.partitions, lake, ds)
         for day, entries in parts.items():
             small = [e for e in entries if e.rows < target_rows]
@@ -284,6 +279,7 @@ def uncommitted_files(lake: Lake, dataset: str | None = None) -> list[str]:
         pattern = lake.path(layout.data_glob(ds))
         if not lake.is_local:
             lake.fs.invalidate_cache(lake.path(ds))
+            lake.fs.invalidate_cache(lake.path(layout.manifest_dir(ds)))
         found = retry(lake, f"listing {ds} files", lake.fs.glob, pattern)
         committed = {e.path for e in retry(lake, f"reading the {ds} manifest", manifest.read_entries, lake, ds)}
         for p in sorted(found):

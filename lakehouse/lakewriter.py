@@ -1,16 +1,15 @@
 """Writing the lake: one Parquet file per (dataset, day, job, seq), staged, verified, committed.
 
 A :class:`PartitionWriter` streams sorted Arrow batches of one day into a Parquet file
-(canonical schema, zstd, dictionary encoding for the repetitive columns, statistics,
-row groups sized for scans) while hashing the bytes, then puts the file in the job's
-staging area (``_magsag/staging/<job>/...``, never read by anyone). :func:`publish`
-reads the staged object back from the store, checks its sha256 and the row count in
-its footer against what the writer recorded, moves it to its final name and writes the
-manifest entry, which is the commit point. Every step can be repeated: a crash at any
-instant leaves a state :func:`publish` (or :func:`discard_staging`) finishes.
+(the settings of lakehouse/lakeformat.py) while hashing the bytes, then puts the file in
+the job's staging area (``_magsag/staging/<job>/...``, never read by anyone).
+:func:`publish` reads the staged object back from the store, checks its sha256 and the
+row count in its footer against what the writer recorded, moves it to its final name and
+writes the manifest entry, which is the commit point. Every step can be repeated: a crash
+at any instant leaves a state :func:`publish` (or :func:`discard_staging`) finishes.
 
 Memory stays bounded: a writer holds at most one row group of rows; verification
-streams the object in chunks.
+streams the object in chunks. Job ids must be unique per run: a file name is never reused.
 """
 
 from __future__ import annotations
@@ -18,12 +17,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any
 
@@ -32,127 +28,56 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from backends.errors import IntegrityError, NotFoundError, StorageError, ValidationError
-from backends.schema import US_PER_DAY, day_start_us, event_arrow_schema, iso_from_us, run_arrow_schema
+from backends.schema import US_PER_DAY, day_start_us, iso_from_us
 from lakehouse import layout, manifest
 from lakehouse.faults import fault_point
+from lakehouse.lakeformat import (
+    KEY_COLUMNS,
+    SORT_KEYS,
+    TS_COLUMN,
+    StagedFile,
+    arrow_schema,
+    conform,
+    parquet_options,
+)
+from lakehouse.lakestore import (
+    discard_staging,
+    exists,
+    list_files,
+    move,
+    partition_entries,
+    prune_local_dirs,
+    read_back,
+    read_entry,
+    remove,
+    staged_jobs,
+)
 from lakehouse.manifest import ManifestEntry
 from lakehouse.objstore import Lake, retry
 
-# The order rows are written in (the tiering export and compaction both use it): files
-# compress and prune well when the rows of one agent and one run sit together.
-SORT_KEYS: dict[str, tuple[str, ...]] = {
-    layout.EVENTS: ("agent_slug", "run_id", "ts", "event_id"),
-    layout.RUNS: ("agent_slug", "started_at", "run_id"),
-}
-TS_COLUMN = {layout.EVENTS: "ts", layout.RUNS: "started_at"}
-KEY_COLUMNS: dict[str, tuple[str, ...]] = {layout.EVENTS: ("event_id", "ts"), layout.RUNS: ("run_id",)}
-# Nearly unique columns gain nothing from a dictionary (zstd does better on them).
-_NO_DICTIONARY = {
-    layout.EVENTS: {"event_id", "ts", "payload"},
-    layout.RUNS: {"run_id", "started_at", "ended_at", "metrics"},
-}
+__all__ = [
+    "KEY_COLUMNS",
+    "MAX_BUFFER_BYTES",
+    "ROW_GROUP_ROWS",
+    "SORT_KEYS",
+    "TS_COLUMN",
+    "UPLOAD_CHUNK",
+    "PartitionWriter",
+    "StagedFile",
+    "arrow_schema",
+    "committed_entry",
+    "conform",
+    "discard_staging",
+    "list_files",
+    "parquet_options",
+    "publish",
+    "read_keys",
+    "staged_jobs",
+]
+
 ROW_GROUP_ROWS = 122_880
 MAX_BUFFER_BYTES = 96 << 20  # a row group is cut early when its rows hold more than this
 UPLOAD_CHUNK = 16 << 20  # multipart part size; files over twice this are sent in parts
-_TAIL = 1 << 20  # bytes kept from the end of a read-back to parse the Parquet footer
-_READ_CHUNK = 8 << 20
-
-
-def arrow_schema(dataset: str) -> pa.Schema:
-    return event_arrow_schema() if layout.check_dataset(dataset) == layout.EVENTS else run_arrow_schema()
-
-
-def parquet_options(dataset: str) -> dict[str, Any]:
-    """Keyword arguments of ``pq.ParquetWriter`` for a dataset's files."""
-    schema = arrow_schema(dataset)
-    return {
-        "compression": "zstd",
-        "use_dictionary": [n for n in schema.names if n not in _NO_DICTIONARY[dataset]],
-        "write_statistics": True,
-        "sorting_columns": [pq.SortingColumn(schema.get_field_index(c)) for c in SORT_KEYS[dataset]],
-        "store_schema": True,
-        # list items keep Arrow's name ("item"): files read back with exactly the canonical
-        # schema; every engine reads the 3-level list either way (Parquet's compatibility rules)
-        "use_compliant_nested_type": False,
-    }
-
-
-@dataclass(frozen=True)
-class StagedFile:
-    """A file a writer finished: where it is staged, where it goes, what it holds."""
-
-    dataset: str
-    day: date
-    job_id: str
-    seq: int
-    staging_rel: str  # lake-relative path, under layout.staging_dir(job_id)
-    final_rel: str  # layout.data_path(dataset, day, job_id, seq)
-    rows: int
-    bytes: int
-    checksum: str  # "sha256:<hex>" of the bytes written
-    min_ts: str | None  # ISO UTC of ts (events) / started_at (runs)
-    max_ts: str | None
-
-    def to_json(self) -> str:
-        """For a job ledger: :meth:`from_json` gives the same record back."""
-        d = asdict(self)
-        d["day"] = self.day.isoformat()
-        return json.dumps(d, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> StagedFile:
-        d = json.loads(text)
-        d["day"] = date.fromisoformat(d["day"])
-        return cls(**d)
-
-
-# ---------------------------------------------------------------- conforming input
-
-
-def _parse_tags(col: pa.ChunkedArray | pa.Array, target: pa.DataType) -> pa.Array:
-    values = col.to_pylist()
-    try:
-        return pa.array([json.loads(v) if isinstance(v, str) else v for v in values], target)
-    except (ValueError, pa.ArrowException):
-        raise ValidationError("runs column tags: not a JSON list of strings") from None
-
-
-def conform(data: pa.RecordBatch | pa.Table, dataset: str) -> pa.Table:
-    """``data`` as a table of the dataset's canonical schema (columns picked by name, cast).
-
-    Raises :class:`ValidationError` for unknown columns, missing required columns, values
-    that do not cast, or nulls in a required column.
-    """
-    schema = arrow_schema(dataset)
-    table = pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch) else data
-    if not isinstance(table, pa.Table):
-        raise ValidationError(f"expected an Arrow RecordBatch or Table, got {type(data).__name__}")
-    extra = [n for n in table.column_names if n not in schema.names]
-    if extra:
-        raise ValidationError(f"{dataset} data has columns not in the canonical schema: {', '.join(extra)}")
-    arrays = []
-    for f in schema:
-        if f.name not in table.column_names:
-            if not f.nullable:
-                raise ValidationError(f"{dataset} data lacks the required column {f.name}")
-            arrays.append(pa.nulls(table.num_rows, f.type))
-            continue
-        col = table.column(f.name)
-        if col.type != f.type:
-            if f.name == "tags" and (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-                col = _parse_tags(col, f.type)
-            else:
-                try:
-                    col = col.cast(f.type)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-                    first = str(exc).splitlines()[0]
-                    raise ValidationError(
-                        f"{dataset} column {f.name}: cannot cast {col.type} to {f.type} ({first})"
-                    ) from None
-        if not f.nullable and col.null_count:
-            raise ValidationError(f"{dataset} column {f.name} has {col.null_count} null values")
-        arrays.append(col)
-    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 # ------------------------------------------------------------------------ writing
@@ -378,46 +303,9 @@ class PartitionWriter:
 # ---------------------------------------------------------------------- publishing
 
 
-@dataclass(frozen=True)
-class _ReadBack:
-    size: int
-    checksum: str
-    rows: int | None
-
-
-def _read_back(lake: Lake, rel: str) -> _ReadBack:
-    """sha256, size and footer row count of a stored object, streamed from the store."""
-
-    def read() -> _ReadBack:
-        sha = hashlib.sha256()
-        size = 0
-        tail = b""
-        with lake.fs.open(lake.path(rel), "rb", block_size=_READ_CHUNK) as f:
-            while block := f.read(_READ_CHUNK):
-                sha.update(block)
-                size += len(block)
-                tail = (tail + block)[-_TAIL:]
-        return _ReadBack(size, "sha256:" + sha.hexdigest(), _footer_rows(lake, rel, tail))
-
-    return retry(lake, f"reading back {rel}", read)
-
-
-def _footer_rows(lake: Lake, rel: str, tail: bytes) -> int | None:
-    if len(tail) < 12 or tail[-4:] != b"PAR1":
-        return None
-    footer = int.from_bytes(tail[-8:-4], "little")
-    try:
-        if footer + 8 <= len(tail):
-            return pq.read_metadata(pa.BufferReader(tail[-(footer + 8) :])).num_rows
-        with lake.fs.open(lake.path(rel), "rb") as f:
-            return pq.read_metadata(f).num_rows
-    except (pa.ArrowException, OSError):
-        return None
-
-
 def _check(lake: Lake, rel: str, staged: StagedFile, what: str) -> None:
     """Raise IntegrityError unless the object at ``rel`` is exactly what ``staged`` records."""
-    got = _read_back(lake, rel)
+    got = read_back(lake, rel)
     if got.size != staged.bytes or got.checksum != staged.checksum:
         raise IntegrityError(
             f"{what} {rel} does not match what job {staged.job_id} wrote "
@@ -430,77 +318,9 @@ def _check(lake: Lake, rel: str, staged: StagedFile, what: str) -> None:
         )
 
 
-def _exists(lake: Lake, rel: str) -> bool:
-    path = lake.path(rel)
-    if lake.is_local:
-        return os.path.exists(path)
-    lake.fs.invalidate_cache(path)
-    return bool(retry(lake, f"checking {rel}", lake.fs.exists, path))
-
-
-def _move(lake: Lake, src: str, dst: str, size: int) -> None:
-    """Put ``src`` at ``dst``: an atomic rename on local disk, a server-side copy elsewhere."""
-    if lake.is_local:
-        os.makedirs(os.path.dirname(lake.path(dst)), exist_ok=True)
-        try:
-            os.replace(lake.path(src), lake.path(dst))
-        except OSError as exc:
-            raise StorageError(f"cannot move {src} to {dst}: {exc.strerror or exc}") from exc
-        return
-    retry(lake, f"copying {src} to {dst}", lake.fs.cp_file, lake.path(src), lake.path(dst))
-    lake.fs.invalidate_cache(lake.path(dst))
-    info = retry(lake, f"checking {dst}", lake.fs.info, lake.path(dst))
-    if int(info.get("size", -1)) != size:
-        raise IntegrityError(f"copy of {src} to {dst} has {info.get('size')} bytes, expected {size}; nothing committed")
-
-
-def _remove(lake: Lake, rel: str) -> bool:
-    """Delete one object; True if it existed. Missing is fine."""
-    path = lake.path(rel)
-    if lake.is_local:
-        try:
-            os.unlink(path)
-            return True
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            raise StorageError(f"cannot delete {rel}: {exc.strerror or exc}") from exc
-    try:
-        retry(lake, f"deleting {rel}", lake.fs.rm_file, path)
-    except NotFoundError:
-        return False
-    lake.fs.invalidate_cache(path)
-    return True
-
-
-def _prune_local_dirs(lake: Lake, rel: str, stop: str) -> None:
-    """Remove empty local folders from ``rel``'s parent up to (and including) ``stop``."""
-    if not lake.is_local:
-        return
-    d = os.path.dirname(lake.path(rel))
-    top = lake.path(stop)
-    while d.startswith(top):
-        try:
-            os.rmdir(d)
-        except OSError:
-            return
-        d = os.path.dirname(d)
-
-
-def _read_entry(lake: Lake, rel: str) -> ManifestEntry | None:
-    path = lake.path(layout.manifest_path(rel))
-    if not lake.is_local:
-        lake.fs.invalidate_cache(path)
-    try:
-        raw = retry(lake, f"reading the manifest entry of {rel}", lake.fs.cat_file, path)
-    except NotFoundError:
-        return None
-    return ManifestEntry.from_json(raw)
-
-
 def _discard_staged(lake: Lake, staged: StagedFile) -> None:
-    _remove(lake, staged.staging_rel)
-    _prune_local_dirs(lake, staged.staging_rel, layout.staging_dir(staged.job_id))
+    remove(lake, staged.staging_rel)
+    prune_local_dirs(lake, staged.staging_rel, layout.staging_dir(staged.job_id))
 
 
 def publish(
@@ -518,29 +338,29 @@ def publish(
     ``replaces`` (compaction) lists the files the new one supersedes; ``job_id`` is
     recorded in the entry instead of ``staged.job_id`` when given.
     """
-    existing = _read_entry(lake, staged.final_rel)
+    existing = read_entry(lake, staged.final_rel)
     if existing is None:  # committed, then merged away by a compaction before this rerun?
         existing = _replaced_by(lake, staged.final_rel)
     if existing is not None:
         _discard_staged(lake, staged)
         return existing
-    if _exists(lake, staged.final_rel):
+    if exists(lake, staged.final_rel):
         try:
             _check(lake, staged.final_rel, staged, "data file")
         except IntegrityError:
-            if not _exists(lake, staged.staging_rel):
+            if not exists(lake, staged.staging_rel):
                 raise
             _check(lake, staged.staging_rel, staged, "staged file")  # an old leftover: replace it
-            _move(lake, staged.staging_rel, staged.final_rel, staged.bytes)
+            move(lake, staged.staging_rel, staged.final_rel, staged.bytes)
     else:
-        if not _exists(lake, staged.staging_rel):
+        if not exists(lake, staged.staging_rel):
             raise NotFoundError(
                 f"staged file {staged.staging_rel} of job {staged.job_id} is missing and "
                 f"{staged.final_rel} was never committed; write the partition again"
             )
         _check(lake, staged.staging_rel, staged, "staged file")
         fault_point("publish.verified")
-        _move(lake, staged.staging_rel, staged.final_rel, staged.bytes)
+        move(lake, staged.staging_rel, staged.final_rel, staged.bytes)
     fault_point("publish.moved")
     entry = ManifestEntry(
         dataset=staged.dataset,
@@ -567,54 +387,14 @@ def committed_entry(lake: Lake, rel: str) -> ManifestEntry | None:
     That is ``rel``'s own entry, or, once compaction merged ``rel`` away, the live entry
     of the merged file (whose ``replaces`` names ``rel``).
     """
-    own = _read_entry(lake, rel)
+    own = read_entry(lake, rel)
     return _replaced_by(lake, rel) or own
 
 
 def _replaced_by(lake: Lake, rel: str) -> ManifestEntry | None:
     dataset, day = layout.parse_partition(rel)
-    entries = retry(lake, f"reading the manifest of {layout.partition_dir(dataset, day)}", _entries, lake, dataset, day)
-    live = manifest.live(entries)
+    live = manifest.live(partition_entries(lake, dataset, day))
     return next((e for e in live if rel in e.replaces), None)
-
-
-def _entries(lake: Lake, dataset: str, day: date) -> list[ManifestEntry]:
-    if not lake.is_local:
-        lake.fs.invalidate_cache(lake.path(layout.manifest_dir(dataset, day)))
-    return manifest.read_entries(lake, dataset, day)
-
-
-def list_files(lake: Lake, rel: str) -> list[str]:
-    """Lake-relative paths of every file (not folder) under ``rel``; [] if there is none."""
-    base = lake.path(rel)
-    if not lake.is_local:
-        lake.fs.invalidate_cache(base)
-    try:
-        found = retry(lake, f"listing {rel}", lake.fs.find, base, detail=True)
-    except NotFoundError:
-        return []
-    prefix = lake.root.rstrip("/") + "/"
-    out = []
-    for path, info in found.items():
-        if info.get("type") != "file" or not path.startswith(prefix):
-            continue  # object stores may list empty "folders" too
-        out.append(path[len(prefix) :])
-    return sorted(out)
-
-
-def discard_staging(lake: Lake, job_id: str) -> int:
-    """Delete everything a job left in the staging area; return how many files."""
-    rel = layout.staging_dir(job_id)
-    n = sum(_remove(lake, f) for f in list_files(lake, rel))
-    if lake.is_local:
-        shutil.rmtree(lake.path(rel), ignore_errors=True)
-    return n
-
-
-def staged_jobs(lake: Lake) -> list[str]:
-    """Job ids that have files in the staging area (leftovers of unfinished jobs)."""
-    skip = len(layout.STAGING_DIR) + 1
-    return sorted({f[skip:].split("/", 1)[0] for f in list_files(lake, layout.STAGING_DIR)})
 
 
 def read_keys(lake: Lake, rel: str) -> pa.Table:

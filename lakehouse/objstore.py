@@ -63,12 +63,13 @@ class S3Options:
         )
 
     def s3fs_kwargs(self) -> dict[str, Any]:
-        # botocore and s3fs each retry a little (a blip); our own retry() adds the
-        # exponential backoff, so a dead endpoint fails in seconds, not minutes.
+        # botocore does not retry (its backoff would multiply ours); s3fs retries a broken
+        # connection once; retry() below adds the exponential backoff, so a dead endpoint
+        # fails in seconds, not minutes.
         kw: dict[str, Any] = {
             "client_kwargs": {"region_name": self.region},
             "config_kwargs": {
-                "retries": {"max_attempts": 2, "mode": "standard"},
+                "retries": {"max_attempts": 1, "mode": "standard"},
                 "connect_timeout": 10,
                 "read_timeout": 120,
             },

@@ -7,26 +7,20 @@ exactly as the tiering job writes them.
 
 from __future__ import annotations
 
-import io
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import date
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from backends.arrow import events_table, runs_table
-from backends.schema import Event, Run, day_of_us, iso_from_us, to_us
-from lakehouse import layout, manifest
+from backends.schema import Event, Run, day_of_us
+from lakehouse import manifest
+from lakehouse.lakewriter import SORT_KEYS, PartitionWriter, publish
 from lakehouse.objstore import Lake, open_lake
 
-_SORT = {
-    "events": [("agent_slug", "ascending"), ("run_id", "ascending"), ("ts", "ascending")],
-    "runs": [("agent_slug", "ascending"), ("started_at", "ascending"), ("run_id", "ascending")],
-}
-_TS = {"events": "ts", "runs": "started_at"}
+_SORT = {ds: [(c, "ascending") for c in keys] for ds, keys in SORT_KEYS.items()}
 
 
 def _row(x: Any) -> tuple[Any, ...]:
@@ -36,30 +30,13 @@ def _row(x: Any) -> tuple[Any, ...]:
 def write_table(
     lake: Lake, dataset: str, day: date, table: pa.Table, job_id: str, seq: int = 0
 ) -> manifest.ManifestEntry:
-    """Write one sorted Parquet file of ``table`` into the partition and commit its entry."""
+    """Write one sorted Parquet file of ``table`` into the partition and commit its entry
+    (through the same writer and publish step as the tiering job)."""
     table = table.sort_by(_SORT[dataset])
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    data = buf.getvalue()
-    rel = layout.data_path(dataset, day, job_id, seq)
-    lake.fs.makedirs(lake.path(layout.partition_dir(dataset, day)), exist_ok=True)
-    lake.fs.pipe_file(lake.path(rel), data)
-    ts = table.column(_TS[dataset])
-    lo, hi = pc.min(ts).as_py(), pc.max(ts).as_py()
-    entry = manifest.ManifestEntry(
-        dataset=dataset,
-        dt=day.isoformat(),
-        path=rel,
-        rows=table.num_rows,
-        bytes=len(data),
-        min_ts=iso_from_us(to_us(lo)) if lo else None,
-        max_ts=iso_from_us(to_us(hi)) if hi else None,
-        checksum=manifest.checksum_bytes(data),
-        job_id=job_id,
-        committed_at=manifest.now_iso(),
-    )
-    manifest.write_entry(lake, entry)
-    return entry
+    with PartitionWriter(lake, dataset, day, job_id, seq) as writer:
+        writer.write(table)
+        staged = writer.finish()
+    return publish(lake, staged)
 
 
 def write_lake(

@@ -13,7 +13,7 @@ import pytest
 
 from backends.errors import IntegrityError, NotFoundError, StorageError, ValidationError
 from backends.schema import EVENT_COLUMNS, RUN_COLUMNS, event_arrow_schema, iso_from_us, run_arrow_schema
-from lakehouse import faults, lakewriter, layout, manifest
+from lakehouse import faults, lakestore, lakewriter, layout, manifest
 from lakehouse.lakewriter import PartitionWriter, StagedFile, publish
 from tests.lake import data
 
@@ -178,9 +178,9 @@ def test_publish_is_idempotent_and_resumes_after_the_move(lake, demo) -> None:
 
     # crash after the move, before the entry: the final file exists, no entry, no staged copy
     staged = stage(1)
-    lakewriter._move(lake, staged.staging_rel, staged.final_rel, staged.bytes)
+    lakestore.move(lake, staged.staging_rel, staged.final_rel, staged.bytes)
     if not lake.is_local:
-        lakewriter._remove(lake, staged.staging_rel)
+        lakestore.remove(lake, staged.staging_rel)
     assert lakewriter.committed_entry(lake, staged.final_rel) is None
     with pytest.raises(NotFoundError, match="not committed"):
         lakewriter.read_keys(lake, staged.final_rel)
@@ -194,7 +194,7 @@ def test_publish_is_idempotent_and_resumes_after_the_move(lake, demo) -> None:
     staged = stage(2)
     lake.fs.pipe_file(lake.path(staged.final_rel), b"not this")
     entry = publish(lake, staged)
-    assert lakewriter._read_back(lake, entry.path).checksum == staged.checksum
+    assert lakestore.read_back(lake, entry.path).checksum == staged.checksum
     assert len(manifest.live_entries(lake, "events", day)) == 3
 
 

@@ -1,0 +1,131 @@
+"""The lake's file format: sort order, Parquet settings, canonical input, staged-file records.
+
+See docs/lake.md. :func:`conform` turns any Arrow batch with the canonical column names
+into the canonical schema (or says why it cannot); :func:`parquet_options` are the
+writer settings of every lake file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import date
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from backends.errors import ValidationError
+from backends.schema import event_arrow_schema, run_arrow_schema
+from lakehouse import layout
+
+# The order rows are written in (the tiering export and compaction both use it): files
+# compress and prune well when the rows of one agent and one run sit together.
+SORT_KEYS: dict[str, tuple[str, ...]] = {
+    layout.EVENTS: ("agent_slug", "run_id", "ts", "event_id"),
+    layout.RUNS: ("agent_slug", "started_at", "run_id"),
+}
+TS_COLUMN = {layout.EVENTS: "ts", layout.RUNS: "started_at"}
+KEY_COLUMNS: dict[str, tuple[str, ...]] = {layout.EVENTS: ("event_id", "ts"), layout.RUNS: ("run_id",)}
+# Nearly unique columns gain nothing from a dictionary (zstd does better on them).
+_NO_DICTIONARY = {
+    layout.EVENTS: {"event_id", "ts", "payload"},
+    layout.RUNS: {"run_id", "started_at", "ended_at", "metrics"},
+}
+
+
+def arrow_schema(dataset: str) -> pa.Schema:
+    return event_arrow_schema() if layout.check_dataset(dataset) == layout.EVENTS else run_arrow_schema()
+
+
+def parquet_options(dataset: str) -> dict[str, Any]:
+    """Keyword arguments of ``pq.ParquetWriter`` for a dataset's files."""
+    schema = arrow_schema(dataset)
+    return {
+        "compression": "zstd",
+        "use_dictionary": [n for n in schema.names if n not in _NO_DICTIONARY[dataset]],
+        "write_statistics": True,
+        "sorting_columns": [pq.SortingColumn(schema.get_field_index(c)) for c in SORT_KEYS[dataset]],
+        "store_schema": True,
+        # list items keep Arrow's name ("item"): files read back with exactly the canonical
+        # schema; every engine reads the 3-level list either way (Parquet's compatibility rules)
+        "use_compliant_nested_type": False,
+    }
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A file a writer finished: where it is staged, where it goes, what it holds."""
+
+    dataset: str
+    day: date
+    job_id: str
+    seq: int
+    staging_rel: str  # lake-relative path, under layout.staging_dir(job_id)
+    final_rel: str  # layout.data_path(dataset, day, job_id, seq)
+    rows: int
+    bytes: int
+    checksum: str  # "sha256:<hex>" of the bytes written
+    min_ts: str | None  # ISO UTC of ts (events) / started_at (runs)
+    max_ts: str | None
+
+    def to_json(self) -> str:
+        """For a job ledger: :meth:`from_json` gives the same record back."""
+        d = asdict(self)
+        d["day"] = self.day.isoformat()
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> StagedFile:
+        d = json.loads(text)
+        d["day"] = date.fromisoformat(d["day"])
+        return cls(**d)
+
+
+# ---------------------------------------------------------------- conforming input
+
+
+def _parse_tags(col: pa.ChunkedArray | pa.Array, target: pa.DataType) -> pa.Array:
+    values = col.to_pylist()
+    try:
+        return pa.array([json.loads(v) if isinstance(v, str) else v for v in values], target)
+    except (ValueError, pa.ArrowException):
+        raise ValidationError("runs column tags: not a JSON list of strings") from None
+
+
+def conform(data: pa.RecordBatch | pa.Table, dataset: str) -> pa.Table:
+    """``data`` as a table of the dataset's canonical schema (columns picked by name, cast).
+
+    Raises :class:`ValidationError` for unknown columns, missing required columns, values
+    that do not cast, or nulls in a required column.
+    """
+    schema = arrow_schema(dataset)
+    table = pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch) else data
+    if not isinstance(table, pa.Table):
+        raise ValidationError(f"expected an Arrow RecordBatch or Table, got {type(data).__name__}")
+    extra = [n for n in table.column_names if n not in schema.names]
+    if extra:
+        raise ValidationError(f"{dataset} data has columns not in the canonical schema: {', '.join(extra)}")
+    arrays = []
+    for f in schema:
+        if f.name not in table.column_names:
+            if not f.nullable:
+                raise ValidationError(f"{dataset} data lacks the required column {f.name}")
+            arrays.append(pa.nulls(table.num_rows, f.type))
+            continue
+        col = table.column(f.name)
+        if col.type != f.type:
+            if f.name == "tags" and (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+                col = _parse_tags(col, f.type)
+            else:
+                try:
+                    col = col.cast(f.type)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+                    first = str(exc).splitlines()[0]
+                    raise ValidationError(
+                        f"{dataset} column {f.name}: cannot cast {col.type} to {f.type} ({first})"
+                    ) from None
+        if not f.nullable and col.null_count:
+            raise ValidationError(f"{dataset} column {f.name} has {col.null_count} null values")
+        arrays.append(col)
+    return pa.Table.from_arrays(arrays, schema=schema)
