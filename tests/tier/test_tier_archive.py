@@ -67,9 +67,7 @@ async def test_archive_after_copy_then_delete_clears_hot(hot: HotCase, tmp_path)
 
 async def test_vacuum_guard_refuses_days_not_archived(hot: HotCase, tmp_path) -> None:  # type: ignore[no-untyped-def]
     dest_url = str(tmp_path / "archive")
-    settings = load_settings(
-        archive_enabled=True, archive_destination=dest_url, hot_days=HOT_DAYS, db_path=hot.env["MAGSAG_STORAGE_DB_PATH"]
-    )
+    settings = load_settings(archive_enabled=True, archive_destination=dest_url, hot_days=HOT_DAYS)
     original = await hot.event_rows()
     # vacuum's cutoff is relative to the real now: ask it to keep fewer days than the data spans
     hot_days = (from_us(0).now(tz=END.tzinfo) - END).days + HOT_DAYS
@@ -91,7 +89,7 @@ async def test_vacuum_guard_refuses_days_not_archived(hot: HotCase, tmp_path) ->
 
 
 async def test_vacuum_guard_off_by_default(hot: HotCase) -> None:
-    settings = load_settings(db_path=hot.env["MAGSAG_STORAGE_DB_PATH"])
+    settings = load_settings()
     hot_days = (from_us(0).now(tz=END.tzinfo) - END).days + HOT_DAYS
     res = await vacuum_storage(hot.backend, settings, hot_days=hot_days, dry_run=True)
     assert "refused_days" not in res and res["events_to_delete"] > 0
