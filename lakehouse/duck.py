@@ -12,6 +12,7 @@ reached through ``register_filesystem``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -38,7 +39,7 @@ _PACKAGES = {
 
 
 @cache
-def _private_dir() -> Path | None:
+def private_dir() -> Path | None:
     """``<tmp>/magsag-<uid>``: this user's own folder (0700), or None if it cannot be trusted."""
     base = Path(tempfile.gettempdir()) / f"magsag-{os.getuid()}"
     try:
@@ -54,7 +55,7 @@ def _private_dir() -> Path | None:
 @cache
 def _private_extension_dir() -> str:
     """DuckDB's extension directory: never the user's ~/.duckdb (nothing is installed there anyway)."""
-    base = _private_dir()
+    base = private_dir()
     if base is None:
         return tempfile.mkdtemp(prefix="magsag-duckdb-ext-")
     (base / "duckdb-extensions").mkdir(mode=0o700, exist_ok=True)
@@ -93,7 +94,7 @@ def _identity(path: str) -> list[Any]:
 
 
 def _marker() -> Path | None:
-    base = _private_dir()
+    base = private_dir()
     return base / "verified-extensions.json" if base is not None else None
 
 
@@ -169,7 +170,13 @@ def new_connection(threads: int | None = None, extensions: tuple[str, ...] = ())
     con = duckdb.connect(":memory:", config=config)
     try:
         con.execute("SET TimeZone = 'UTC'")  # icu is built into the wheel
-        con.execute("SET enable_progress_bar = false")  # never mixed into --format csv/json output
+        with contextlib.suppress(duckdb.Error):  # inside Jupyter DuckDB may refuse (no ipywidgets)
+            con.execute("SET enable_progress_bar = false")  # never mixed into --format csv/json output
+        # Lake files are immutable (a new name per write; compaction writes new files): their
+        # HEAD results, footers and cached blocks stay valid for the connection's life.
+        con.execute("SET enable_http_metadata_cache = true")
+        con.execute("SET parquet_metadata_cache = true")
+        con.execute("SET validate_external_file_cache = 'NO_VALIDATION'")
         for path in paths:
             con.execute(f"LOAD {sql_string(path)}")
     except BaseException:

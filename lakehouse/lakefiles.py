@@ -9,6 +9,8 @@ read and only lists the folder again on the next snapshot.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import threading
 from collections.abc import Iterable
@@ -77,8 +79,9 @@ class SnapshotReader:
 
     def __init__(self, lake: Lake):
         self.lake = lake
-        self._entries: dict[str, manifest.ManifestEntry] = {}
+        self._entries: dict[str, tuple[str, manifest.ManifestEntry]] = {}  # path -> (version, entry)
         self._lock = threading.Lock()
+        self._disk_loaded = False
 
     def exists(self) -> bool:
         """Whether the lake root holds anything a reader could read (cheap: a stat or a list)."""
@@ -96,26 +99,36 @@ class SnapshotReader:
             return False
 
     def _list(self, rel_dir: str, suffix: str) -> list[str]:
+        return sorted(self._list_detail(rel_dir, suffix))
+
+    def _list_detail(self, rel_dir: str, suffix: str) -> dict[str, str]:
+        """Paths under ``rel_dir`` ending in ``suffix`` -> a version tag (size + ETag or mtime)."""
         fs = self.lake.fs
         base = self.lake.path(rel_dir)
 
-        def find() -> list[str]:
+        def find() -> dict[str, Any]:
             if not self.lake.is_local:
                 fs.invalidate_cache(base)
-            return fs.find(base)
+            return fs.find(base, detail=True)
 
         try:
             found = retry(self.lake, f"listing {rel_dir}", find, retries=READ_RETRIES)
         except NotFoundError:
-            return []
-        return sorted(p for p in found if p.endswith(suffix))
+            return {}
+        return {p: _version(info) for p, info in found.items() if p.endswith(suffix)}
 
-    def _manifest(self, dataset: str) -> list[manifest.ManifestEntry] | None:
-        paths = self._list(layout.manifest_dir(dataset), ".json")
-        if not paths:
+    def _manifest(self, datasets: Iterable[str]) -> dict[str, list[manifest.ManifestEntry]] | None:
+        """Every dataset's entries from one listing of the manifest folder (None: no manifest)."""
+        listed = self._list_detail(layout.MANIFEST_DIR, ".json")
+        if not listed:
             return None
+        paths = sorted(listed)
         with self._lock:
-            missing = [p for p in paths if p not in self._entries]
+            if not self._disk_loaded:
+                self._entries.update(_disk_cache_load(self.lake))
+                self._disk_loaded = True
+            # An entry is reused only while its object is the one read before (same version tag).
+            missing = [p for p in paths if p not in self._entries or self._entries[p][0] != listed[p]]
         if missing:
             blobs = retry(
                 self.lake, "reading the manifest", self.lake.fs.cat, missing, on_error="return", retries=READ_RETRIES
@@ -127,22 +140,30 @@ class SnapshotReader:
                     raw = blobs.get(p)
                     if raw is None or isinstance(raw, Exception):
                         continue  # removed between list and read (a compaction finishing)
-                    self._entries[p] = manifest.ManifestEntry.from_json(raw)
+                    self._entries[p] = (listed[p], manifest.ManifestEntry.from_json(raw))
         with self._lock:
             current = set(paths)
-            for p in [p for p in self._entries if p not in current and _in(p, dataset)]:
+            for p in [p for p in self._entries if p not in current]:
                 del self._entries[p]
-            return [self._entries[p] for p in paths if p in self._entries]
+            if missing:
+                _disk_cache_save(self.lake, self._entries)
+            out: dict[str, list[manifest.ManifestEntry]] = {d: [] for d in datasets}
+            for p in paths:
+                cached = self._entries.get(p)
+                if cached is not None and cached[1].dataset in out:
+                    out[cached[1].dataset].append(cached[1])
+            return out
 
     def snapshot(self, datasets: Iterable[str] = layout.DATASETS) -> LakeSnapshot:
         """The live files now (manifest if the lake has one, else the plain glob)."""
         lake = self.lake
-        entries = {d: self._manifest(d) for d in datasets}
-        if any(v is not None for v in entries.values()):
+        datasets = tuple(datasets)
+        entries = self._manifest(datasets)
+        if entries is not None:
             files = {
                 d: tuple(
                     LakeFile(d, e.day, e.path, lake.uri(e.path), e.rows, e.bytes, e.min_ts, e.max_ts)
-                    for e in sorted(manifest.live(v or ()), key=lambda e: (e.dt, e.path))
+                    for e in sorted(manifest.live(v), key=lambda e: (e.dt, e.path))
                 )
                 for d, v in entries.items()
             }
@@ -162,5 +183,53 @@ class SnapshotReader:
         return LakeSnapshot(lake, files, from_manifest=False)
 
 
-def _in(path: str, dataset: str) -> bool:
-    return f"/manifest/{dataset}/" in path.replace("\\", "/")
+# ------------------------------------------------- entries remembered between processes
+#
+# A remote lake's manifest is one small object per file; reading them all costs a
+# request each. Entries never change once written, so the ones read before are kept in
+# this user's private temporary folder (0700, see lakehouse.duck) and a new process only
+# lists the folder and reads the entries it has not seen. Local lakes are read directly.
+
+
+def _disk_cache_path(lake: Lake) -> Any:
+    if lake.is_local:
+        return None
+    from lakehouse.duck import private_dir
+
+    base = private_dir()
+    if base is None:
+        return None
+    key = hashlib.sha256(f"{lake.protocol}://{lake.root}|{getattr(lake.s3, 'endpoint_url', '')}".encode()).hexdigest()
+    return base / "manifest-cache" / f"{key[:32]}.json"
+
+
+def _version(info: dict[str, Any]) -> str:
+    tag = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""
+    return f"{info.get('size')}:{tag}"
+
+
+def _disk_cache_load(lake: Lake) -> dict[str, tuple[str, manifest.ManifestEntry]]:
+    path = _disk_cache_path(lake)
+    if path is None:
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+        return {p: (v, manifest.ManifestEntry.from_json(json.dumps(e))) for p, (v, e) in raw.items()}
+    except (OSError, ValueError, TypeError, KeyError):
+        return {}
+
+
+def _disk_cache_save(lake: Lake, entries: dict[str, tuple[str, manifest.ManifestEntry]]) -> None:
+    path = _disk_cache_path(lake)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        data = json.dumps({p: (v, json.loads(e.to_json())) for p, (v, e) in entries.items()})
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        pass

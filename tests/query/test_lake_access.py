@@ -219,3 +219,18 @@ print(json.dumps({{"n": n, "rows": t.num_rows, "pandas": "pandas" in sys.modules
     )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout.strip().splitlines()[-1]) == {"n": 4, "rows": 12, "pandas": False}
+
+
+def test_remembered_manifest_entries_are_revalidated(s3_server: Any) -> None:
+    """Remote lakes remember manifest entries between processes, but never a changed object."""
+    url = s3_server.fresh_url()
+    lake = open_lake(url, load_settings(**_kw(s3_server.env(url))))
+    write_lake(lake, _events())
+    first = SnapshotReader(lake).snapshot()
+    assert sum(f.rows or 0 for f in first.of("events")) == 12
+    # Rewrite one entry in place (same path, different content): a fresh reader must see it.
+    entry = manifest.live_entries(lake, "events")[0]
+    changed = manifest.ManifestEntry(**{**entry.__dict__, "rows": entry.rows + 1000})
+    lake.fs.pipe_file(lake.path(layout.manifest_path(entry.path)), changed.to_json())
+    again = SnapshotReader(lake).snapshot()
+    assert sum(f.rows or 0 for f in again.of("events")) == 12 + 1000

@@ -65,11 +65,12 @@ def files_read(con: Any, sql: str) -> tuple[int, list[tuple[int, int]]]:
     return sum(total), pruned
 
 
+# Each reads column values (a bare count(*) may be answered from cached footers without a scan).
 ONE_DAY = [
-    "SELECT count(*) FROM events WHERE dt = DATE '2026-02-10'",
-    "SELECT count(*) FROM lake_events WHERE dt = DATE '2026-02-10'",
+    "SELECT count(DISTINCT run_id) FROM events WHERE dt = DATE '2026-02-10'",
+    "SELECT count(DISTINCT run_id) FROM lake_events WHERE dt = DATE '2026-02-10'",
     "SELECT server_id, count(*) FROM mcp_calls WHERE dt = DATE '2026-02-10' GROUP BY 1",
-    "SELECT count(*) FROM runs WHERE dt = DATE '2026-02-10'",
+    "SELECT count(DISTINCT run_id) FROM runs WHERE dt = DATE '2026-02-10'",
     "SELECT count(*) FROM events WHERE dt BETWEEN DATE '2026-02-10' AND DATE '2026-02-10' AND msg ILIKE '%out%'",
 ]
 
