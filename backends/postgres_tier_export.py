@@ -5,10 +5,15 @@ string order), bounded memory:
 
 * ``duckdb`` (default when ``duckdb-extension-postgres-scanner`` is installed; it is part of
   the ``[postgres]`` extra): DuckDB's postgres extension, loaded from the package by path
-  (never from the network), runs the claim's query with ``postgres_query``. PostgreSQL
-  sends the rows with binary ``COPY``; DuckDB sorts them under a memory limit (spilling to
-  a temporary folder) and streams Arrow batches. Measured at 100k events: 95k rows/s
-  against 62k when PostgreSQL sorts (``work_mem`` 4 MB spills), 24k for the cursor below.
+  (never from the network). With a day partition (native partitioning) DuckDB scans it in
+  parallel ctid ranges of 200 pages over two connections, ``seq <= seq_hi`` pushed down
+  to PostgreSQL (:meth:`DuckExporter.partition_sql`); else it runs the claim's query as
+  one stream (``postgres_query``). PostgreSQL sends rows with binary ``COPY``; DuckDB
+  sorts them under a memory limit (spilling to a temporary folder) and streams Arrow
+  batches. Measured on a 31k-event day (shared 2-core machine, medians): partition scan
+  0.60 s, ``postgres_query`` 0.92 s; earlier, at 100k events, ``postgres_query`` sorted by
+  DuckDB 95k rows/s against 62k sorted by PostgreSQL (``work_mem`` 4 MB spills) and 24k
+  for the cursor below.
 * ``asyncpg``: a server-side cursor over ``ORDER BY ... COLLATE "C"`` in a read-only
   transaction, rows turned into Arrow in Python. The fallback without the extension.
 

@@ -1,14 +1,9 @@
 """The PostgreSQL hot store's side of tiering (:class:`~backends.tiering.TierSource`).
 
-**Job lock.** A session advisory lock, ``pg_advisory_lock(hashtextextended('magsag.tier:'
-|| schema, 0))``, taken on a dedicated connection (not a pooled one) held for the whole
-job: ``pg_try_advisory_lock`` when failing fast, ``pg_advisory_lock`` under
-``lock_timeout`` when waiting. The server releases it when that session ends, so a job
-killed with ``kill -9`` (its socket closes) never blocks the next one. The lock connection
-is named ``magsag-tier pid=N host=H`` so the message of a refused job says who holds it,
-and it is pinged before every claim and every delete: a job that lost its lock (server
-restart, terminated session) stops before changing anything, since another job may hold
-the lock by then.
+**Job lock** (:mod:`backends.postgres_tier_lock`). A session advisory lock keyed by the
+schema name, held on a dedicated connection for the whole job; released by the server when
+that session ends (``kill -9`` included). The job pings it before every claim and every
+delete, and stops if its session is gone.
 
 **Ledger.** ``<schema>.tier_batches`` (schema version 2, :mod:`backends.postgres_schema`):
 one row per claim with the frozen bound ``seq_hi``, ``excluded_runs`` (runs that were
@@ -52,17 +47,19 @@ wait in step 2 blocks no one. Snapshot ``xmin``/``xip`` bounds need the rows' 32
 ``xmin`` mapped to 64-bit ids, which is ambiguous for rows older than 2^31 transactions
 (frozen tuples keep their raw ``xmin``), and give no key to delete in chunks by.
 
-**Export** is in :mod:`backends.postgres_tier_export` (DuckDB ``postgres_query`` sorted
-in DuckDB, or an asyncpg cursor).
+**Export** (:mod:`backends.postgres_tier_export`). DuckDB scans the day's partition in
+parallel ctid ranges with ``seq <= seq_hi`` pushed down and the run lists of the ledger
+row as filters, and sorts; without a partition (TimescaleDB) it runs :func:`selection_sql`
+through ``postgres_query``; without DuckDB's extension an asyncpg cursor does it.
 
-**Delete.** When nothing outside the selection is in the day's partition (the usual case:
-a complete old day, no running run), the partition is dropped: ``LOCK TABLE ONLY events,
-<partition> IN ACCESS EXCLUSIVE MODE`` under ``lock_timeout`` (writers lock ``events``
-first too, so no deadlock), the check repeated under the lock, then ``DROP TABLE``. No
-dead rows, no vacuum debt, no GIN cleanup. When the lock cannot be had (3 tries) or the
-partition holds other rows (late data, runs still running), the selection is deleted in
-chunks of ``chunk_rows`` instead: keyset over the primary key ``(ts, event_id)``, one
-transaction per chunk, so appends keep flowing.
+**Delete** (:mod:`backends.postgres_tier_delete`). When nothing outside the selection is
+in the day's partition (a complete old day, no running run: the usual case), the partition
+is dropped under a short ACCESS EXCLUSIVE lock with ``lock_timeout``: no dead rows, no
+vacuum debt. Otherwise (late rows, running runs, the lock not granted) the selection is
+deleted in chunks, keyset over the primary key, one transaction each. The job deletes one
+day while it claims and exports the next: the drop's lock on ``events`` makes the next
+claim wait a moment, and the next day's export (a scan of its own partition) is not
+affected.
 
 **TimescaleDB** (not available here; the native path is the tested one). The ledger,
 the freeze and the chunked delete work unchanged on a hypertable (``seq`` has the same
@@ -76,23 +73,22 @@ dropped whole, never DELETEd from. This source uses the chunked delete on hypert
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from backends.errors import LockedError, StorageError, ValidationError
-from backends.postgres_conn import connect_error, query_error, require_asyncpg
-from backends.postgres_partitions import NATIVE, DayPartition, drop_partition
+from backends.postgres_conn import query_error
+from backends.postgres_partitions import NATIVE, DayPartition
 from backends.postgres_schema import date_day, partition_bounds
+from backends.postgres_tier_delete import delete_in_chunks, delete_runs, drop_whole_day
 from backends.postgres_tier_export import SELECT_COLUMNS, DuckExporter, choose_engine, cursor_batches
-from backends.schema import RUN_COLUMNS, US_PER_DAY, day_start_us, from_us, to_us, utc_now
+from backends.postgres_tier_lock import AdvisoryJobLock
+from backends.schema import RUN_COLUMNS, US_PER_DAY, from_us, to_us, utc_now
 from backends.tiering import (
     CLAIMED,
     COPY,
@@ -127,7 +123,6 @@ _WRITERS_SQL = (
     "AND l.relation = ANY (SELECT to_regclass(t)::oid FROM unnest($1::text[]) t) "
     "AND l.pid IS DISTINCT FROM pg_backend_pid()"
 )
-_DROP_ATTEMPTS = 3
 
 
 def check_id(batch_id: str) -> str:
@@ -212,95 +207,19 @@ class PostgresTierSource:
         self.freeze_timeout = freeze_timeout
         self.drop_lock_timeout_ms = int(drop_lock_timeout_ms or backend.lock_timeout_ms)
         self.poll = poll
-        self._lock_conn: Any = None
+        self._lock = AdvisoryJobLock(backend, f"magsag.tier:{self.schema}", f"schema {self.schema!r}")
         self._duck: DuckExporter | None = None
 
     @property
     def ledger(self) -> str:
         return f"{self.schema}.tier_batches"
 
-    @property
-    def lock_key(self) -> str:
-        return f"magsag.tier:{self.schema}"
-
     # ------------------------------------------------------------------ lock
-    @asynccontextmanager
-    async def job_lock(self, *, wait: bool = True, timeout: float | None = None) -> AsyncIterator[None]:
-        asyncpg = require_asyncpg()
-        b = self.backend
-        b._require()
-        name = f"magsag-tier pid={os.getpid()} host={socket.gethostname()}"[:63]
-        try:
-            conn = await asyncpg.connect(
-                b._dsn,
-                timeout=b.connect_timeout,
-                server_settings={"application_name": name, "statement_timeout": "0", "lock_timeout": "0"},
-            )
-        except Exception as exc:
-            raise connect_error(exc, b._info, b.connect_timeout) from None
-        try:
-            try:
-                if not wait:
-                    got = await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", self.lock_key)
-                else:
-                    if timeout is not None:
-                        await conn.execute(f"SET lock_timeout = {max(1, int(timeout * 1000))}")
-                    try:
-                        await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", self.lock_key)
-                        got = True
-                    except asyncpg.LockNotAvailableError:
-                        got = False
-                    await conn.execute("SET lock_timeout = 0")
-                if not got:
-                    raise LockedError(
-                        f"another tiering job holds the lock of schema {self.schema!r} on {b.where}"
-                        f"{await self._holder(conn)}"
-                    )
-            except StorageError:
-                raise
-            except Exception as exc:
-                raise query_error(exc, "taking the tiering lock", b._info, 0) from None
-            self._lock_conn = conn
-            try:
-                yield
-            finally:
-                self._lock_conn = None
-                with contextlib.suppress(Exception):
-                    await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", self.lock_key)
-        finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), timeout=5)
-
-    async def _holder(self, conn: Any) -> str:
-        """`` (held by <application_name>, connected since ...)`` when the holder is visible."""
-        with contextlib.suppress(Exception):
-            key = await conn.fetchval("SELECT hashtextextended($1, 0)", self.lock_key)
-            row = await conn.fetchrow(
-                "SELECT a.application_name, a.backend_start::text AS since FROM pg_locks l "
-                "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
-                "AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid AND l.objsubid = 1 LIMIT 1",
-                (key >> 32) & 0xFFFFFFFF,
-                key & 0xFFFFFFFF,
-            )
-            if row is not None:
-                who = row["application_name"] or "an unnamed session"
-                return f" (held by {who}, connected since {row['since'][:19]})"
-        return ""
+    def job_lock(self, *, wait: bool = True, timeout: float | None = None) -> AbstractAsyncContextManager[None]:
+        return self._lock.hold(wait=wait, timeout=timeout)
 
     async def _check_lock(self) -> None:
-        """When this source holds the job lock, make sure its session is still alive."""
-        conn = self._lock_conn
-        if conn is None:
-            return
-        try:
-            if conn.is_closed():
-                raise ConnectionError("closed")
-            await asyncio.wait_for(conn.fetchval("SELECT 1"), timeout=30)
-        except Exception:
-            raise LockedError(
-                f"lost the tiering lock of schema {self.schema!r} (its connection to {self.backend.where} ended); "
-                "stopping: the next run finishes this work"
-            ) from None
+        await self._lock.check()
 
     # -------------------------------------------------------------- planning
     async def tierable_days(
@@ -627,108 +546,17 @@ class PostgresTierSource:
         if claim.state not in (EXPORTED, DONE):
             raise StorageError(f"tier claim {claim.batch_id} is {claim.state}, not exported; nothing deleted")
         await self._check_lock()
-        events = await self._drop_whole_day(claim)
+        b, ledger = self.backend, self.ledger
+        events = await drop_whole_day(
+            b, ledger, claim, lock_timeout_ms=self.drop_lock_timeout_ms, check=self._check_lock
+        )
         if events is not None:
             if on_chunk is not None:
                 on_chunk(events)
         else:
-            events = await self._delete_chunks(claim, max(1, int(chunk_rows)), on_chunk)
-        return {"events": events, "runs": await self._delete_runs(claim)}
-
-    async def _drop_whole_day(self, claim: Claim) -> int | None:
-        """Drop the day's partition when it holds nothing but the selection; return the rows
-        it held. None when that is not possible (then delete in chunks)."""
-        b, s = self.backend, self.schema
-        if b.partitioning != NATIVE:
-            return None
-        await b._refresh_partitions()
-        part = b._parts.get(date_day(claim.day))
-        if part is None:
-            return None
-        asyncpg = require_asyncpg()
-        outside = (
-            f"SELECT EXISTS (SELECT 1 FROM {part.table} e WHERE e.seq > {int(claim.snapshot['seq_hi'])} "
-            f"OR e.run_id = ANY ((SELECT c.excluded_runs FROM {self.ledger} c WHERE c.batch_id = $1)::text[]))"
-        )
-        if await b._read(lambda c: c.fetchval(outside, claim.batch_id), f"checking partition {part.table}"):
-            return None
-
-        async def op(c: Any) -> int | None:
-            async with c.transaction():
-                await c.execute(f"SET LOCAL lock_timeout = {self.drop_lock_timeout_ms}")
-                await c.execute(f"LOCK TABLE ONLY {s}.events IN ACCESS EXCLUSIVE MODE")
-                if await c.fetchval("SELECT to_regclass($1)", part.table) is None:
-                    return 0  # dropped meanwhile (a previous attempt of this claim, or vacuum)
-                await c.execute(f"LOCK TABLE {part.table} IN ACCESS EXCLUSIVE MODE")
-                if await c.fetchval(outside, claim.batch_id):
-                    return None  # a late row arrived since the check
-                n = int(await c.fetchval(f"SELECT count(*) FROM {part.table}"))
-                await drop_partition(c, s, NATIVE, part)
-                return n
-
-        for attempt in range(_DROP_ATTEMPTS):
-            await self._check_lock()
-            try:
-                n = await b._run(
-                    lambda c: _busy_on_lock_timeout(op, c, asyncpg),
-                    f"dropping partition {part.table} after tiering",
-                    idempotent=False,
-                    passthrough=(_LockBusy,),
-                )
-            except _LockBusy:
-                log.info("magsag tier: %s is busy (try %d); retrying", part.table, attempt + 1)
-                await asyncio.sleep(0.2 * (attempt + 1))
-                continue
-            if n is not None:
-                b._parts.pop(part.day, None)
-            return n
-        log.info("magsag tier: could not lock %s to drop it; deleting the selection in chunks", part.table)
-        return None
-
-    async def _delete_chunks(self, claim: Claim, chunk: int, on_chunk: Callable[[int], None] | None) -> int:
-        s = self.schema
-        lo, hi = day_bounds(claim.day)
-        sql = (
-            f"WITH sel AS (SELECT e.ts, e.event_id FROM {s}.events e WHERE {selection_sql(s, claim)} "
-            f"AND (e.ts, e.event_id) > ($1::timestamptz, $2::text) ORDER BY e.ts, e.event_id LIMIT {chunk}), "
-            f"del AS (DELETE FROM {s}.events d USING sel WHERE d.ts >= '{lo}' AND d.ts < '{hi}' "
-            "AND d.ts = sel.ts AND d.event_id = sel.event_id RETURNING 1) "
-            "SELECT (SELECT count(*) FROM del) AS n, last.ts, last.event_id "
-            "FROM (SELECT ts, event_id FROM sel ORDER BY ts DESC, event_id DESC LIMIT 1) last"
-        )
-        cursor: tuple[int, str] = (day_start_us(claim.day) - 1, "")
-        total = 0
-        while True:
-            await self._check_lock()
-            row = await self.backend._write(
-                lambda c, k=cursor: c.fetchrow(sql, *k), f"deleting tiered events of {claim.day}"
-            )
-            if row is None:
-                return total
-            total += int(row["n"])
-            if on_chunk is not None:
-                on_chunk(int(row["n"]))
-            cursor = (row["ts"], row["event_id"])
-
-    async def _delete_runs(self, claim: Claim) -> int:
-        s, ledger = self.schema, self.ledger
-
-        async def op(c: Any) -> int:
-            async with c.transaction():
-                n = await c.fetchval(
-                    f"WITH d AS (DELETE FROM {s}.runs WHERE run_id = ANY ((SELECT run_ids FROM {ledger} "
-                    "WHERE batch_id = $1)::text[]) RETURNING 1) SELECT count(*) FROM d",
-                    claim.batch_id,
-                )
-                n += await c.fetchval(
-                    f"WITH d AS (DELETE FROM {s}.runs r WHERE r.run_id = ANY ($1::text[]) AND r.status = 'running' "
-                    f"AND NOT EXISTS (SELECT 1 FROM {s}.events e WHERE e.run_id = r.run_id) RETURNING 1) "
-                    "SELECT count(*) FROM d",
-                    list(claim.orphan_runs),
-                )
-                return int(n)
-
-        return await self.backend._write(op, f"deleting the tiered runs of {claim.day}")
+            where = selection_sql(self.schema, claim)
+            events = await delete_in_chunks(b, claim, where, max(1, int(chunk_rows)), on_chunk, check=self._check_lock)
+        return {"events": events, "runs": await delete_runs(b, ledger, claim)}
 
     # ------------------------------------------------------------- listings
     async def unfinished_claims(self, dest: str | None = None) -> list[Claim]:
@@ -774,17 +602,6 @@ class PostgresTierSource:
 
 
 # ------------------------------------------------------------------ helpers
-
-
-class _LockBusy(Exception):
-    """The whole-partition drop could not get its lock within ``lock_timeout``."""
-
-
-async def _busy_on_lock_timeout(op: Callable[[Any], Any], c: Any, asyncpg: Any) -> Any:
-    try:
-        return await op(c)
-    except asyncpg.LockNotAvailableError:
-        raise _LockBusy() from None
 
 
 async def _done_batches(c: Any, ledger: str, dest: str, day: date) -> list[str]:

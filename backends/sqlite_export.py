@@ -5,9 +5,9 @@ in one process do not see each other's POSIX locks, and closing a file in one co
 the locks of the other; on a WAL database that corrupts the shared-memory index (seen
 here as a bus error). So DuckDB never opens the hot store inside the process that holds
 the backend: :class:`ExportWorker` starts ``python -m backends.sqlite_export`` once per
-tiering job and sends it one query per claim; the child runs it (SQLite picks the day by
-its ``ts`` index inside ``sqlite_query``, DuckDB sorts under a memory limit, spilling to a
-temporary folder) and streams the result back as an Arrow IPC stream.
+tiering job and sends it one query per claim; the child runs it (SQLite selects and sorts
+the day inside ``sqlite_query``; DuckDB, under a memory limit, converts) and streams the
+result back as an Arrow IPC stream.
 
 Wire format, per request (one JSON line on the child's stdin): the child answers ``A``,
 an Arrow IPC stream, then ``K`` (ok) or ``E`` + 4-byte length + message; or, when the
@@ -40,12 +40,13 @@ def _sql_text(value: str) -> str:
 class ExportWorker:
     """A child process running DuckDB queries over one SQLite file; see the module docstring."""
 
-    def __init__(self, db_path: str | Path, extension: str, *, memory_limit: str = "256MB", threads: int = 2):
+    def __init__(self, db_path: str | Path, extension: str, *, memory_limit: str = "128MB", threads: int = 2):
         self.db_path = str(db_path)
         self.extension = extension
         self.memory_limit = memory_limit
         self.threads = threads
         self._proc: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
 
     def _start(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
@@ -53,11 +54,13 @@ class ExportWorker:
             env = dict(os.environ)
             env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
             config = {"extension": self.extension, "memory_limit": self.memory_limit, "threads": self.threads}
+            if self._stderr is None:
+                self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - kept for the worker's lifetime
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "backends.sqlite_export", json.dumps(config)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
+                stderr=self._stderr,
                 env=env,
             )
         return self._proc
@@ -77,7 +80,7 @@ class ExportWorker:
                 finished = True
                 raise StorageError(_message(proc.stdout))
             if head != b"A":
-                raise StorageError(f"the export worker for {self.db_path} stopped unexpectedly")
+                raise StorageError(f"the export worker for {self.db_path} stopped unexpectedly{self._last_words()}")
             reader = pa.ipc.open_stream(proc.stdout)
             yield from reader
             tail = proc.stdout.read(1)
@@ -85,14 +88,28 @@ class ExportWorker:
             if tail == b"E":
                 raise StorageError(_message(proc.stdout))
             if tail != b"K":
-                raise StorageError(f"the export worker for {self.db_path} stopped unexpectedly")
+                raise StorageError(f"the export worker for {self.db_path} stopped unexpectedly{self._last_words()}")
         except (BrokenPipeError, pa.ArrowInvalid, OSError) as exc:
             raise StorageError(f"the export worker for {self.db_path} failed: {exc}") from None
         finally:
             if not finished:  # abandoned mid-stream: the child may be blocked writing
                 self.close()
 
+    def _last_words(self) -> str:
+        """The last line the child wrote to stderr (why it died), if any."""
+        if self._stderr is None:
+            return ""
+        try:
+            self._stderr.seek(0)
+            lines = [ln for ln in self._stderr.read()[-4000:].decode("utf-8", "replace").splitlines() if ln.strip()]
+        except OSError:
+            return ""
+        return f": {lines[-1].strip()[:300]}" if lines else ""
+
     def close(self) -> None:
+        if self._stderr is not None and self._proc is None:
+            self._stderr.close()
+            self._stderr = None
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -107,6 +124,9 @@ class ExportWorker:
         for f in (proc.stdin, proc.stdout):
             if f is not None and not f.closed:
                 f.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
 
 
 def _message(stream: IO[bytes]) -> str:

@@ -12,9 +12,10 @@
   delete) is the same SQL predicate over the ledger row, so they can never disagree.
 * **Export**: DuckDB runs the claim's query inside SQLite (``sqlite_query`` of the
   sqlite_scanner extension, loaded from the ``duckdb-extension-sqlite-scanner`` package by
-  path, never from the network), so SQLite's ``ts`` index picks the day, then sorts it
-  under a memory limit (spilling to a temporary folder) and streams Arrow batches. Without
-  the extension, a plain ``sqlite3`` cursor with ``ORDER BY`` does the same, slower.
+  path, never from the network), so SQLite's ``ts`` index picks the day and SQLite's
+  sorter (spilling to temporary files) orders it; DuckDB streams Arrow batches, in a child
+  process (see ``backends/sqlite_export.py``). Without the extension, a plain ``sqlite3``
+  cursor with the same query does it, slower.
 * **Delete**: in chunks of ``chunk_rows`` events, each one writer transaction (full-text
   index entries first, then the rows), so appends from other tasks interleave.
 """
@@ -29,6 +30,7 @@ import json
 import os
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -151,7 +153,7 @@ class SQLiteTierSource:
         backend: SQLiteStorageBackend,
         *,
         export_engine: str | None = None,
-        memory_limit: str = "256MB",
+        memory_limit: str = "128MB",
         lock_poll: float = 0.2,
     ):
         self.backend = backend
@@ -162,6 +164,25 @@ class SQLiteTierSource:
         self.memory_limit = memory_limit
         self.lock_poll = lock_poll
         self._worker: Any = None
+        self._ro: sqlite3.Connection | None = None
+        self._ro_lock = threading.Lock()
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``fn`` on this source's own read connection (no mmap, small cache: the job's
+        scans do not grow the process the way the backend's mmap'ed readers would), after
+        the backend's pending writes are committed."""
+        await self.backend.read(lambda c: None)
+        return await asyncio.to_thread(self._read_sync, fn)
+
+    def _read_sync(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        with self._ro_lock:
+            if self._ro is None:
+                conn = sqlite3.connect(self.backend.db_path, timeout=30, check_same_thread=False, isolation_level=None)
+                conn.execute("PRAGMA query_only = 1")
+                conn.execute("PRAGMA mmap_size = 0")
+                conn.execute("PRAGMA cache_size = -16384")
+                self._ro = conn
+            return fn(self._ro)
 
     @property
     def lock_path(self) -> Path:
@@ -257,7 +278,7 @@ class SQLiteTierSource:
                 )
             return out
 
-        return await self.backend.read(q)
+        return await self._read(q)
 
     async def running_runs(self, before: datetime) -> list[RunningRun]:
         cut = to_us(before)
@@ -270,7 +291,7 @@ class SQLiteTierSource:
             ).fetchall()
             return [RunningRun(r[0], r[1], r[2], bool(r[3])) for r in rows]
 
-        return await self.backend.read(q)
+        return await self._read(q)
 
     # ----------------------------------------------------------------- claim
     async def claim_day(
@@ -370,10 +391,14 @@ class SQLiteTierSource:
             await asyncio.to_thread(gen.close)
 
     async def close(self) -> None:
-        """Stop the export worker process (if one was started)."""
+        """Stop the export worker process (if one was started); close the read connection."""
         worker, self._worker = self._worker, None
         if worker is not None:
             await asyncio.to_thread(worker.close)
+        with self._ro_lock:
+            ro, self._ro = self._ro, None
+        if ro is not None:
+            ro.close()
 
     def _duckdb_batches(self, claim: Claim, batch_rows: int) -> Any:
         import pyarrow as pa
@@ -387,12 +412,14 @@ class SQLiteTierSource:
             )
         schema = event_arrow_schema()
         ts_type = schema.field("ts").type
-        inner = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE {self._where(claim)}"
-        outer = ", ".join("CAST(ts AS BIGINT) AS ts" if c == "ts" else c for c in EVENT_COLUMNS)
-        sql = (
-            f"SELECT * FROM (SELECT {outer} FROM sqlite_query('hot', {_sql_text(inner)})) "
+        # SQLite sorts (its sorter spills to temporary files: memory stays flat whatever the
+        # day's size; measured as fast as DuckDB's sort here); DuckDB streams the result as Arrow.
+        inner = (
+            f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE {self._where(claim)} "
             "ORDER BY agent_slug, run_id, ts, event_id"
         )
+        outer = ", ".join("CAST(ts AS BIGINT) AS ts" if c == "ts" else c for c in EVENT_COLUMNS)
+        sql = f"SELECT {outer} FROM sqlite_query('hot', {_sql_text(inner)})"
         try:
             for batch in self._worker.batches(sql, batch_rows):
                 arrays = [
@@ -428,7 +455,7 @@ class SQLiteTierSource:
                 (claim.batch_id,),
             ).fetchall()
 
-        return runs_table(await self.backend.read(q))
+        return runs_table(await self._read(q))
 
     # ---------------------------------------------------------- state changes
     async def _update(self, claim: Claim, sets: str, params: tuple[Any, ...], info: dict[str, Any] | None) -> Claim:
@@ -523,36 +550,46 @@ class SQLiteTierSource:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at, batch_id"
-        rows = await self.backend.read(lambda c: c.execute(sql, params).fetchall())
+        rows = await self._read(lambda c: c.execute(sql, params).fetchall())
         return [_claim_from_row(r) for r in rows]
 
     async def unarchived_days(self, days: Iterable[date], *, dest: str | None = None) -> list[date]:
         wanted = sorted({d if isinstance(d, date) else date.fromisoformat(str(d)) for d in days})
+        return await self._read(lambda c: [d for d in wanted if not _day_covered(c, d, dest)])
 
-        def q(c: sqlite3.Connection) -> list[date]:
-            out = []
-            for day in wanted:
-                lo = day_start_us(day)
-                cover = "b.day = ? AND b.state = 'done'" + (" AND b.dest = ?" if dest is not None else "")
-                cp: list[Any] = [day.isoformat()] + ([dest] if dest is not None else [])
-                ev = c.execute(
-                    "SELECT 1 FROM events WHERE ts >= ? AND ts < ? "
-                    "AND run_id NOT IN (SELECT run_id FROM runs WHERE status = 'running') "
-                    f"AND NOT EXISTS (SELECT 1 FROM tier_batches b WHERE {cover} AND events.seq <= b.seq_hi "
-                    "AND events.run_id NOT IN (SELECT value FROM json_each(b.excluded_runs))) LIMIT 1",
-                    (lo, lo + US_PER_DAY, *cp),
-                ).fetchone()
-                rn = c.execute(
-                    "SELECT 1 FROM runs WHERE started_at >= ? AND started_at < ? AND status != 'running' "
-                    f"AND run_id NOT IN (SELECT j.value FROM tier_batches b, json_each(b.run_ids) j WHERE {cover}) "
-                    "LIMIT 1",
-                    (lo, lo + US_PER_DAY, *cp),
-                ).fetchone()
-                if ev or rn:
-                    out.append(day)
-            return out
 
-        return await self.backend.read(q)
+def _day_covered(c: sqlite3.Connection, day: date, dest: str | None) -> bool:
+    """Whether finished claims (to ``dest``, or any) cover every row vacuum could delete from ``day``.
+
+    An event is covered by a claim when ``seq <= seq_hi`` and its run was not excluded.
+    Checked cheaply: events newer than the newest claim's bound (index), then only the
+    events of runs some claim excluded (a handful, by index).
+    """
+    lo, hi = day_start_us(day), day_start_us(day) + US_PER_DAY
+    cover = "b.day = ? AND b.state = 'done'" + (" AND b.dest = ?" if dest is not None else "")
+    cp: list[Any] = [day.isoformat()] + ([dest] if dest is not None else [])
+    not_running = "run_id NOT IN (SELECT run_id FROM runs WHERE status = 'running')"
+    batches = c.execute(f"SELECT seq_hi, excluded_runs FROM tier_batches b WHERE {cover}", cp).fetchall()
+    if c.execute(
+        "SELECT 1 FROM runs WHERE started_at >= ? AND started_at < ? AND status != 'running' "
+        f"AND run_id NOT IN (SELECT j.value FROM tier_batches b, json_each(b.run_ids) j WHERE {cover}) LIMIT 1",
+        (lo, hi, *cp),
+    ).fetchone():
+        return False
+    max_hi = max((b[0] for b in batches), default=-1)
+    if c.execute(
+        f"SELECT 1 FROM events WHERE ts >= ? AND ts < ? AND seq > ? AND {not_running} LIMIT 1", (lo, hi, max_hi)
+    ).fetchone():
+        return False
+    excluded = sorted({r for b in batches for r in json.loads(b[1] or "[]")})
+    if not excluded:
+        return True
+    return not c.execute(
+        "SELECT 1 FROM events WHERE run_id IN (SELECT value FROM json_each(?)) AND ts >= ? AND ts < ? "
+        f"AND {not_running} AND NOT EXISTS (SELECT 1 FROM tier_batches b WHERE {cover} "
+        "AND events.seq <= b.seq_hi AND events.run_id NOT IN (SELECT value FROM json_each(b.excluded_runs))) LIMIT 1",
+        (dumps(excluded), lo, hi, *cp),
+    ).fetchone()
 
 
 # ------------------------------------------------------------------ helpers

@@ -284,7 +284,10 @@ def tier_source(backend: StorageBackend) -> TierSource:
     if target is None:
         raise UnsupportedOperation(f"the {backend.name} hot store does not support tiering")
     module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)(backend)
+    try:
+        return getattr(importlib.import_module(module), cls)(backend)
+    except ImportError as exc:
+        raise UnsupportedOperation(f"tiering from the {backend.name} hot store is not available here: {exc}") from None
 
 
 _BUILTIN = {

@@ -189,27 +189,27 @@ def _tree_bytes(path: Path) -> int:
 
 
 def run_child(args: list[str]) -> tuple[dict[str, Any], float]:
-    """Run ``bench/tier.py --child ...``; return its JSON and the peak RSS (MB) of its process tree."""
+    """Run ``bench/tier.py --child ...``; return its JSON (with the main process's own peak
+    RSS) and the peak RSS (MB) of its whole process tree (ours: the job + its export worker)."""
     import psutil
 
     proc = subprocess.Popen(
         [sys.executable, __file__, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
     )
-    peak = 0
+    peak = peak_top = 0
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak, peak_top
         try:
             top = psutil.Process(proc.pid)
         except psutil.NoSuchProcess:
             return
         while not done.is_set():
             try:
-                total = top.memory_info().rss + sum(
-                    c.memory_info().rss for c in top.children(recursive=True) if c.is_running()
-                )
-                peak = max(peak, total)
+                own = top.memory_info().rss
+                total = own + sum(c.memory_info().rss for c in top.children(recursive=True) if c.is_running())
+                peak, peak_top = max(peak, total), max(peak_top, own)
             except psutil.Error:
                 pass
             time.sleep(0.02)
@@ -221,7 +221,9 @@ def run_child(args: list[str]) -> tuple[dict[str, Any], float]:
     t.join()
     if proc.returncode != 0:
         raise SystemExit(f"bench child {args[:2]} failed:\n{err[-3000:]}")
-    return json.loads(out.strip().splitlines()[-1]), peak / 2**20
+    data = json.loads(out.strip().splitlines()[-1])
+    data["peak_rss_main_mb"] = round(peak_top / 2**20)
+    return data, peak / 2**20
 
 
 # ------------------------------------------------------------------- driver
@@ -295,6 +297,7 @@ def show(r: dict[str, Any], command: str) -> None:
     )
     print(f"{'magsag tier (end to end)':24}{o['rows_per_s']:>12,}{o['seconds']:>10.2f}")
     print(f"  the last {o['seconds'] - o['commit_s']:.2f} s: hot-store deletes after every file was committed")
+    print(f"  peak RSS of the job's own process {o['peak_rss_main_mb']} MB (the rest: its DuckDB export worker)")
     print(f"ratio ours/bare: {r['ratio_to_commit']:.2f}x up to the commit, {r['ratio_end_to_end']:.2f}x end to end")
     print(
         f"lake events {s['lake_event_bytes'] / 1e6:.1f} MB = {s['lake_vs_jsonl']:.3f} of JSONL "

@@ -17,6 +17,9 @@ from backends.tiering import TierDay
 class TierProgress:
     """Progress hooks of a tiering job; every method is a no-op here."""
 
+    def waiting(self, message: str) -> None:
+        """The job is queued behind another one's lock (said once)."""
+
     def plan(self, days: int, rows: int, hot_bytes: int) -> None:
         """The work ahead: ``days`` claims, about ``rows`` events, ``hot_bytes`` in the hot store."""
 

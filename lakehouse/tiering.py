@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from backends.errors import LockedError
 from backends.schema import hot_cutoff, utc_now
 from backends.tiering import DONE, MOVE, RUNS, Claim, TierDay, check_mode, tier_source
 from lakehouse import manifest
@@ -115,7 +116,10 @@ async def run_tier(
         ctx = ClaimContext(
             src=src, lake=lake, progress=progress, batch_rows=batch_rows, delete_chunk_rows=delete_chunk_rows
         )
-        async with src.job_lock(wait=wait, timeout=lock_timeout):
+        async with contextlib.AsyncExitStack() as stack:
+            if not await _lock(stack, src, wait=wait, timeout=lock_timeout, stop=stop, progress=progress):
+                report.stopped = True
+                return report
             with fault_scope("tier"):
                 fault_point("tier.locked")
                 await _run(ctx, report, cutoff, stop)
@@ -123,6 +127,39 @@ async def run_tier(
         await src.close()
         report.seconds = time.monotonic() - started
     return report
+
+
+async def _lock(
+    stack: contextlib.AsyncExitStack,
+    src: Any,
+    *,
+    wait: bool,
+    timeout: float | None,
+    stop: Callable[[], bool],
+    progress: TierProgress,
+) -> bool:
+    """Take the job lock into ``stack``; False when asked to stop while waiting for it.
+
+    Waits in slices of a second so a stop request (SIGTERM) is noticed while queued.
+    """
+    if not wait:
+        await stack.enter_async_context(src.job_lock(wait=False))
+        return True
+    deadline = None if timeout is None else time.monotonic() + timeout
+    told = False
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            await stack.enter_async_context(src.job_lock(wait=True, timeout=1.0 if left is None else min(1.0, left)))
+            return True
+        except LockedError as exc:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+            if not told:
+                progress.waiting(f"waiting: {exc}")
+                told = True
+            if stop():
+                return False
 
 
 async def _run(ctx: ClaimContext, report: TierReport, cutoff: datetime, stop: Callable[[], bool]) -> None:

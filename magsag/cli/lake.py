@@ -93,6 +93,9 @@ class _Bars(TierProgress):
         self.t_rows = progress.add_task("events", total=None, unit="")
         self.t_bytes = progress.add_task("lake bytes", total=None, unit="")
 
+    def waiting(self, message: str) -> None:
+        self.p.console.print(message)
+
     def plan(self, days: int, rows: int, hot_bytes: int) -> None:
         done = self.p.tasks[self.t_days].completed
         self.p.update(self.t_days, total=done + days)
@@ -111,10 +114,17 @@ class _Bars(TierProgress):
         self.p.advance(self.t_days, 1)
 
 
+class _Quiet(TierProgress):
+    """No bars (JSON output, or stderr is not a terminal); still says when it waits for the lock."""
+
+    def waiting(self, message: str) -> None:
+        err_console.print(message)
+
+
 @contextmanager
 def _progress(enabled: bool) -> Iterator[TierProgress]:
     if not enabled:
-        yield TierProgress()
+        yield _Quiet()
         return
     cols = (
         TextColumn("{task.description}"),

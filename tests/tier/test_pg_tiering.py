@@ -347,7 +347,7 @@ async def test_a_job_that_lost_its_lock_session_stops_before_changing_anything(p
     await add_run(pg, "r-1", DAY_A, 3)
     src = tier_source(pg)
     async with src.job_lock(wait=False):
-        pid = src._lock_conn.get_server_pid()
+        pid = src._lock.conn.get_server_pid()
         assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
         await asyncio.sleep(0.2)
         with pytest.raises(LockedError, match="lost the tiering lock"):
@@ -448,3 +448,43 @@ async def test_kill_at_every_step_of_a_chunked_delete_then_rerun(tmp_path, admin
                 await backend.close()
                 await cleanup()
     assert k > 16  # every step of the day, each delete chunk included
+
+
+# ---------------------------------------------------------------------- CLI
+
+
+def test_the_cli_tiers_a_postgres_store_and_names_the_lock_holder(tmp_path) -> None:
+    from tests.cli_helpers import magsag
+
+    _backend, env, cleanup = make_postgres(tmp_path)
+    env = {**env, "MAGSAG_STORAGE_LAKE_URL": str(tmp_path / "lake")}
+    holder = None
+    try:
+        assert magsag("data", "demo", "--days", "10", "--runs-per-day", "3", "--json", env=env).code == 0
+        plan = magsag("data", "tier", "--dry-run", "--json", env=env).json()
+        assert plan["days"] >= 2 and plan["events"] > 0
+        res = magsag("data", "tier", "--json", env=env)
+        assert res.code == 0, res.err
+        rep = res.json()
+        assert (rep["days"], rep["events"]) == (plan["days"], plan["events"]) and 0 < rep["ratio"] < 1
+        assert rep["deleted_events"] == rep["events"]
+        summary = magsag("data", "report", "--days", "0", "--json", env=env).json()
+        assert summary["rows"] == rep["events"]
+
+        holder = subprocess.Popen(
+            [sys.executable, "-c", _HOLDER, env["MAGSAG_STORAGE_DSN"], env["MAGSAG_STORAGE_PG_SCHEMA"]],
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            text=True,
+        )
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        busy = magsag("data", "tier", "--no-wait", env=env)
+        lines = [ln for ln in busy.err.splitlines() if ln.strip()]
+        assert busy.code == 3 and len(lines) == 1, busy.err
+        assert f"held by magsag-tier pid={holder.pid}" in lines[0]
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait(10)
+        if cleanup is not None:
+            asyncio.run(cleanup())

@@ -11,6 +11,7 @@ from datetime import date, timedelta
 
 import duckdb
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from backends.schema import EVENT_COLUMNS, Event, day_of_us, from_us, to_us
@@ -68,6 +69,12 @@ async def test_tier_moves_exactly_the_old_days(hot: HotCase, lake_case: LakeCase
         assert all(len(es) == 1 for es in parts.values())
     claims = await tier_source(hot.backend).claims()
     assert [c.state for c in claims] == ["done"] * 3
+    # every file is sorted as the layout promises (agent, run, time)
+    for e in manifest.live_entries(lake_case.lake, layout.EVENTS):
+        with lake_case.lake.fs.open(lake_case.lake.path(e.path), "rb") as f:
+            t = pq.read_table(f, columns=["agent_slug", "run_id", "ts", "event_id"])
+        keys = list(zip(*(t.column(c).to_pylist() for c in t.column_names), strict=True))
+        assert keys == sorted(keys) and len(keys) == e.rows
 
 
 async def test_engines_read_the_lake_by_glob(hot: HotCase, lake_case: LakeCase) -> None:

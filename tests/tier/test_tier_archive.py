@@ -67,9 +67,7 @@ async def test_archive_after_copy_then_delete_clears_hot(hot: HotCase, tmp_path)
 
 async def test_vacuum_guard_refuses_days_not_archived(hot: HotCase, tmp_path) -> None:  # type: ignore[no-untyped-def]
     dest_url = str(tmp_path / "archive")
-    settings = load_settings(
-        archive_enabled=True, archive_destination=dest_url, hot_days=HOT_DAYS, db_path=hot.env["MAGSAG_STORAGE_DB_PATH"]
-    )
+    settings = load_settings(archive_enabled=True, archive_destination=dest_url, hot_days=HOT_DAYS)
     original = await hot.event_rows()
     # vacuum's cutoff is relative to the real now: ask it to keep fewer days than the data spans
     hot_days = (from_us(0).now(tz=END.tzinfo) - END).days + HOT_DAYS
@@ -91,7 +89,35 @@ async def test_vacuum_guard_refuses_days_not_archived(hot: HotCase, tmp_path) ->
 
 
 async def test_vacuum_guard_off_by_default(hot: HotCase) -> None:
-    settings = load_settings(db_path=hot.env["MAGSAG_STORAGE_DB_PATH"])
+    settings = load_settings()
     hot_days = (from_us(0).now(tz=END.tzinfo) - END).days + HOT_DAYS
     res = await vacuum_storage(hot.backend, settings, hot_days=hot_days, dry_run=True)
     assert "refused_days" not in res and res["events_to_delete"] > 0
+
+
+async def test_archive_picks_up_runs_that_ended_later(hot: HotCase, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Copy mode: the events of a run that was still running when its day was archived are
+    copied once it ends (and the day counts as archived only then)."""
+    from datetime import date, timedelta
+
+    from backends.tiering import tier_source
+
+    b = hot.backend
+    start = from_us(day_us(3))  # 2026-03-07
+    await b.create_run("long-run", "research-mag", started_at=start)
+    for i in range(3):
+        await b.append_event("long-run", "research-mag", "log", start + timedelta(hours=i), message=f"step {i}")
+    dest = open_lake(str(tmp_path / "archive"))
+    first = await run_tier(b, dest, hot_days=HOT_DAYS, now=END, mode=COPY)
+    assert first.held_events == 3
+    src = tier_source(b)
+    day = date(2026, 3, 7)
+    assert await src.unarchived_days([day], dest=dest_key(dest)) == []  # running: vacuum keeps it anyway
+    await b.update_run("long-run", status="succeeded", ended_at=start + timedelta(hours=5))
+    assert await src.unarchived_days([day], dest=dest_key(dest)) == [day]
+    second = await run_tier(b, dest, hot_days=HOT_DAYS, now=END, mode=COPY)
+    assert [(d.day, d.events, d.runs) for d in second.days] == [(day, 3, 1)]
+    assert await src.unarchived_days([day], dest=dest_key(dest)) == []
+    original = await hot.event_rows()
+    assert Counter(lake_events(dest)) == Counter(old(original))
+    await src.close()

@@ -104,3 +104,36 @@ async def test_appends_while_tiering_are_not_lost(hot: HotCase, tmp_path) -> Non
     hot_rows, lake_rows = await hot.event_rows(), lake_events(lake)
     assert Counter(r[1:] for r in hot_rows) + Counter(r[1:] for r in lake_rows) == want
     assert all(r[1] >= day_us(1) - 12 * 3600 * 1_000_000 for r in hot_rows)  # nothing old left hot
+
+
+async def test_stop_while_waiting_for_the_lock(hot: HotCase, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from lakehouse.objstore import open_lake
+    from lakehouse.tier_report import TierProgress
+
+    class Said(TierProgress):
+        def __init__(self) -> None:
+            self.messages: list[str] = []
+
+        def waiting(self, message: str) -> None:
+            self.messages.append(message)
+
+    said, stop = Said(), asyncio.Event()
+    src = tier_source(hot.backend)
+    async with src.job_lock():
+        job = asyncio.create_task(
+            run_tier(
+                hot.backend,
+                open_lake(str(tmp_path / "lake")),
+                hot_days=HOT_DAYS,
+                now=END,
+                progress=said,
+                should_stop=stop.is_set,
+            )
+        )
+        await asyncio.sleep(1.5)
+        assert not job.done()
+        stop.set()  # what SIGTERM does in the CLI
+        rep = await asyncio.wait_for(job, 10)
+    assert rep.stopped and rep.days == []
+    assert len(said.messages) == 1 and said.messages[0].startswith("waiting: another tiering job holds the lock")
+    await src.close()
