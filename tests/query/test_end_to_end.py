@@ -28,16 +28,7 @@ def _settings(env: dict[str, str]) -> Any:
     return load_settings(**kw)
 
 
-# PostgresTierSource._check_lock runs "SELECT 1" on the lock session from the export and
-# delete tasks at once (they overlap since 27e01e6); asyncpg refuses the second concurrent
-# use ("another operation is in progress") and the job stops as if the lock were lost.
-# Guarding that query with an asyncio.Lock makes this pass (checked by hand).
-PG_LOCK_BUG = pytest.mark.xfail(
-    reason="backends/postgres_tiering.py: lock session used by two tasks at once", strict=True
-)
-
-
-@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=PG_LOCK_BUG)])
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_demo_tier_query(kind: str, tmp_path: Path) -> None:
     make = make_sqlite if kind == "sqlite" else make_postgres
     end = datetime.now(UTC).replace(second=0, microsecond=0)
