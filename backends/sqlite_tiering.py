@@ -45,9 +45,20 @@ from backends.schema import (
     US_PER_DAY,
     day_of_us,
     day_start_us,
-    from_us,
     to_us,
     utc_now,
+)
+from backends.sqlite_tier_ledger import (
+    BATCH_COLUMNS,
+    check_id,
+    claim_from_row,
+    day_covered,
+    done_batches,
+    fetch_claim,
+    selection_sql,
+    sql_text,
+    uncovered_counts,
+    used_bytes,
 )
 from backends.tiering import (
     CLAIMED,
@@ -68,11 +79,6 @@ if TYPE_CHECKING:
 
     from backends.sqlite import SQLiteStorageBackend
 
-_BATCH_COLUMNS = (
-    "batch_id, dest, day, mode, state, seq_lo, seq_hi, excluded_runs, run_ids, event_rows, run_rows, info, "
-    "created_at, finished_at"
-)
-_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 EXPORT_ENGINES = ("duckdb", "sqlite")
 
 
@@ -88,61 +94,6 @@ def sqlite_scanner_path() -> str | None:
         return None
     path = Path(spec.origin).parent / "extensions" / f"v{duckdb.__version__}" / "sqlite_scanner.duckdb_extension"
     return str(path) if path.is_file() else None
-
-
-def _check_id(batch_id: str) -> str:
-    if not batch_id or len(batch_id) > 80 or not set(batch_id) <= _ID_OK:
-        raise ValidationError(f"invalid tier batch id {batch_id!r}")
-    return batch_id
-
-
-def _sql_text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def selection_sql(batch_id: str, day: date, seq_hi: int, covered_by: Iterable[str] = ()) -> str:
-    """The WHERE clause (over ``events``, unaliased) of a claim's selected events."""
-    lo = day_start_us(day)
-    bid = _sql_text(_check_id(batch_id))
-    where = (
-        f"events.ts >= {lo} AND events.ts < {lo + US_PER_DAY} AND events.seq <= {int(seq_hi)} "
-        f"AND events.run_id NOT IN (SELECT value FROM json_each("
-        f"(SELECT excluded_runs FROM tier_batches WHERE batch_id = {bid})))"
-    )
-    covered = [_sql_text(_check_id(b)) for b in covered_by]
-    if covered:
-        where += (
-            f" AND NOT EXISTS (SELECT 1 FROM tier_batches b WHERE b.batch_id IN ({', '.join(covered)}) "
-            "AND events.seq <= b.seq_hi AND events.run_id NOT IN (SELECT value FROM json_each(b.excluded_runs)))"
-        )
-    return where
-
-
-def _claim_from_row(row: tuple[Any, ...]) -> Claim:
-    (batch_id, dest, day, mode, state, _lo, seq_hi, excluded, run_ids, ev_rows, run_rows, info, created, finished) = row
-    info = json.loads(info or "{}")
-    meta = info.pop("_claim", {})
-    return Claim(
-        batch_id=batch_id,
-        dest=dest,
-        day=date.fromisoformat(day),
-        mode=mode,
-        state=state,
-        files=dict(meta.get("files", {})),
-        run_ids=tuple(json.loads(run_ids or "[]")),
-        orphan_runs=tuple(meta.get("orphan_runs", ())),
-        event_rows=ev_rows,
-        run_rows=run_rows,
-        snapshot={
-            "seq_hi": seq_hi,
-            "excluded_runs": json.loads(excluded or "[]"),
-            "covered_by": list(meta.get("covered_by", ())),
-            "selected_events": meta.get("selected_events"),
-        },
-        info=info,
-        created_at=from_us(created) if created is not None else None,
-        finished_at=from_us(finished) if finished is not None else None,
-    )
 
 
 class SQLiteTierSource:
@@ -255,7 +206,7 @@ class SQLiteTierSource:
                 )
             }
             total_events = c.execute("SELECT count(*) FROM events").fetchone()[0] or 1
-            per_event = _used_bytes(c) / total_events
+            per_event = used_bytes(c) / total_events
             out = []
             for d in sorted(set(ev) | set(rn)):
                 day = day_of_us(int(d) * US_PER_DAY)
@@ -263,9 +214,9 @@ class SQLiteTierSource:
                 n_run, held_run = rn.get(d, (0, 0))
                 movable_ev, movable_run = int(n_ev - held_ev), int(n_run - held_run)
                 if mode == COPY:
-                    covered = _done_batches(c, dest, day)
+                    covered = done_batches(c, dest, day)
                     if covered:
-                        movable_ev, movable_run = _uncovered_counts(c, day, covered, orphans)
+                        movable_ev, movable_run = uncovered_counts(c, day, covered, orphans)
                 out.append(
                     TierDay(
                         day=day,
@@ -305,7 +256,7 @@ class SQLiteTierSource:
         orphan_runs: Iterable[str] = (),
         info: dict[str, Any] | None = None,
     ) -> Claim | None:
-        _check_id(batch_id)
+        check_id(batch_id)
         check_mode(mode)
         orphans = sorted_unique(orphan_runs)
         lo = day_start_us(day)
@@ -325,7 +276,7 @@ class SQLiteTierSource:
                     (dumps(orphans), lo, hi),
                 )
             ]
-            covered = _done_batches(c, dest, day) if mode == COPY else []
+            covered = done_batches(c, dest, day) if mode == COPY else []
             run_sql = "SELECT run_id FROM runs WHERE started_at >= ? AND started_at < ? AND status != 'running'"
             params: list[Any] = [lo, hi]
             if covered:
@@ -337,7 +288,7 @@ class SQLiteTierSource:
             run_ids = [r[0] for r in c.execute(run_sql + " ORDER BY run_id", params)]
             meta = {"files": files, "orphan_runs": list(orphans), "covered_by": covered}
             c.execute(
-                f"INSERT INTO tier_batches ({_BATCH_COLUMNS}) "
+                f"INSERT INTO tier_batches ({BATCH_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, NULL, NULL, ?, ?, NULL)",
                 (
                     batch_id,
@@ -365,7 +316,7 @@ class SQLiteTierSource:
                 "UPDATE tier_batches SET info = ? WHERE batch_id = ?",
                 (dumps({**(info or {}), "_claim": meta}), batch_id),
             )
-            return _fetch_claim(c, batch_id)
+            return fetch_claim(c, batch_id)
 
         return await self.backend.write(op)
 
@@ -419,7 +370,7 @@ class SQLiteTierSource:
             "ORDER BY agent_slug, run_id, ts, event_id"
         )
         outer = ", ".join("CAST(ts AS BIGINT) AS ts" if c == "ts" else c for c in EVENT_COLUMNS)
-        sql = f"SELECT {outer} FROM sqlite_query('hot', {_sql_text(inner)})"
+        sql = f"SELECT {outer} FROM sqlite_query('hot', {sql_text(inner)})"
         try:
             for batch in self._worker.batches(sql, batch_rows):
                 arrays = [
@@ -467,7 +418,7 @@ class SQLiteTierSource:
             c.execute(
                 f"UPDATE tier_batches SET {sets}info = ? WHERE batch_id = ?", (*params, dumps(merged), claim.batch_id)
             )
-            return _fetch_claim(c, claim.batch_id)  # type: ignore[return-value]
+            return fetch_claim(c, claim.batch_id)  # type: ignore[return-value]
 
         return await self.backend.write(op)
 
@@ -546,50 +497,16 @@ class SQLiteTierSource:
         if day is not None:
             where.append("day = ?")
             params.append(day.isoformat())
-        sql = f"SELECT {_BATCH_COLUMNS} FROM tier_batches"
+        sql = f"SELECT {BATCH_COLUMNS} FROM tier_batches"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at, batch_id"
         rows = await self._read(lambda c: c.execute(sql, params).fetchall())
-        return [_claim_from_row(r) for r in rows]
+        return [claim_from_row(r) for r in rows]
 
     async def unarchived_days(self, days: Iterable[date], *, dest: str | None = None) -> list[date]:
         wanted = sorted({d if isinstance(d, date) else date.fromisoformat(str(d)) for d in days})
-        return await self._read(lambda c: [d for d in wanted if not _day_covered(c, d, dest)])
-
-
-def _day_covered(c: sqlite3.Connection, day: date, dest: str | None) -> bool:
-    """Whether finished claims (to ``dest``, or any) cover every row vacuum could delete from ``day``.
-
-    An event is covered by a claim when ``seq <= seq_hi`` and its run was not excluded.
-    Checked cheaply: events newer than the newest claim's bound (index), then only the
-    events of runs some claim excluded (a handful, by index).
-    """
-    lo, hi = day_start_us(day), day_start_us(day) + US_PER_DAY
-    cover = "b.day = ? AND b.state = 'done'" + (" AND b.dest = ?" if dest is not None else "")
-    cp: list[Any] = [day.isoformat()] + ([dest] if dest is not None else [])
-    not_running = "run_id NOT IN (SELECT run_id FROM runs WHERE status = 'running')"
-    batches = c.execute(f"SELECT seq_hi, excluded_runs FROM tier_batches b WHERE {cover}", cp).fetchall()
-    if c.execute(
-        "SELECT 1 FROM runs WHERE started_at >= ? AND started_at < ? AND status != 'running' "
-        f"AND run_id NOT IN (SELECT j.value FROM tier_batches b, json_each(b.run_ids) j WHERE {cover}) LIMIT 1",
-        (lo, hi, *cp),
-    ).fetchone():
-        return False
-    max_hi = max((b[0] for b in batches), default=-1)
-    if c.execute(
-        f"SELECT 1 FROM events WHERE ts >= ? AND ts < ? AND seq > ? AND {not_running} LIMIT 1", (lo, hi, max_hi)
-    ).fetchone():
-        return False
-    excluded = sorted({r for b in batches for r in json.loads(b[1] or "[]")})
-    if not excluded:
-        return True
-    return not c.execute(
-        "SELECT 1 FROM events WHERE run_id IN (SELECT value FROM json_each(?)) AND ts >= ? AND ts < ? "
-        f"AND {not_running} AND NOT EXISTS (SELECT 1 FROM tier_batches b WHERE {cover} "
-        "AND events.seq <= b.seq_hi AND events.run_id NOT IN (SELECT value FROM json_each(b.excluded_runs))) LIMIT 1",
-        (dumps(excluded), lo, hi, *cp),
-    ).fetchone()
+        return await self._read(lambda c: [d for d in wanted if not day_covered(c, d, dest)])
 
 
 # ------------------------------------------------------------------ helpers
@@ -603,43 +520,3 @@ def _holder(fd: int) -> str:
     if not info.get("pid"):
         return ""
     return f" (pid {info['pid']} on {info.get('host', '?')} since {str(info.get('since', '?'))[:19]})"
-
-
-def _used_bytes(c: sqlite3.Connection) -> int:
-    page = c.execute("PRAGMA page_size").fetchone()[0]
-    return (c.execute("PRAGMA page_count").fetchone()[0] - c.execute("PRAGMA freelist_count").fetchone()[0]) * page
-
-
-def _fetch_claim(c: sqlite3.Connection, batch_id: str) -> Claim | None:
-    row = c.execute(f"SELECT {_BATCH_COLUMNS} FROM tier_batches WHERE batch_id = ?", (batch_id,)).fetchone()
-    return _claim_from_row(row) if row else None
-
-
-def _done_batches(c: sqlite3.Connection, dest: str, day: date) -> list[str]:
-    return [
-        r[0]
-        for r in c.execute(
-            "SELECT batch_id FROM tier_batches WHERE dest = ? AND day = ? AND state = ? ORDER BY batch_id",
-            (dest, day.isoformat(), DONE),
-        )
-    ]
-
-
-def _uncovered_counts(c: sqlite3.Connection, day: date, covered: list[str], orphans: str) -> tuple[int, int]:
-    """Copy mode: events and terminal runs of ``day`` no finished claim in ``covered`` holds."""
-    lo = day_start_us(day)
-    ids = ", ".join(_sql_text(b) for b in covered)
-    n_ev = c.execute(
-        f"SELECT count(*) FROM events WHERE ts >= ? AND ts < ? "
-        "AND run_id NOT IN (SELECT run_id FROM runs WHERE status = 'running' "
-        "AND run_id NOT IN (SELECT value FROM json_each(?))) "
-        f"AND NOT EXISTS (SELECT 1 FROM tier_batches b WHERE b.batch_id IN ({ids}) AND events.seq <= b.seq_hi "
-        "AND events.run_id NOT IN (SELECT value FROM json_each(b.excluded_runs)))",
-        (lo, lo + US_PER_DAY, orphans),
-    ).fetchone()[0]
-    n_run = c.execute(
-        "SELECT count(*) FROM runs WHERE started_at >= ? AND started_at < ? AND status != 'running' "
-        f"AND run_id NOT IN (SELECT j.value FROM tier_batches b, json_each(b.run_ids) j WHERE b.batch_id IN ({ids}))",
-        (lo, lo + US_PER_DAY),
-    ).fetchone()[0]
-    return n_ev, n_run
