@@ -80,6 +80,7 @@ if TYPE_CHECKING:
     from backends.sqlite import SQLiteStorageBackend
 
 EXPORT_ENGINES = ("duckdb", "sqlite")
+BULK_WAL_PAGES = 65_536  # checkpoint interval while the job deletes (256 MB of 4 kB pages)
 
 
 def sqlite_scanner_path() -> str | None:
@@ -115,6 +116,7 @@ class SQLiteTierSource:
         self.memory_limit = memory_limit
         self.lock_poll = lock_poll
         self._worker: Any = None
+        self._autocheckpoint: int | None = None
         self._ro: sqlite3.Connection | None = None
         self._ro_lock = threading.Lock()
 
@@ -341,8 +343,44 @@ class SQLiteTierSource:
         finally:
             await asyncio.to_thread(gen.close)
 
+    async def _bulk_deletes(self) -> None:
+        """Checkpoint the WAL seldom while the job deletes (restored by :meth:`close`).
+
+        Every day's delete dirties the same pages of the random-keyed indexes; with the
+        default checkpoint every 1,000 pages each of them is written back to the database
+        file (and fsynced) once per chunk instead of once per job: measured 35% of the
+        delete time here. The WAL grows to at most :data:`BULK_WAL_PAGES` pages meanwhile.
+        """
+        if self._autocheckpoint is not None:
+            return
+
+        def swap(c: sqlite3.Connection) -> int:
+            before = int(c.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+            c.execute(f"PRAGMA wal_autocheckpoint = {BULK_WAL_PAGES}")
+            return before
+
+        self._autocheckpoint = await self.backend.write(swap)
+
+    async def _end_bulk_deletes(self) -> None:
+        before, self._autocheckpoint = self._autocheckpoint, None
+        if before is None:
+            return
+        await self.backend.write(lambda c: c.execute(f"PRAGMA wal_autocheckpoint = {int(before)}"))
+
+        def checkpoint() -> None:  # outside the writer's transaction; never blocks readers or writers
+            conn = sqlite3.connect(self.backend.db_path, timeout=30)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                conn.close()
+
+        with contextlib.suppress(sqlite3.Error):
+            await asyncio.to_thread(checkpoint)
+
     async def close(self) -> None:
-        """Stop the export worker process (if one was started); close the read connection."""
+        """Stop the export worker process (if one was started); close the read connection;
+        restore the writer's checkpoint interval after deletes."""
+        await self._end_bulk_deletes()
         worker, self._worker = self._worker, None
         if worker is not None:
             await asyncio.to_thread(worker.close)
@@ -447,6 +485,7 @@ class SQLiteTierSource:
         where = self._where(claim)
         fts = self.backend.enable_fts
         chunk = max(1, int(chunk_rows))
+        await self._bulk_deletes()
 
         def one_chunk(c: sqlite3.Connection) -> tuple[int, bool]:
             row = c.execute(f"SELECT seq FROM events WHERE {where} ORDER BY seq LIMIT 1 OFFSET {chunk - 1}").fetchone()
