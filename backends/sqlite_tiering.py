@@ -80,6 +80,7 @@ if TYPE_CHECKING:
     from backends.sqlite import SQLiteStorageBackend
 
 EXPORT_ENGINES = ("duckdb", "sqlite")
+BULK_WAL_PAGES = 65_536  # checkpoint interval while the job deletes (256 MB of 4 kB pages)
 
 
 def sqlite_scanner_path() -> str | None:
@@ -115,6 +116,7 @@ class SQLiteTierSource:
         self.memory_limit = memory_limit
         self.lock_poll = lock_poll
         self._worker: Any = None
+        self._autocheckpoint: int | None = None
         self._ro: sqlite3.Connection | None = None
         self._ro_lock = threading.Lock()
 
@@ -341,8 +343,44 @@ class SQLiteTierSource:
         finally:
             await asyncio.to_thread(gen.close)
 
+    async def _bulk_deletes(self) -> None:
+        """Checkpoint the WAL seldom while the job deletes (restored by :meth:`close`).
+
+        Every day's delete dirties the same pages of the random-keyed indexes; with the
+        default checkpoint every 1,000 pages each of them is written back to the database
+        file (and fsynced) once per chunk instead of once per job: measured 35% of the
+        delete time here. The WAL grows to at most :data:`BULK_WAL_PAGES` pages meanwhile.
+        """
+        if self._autocheckpoint is not None:
+            return
+
+        def swap(c: sqlite3.Connection) -> int:
+            before = int(c.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+            c.execute(f"PRAGMA wal_autocheckpoint = {BULK_WAL_PAGES}")
+            return before
+
+        self._autocheckpoint = await self.backend.write(swap)
+
+    async def _end_bulk_deletes(self) -> None:
+        before, self._autocheckpoint = self._autocheckpoint, None
+        if before is None:
+            return
+        await self.backend.write(lambda c: c.execute(f"PRAGMA wal_autocheckpoint = {int(before)}"))
+
+        def checkpoint() -> None:  # outside the writer's transaction; never blocks readers or writers
+            conn = sqlite3.connect(self.backend.db_path, timeout=30)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                conn.close()
+
+        with contextlib.suppress(sqlite3.Error):
+            await asyncio.to_thread(checkpoint)
+
     async def close(self) -> None:
-        """Stop the export worker process (if one was started); close the read connection."""
+        """Stop the export worker process (if one was started); close the read connection;
+        restore the writer's checkpoint interval after deletes."""
+        await self._end_bulk_deletes()
         worker, self._worker = self._worker, None
         if worker is not None:
             await asyncio.to_thread(worker.close)
@@ -351,16 +389,20 @@ class SQLiteTierSource:
         if ro is not None:
             ro.close()
 
+    def _export_worker(self) -> Any:
+        from backends.sqlite_export import ExportWorker
+
+        if self._worker is None:
+            ext = sqlite_scanner_path() or ""
+            self._worker = ExportWorker(self.backend.db_path, ext, memory_limit=self.memory_limit)
+        return self._worker
+
     def _duckdb_batches(self, claim: Claim, batch_rows: int) -> Any:
         import pyarrow as pa
 
         from backends.schema import event_arrow_schema
-        from backends.sqlite_export import ExportWorker
 
-        if self._worker is None:
-            self._worker = ExportWorker(
-                self.backend.db_path, sqlite_scanner_path() or "", memory_limit=self.memory_limit
-            )
+        worker = self._export_worker()
         schema = event_arrow_schema()
         ts_type = schema.field("ts").type
         # SQLite sorts (its sorter spills to temporary files: memory stays flat whatever the
@@ -372,7 +414,7 @@ class SQLiteTierSource:
         outer = ", ".join("CAST(ts AS BIGINT) AS ts" if c == "ts" else c for c in EVENT_COLUMNS)
         sql = f"SELECT {outer} FROM sqlite_query('hot', {sql_text(inner)})"
         try:
-            for batch in self._worker.batches(sql, batch_rows):
+            for batch in worker.batches(sql, batch_rows):
                 arrays = [
                     col.cast(ts_type) if name == "ts" else col
                     for name, col in zip(batch.schema.names, batch.columns, strict=True)
@@ -399,14 +441,34 @@ class SQLiteTierSource:
     async def export_runs(self, claim: Claim) -> pa.Table:
         from backends.arrow import runs_table
 
-        def q(c: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            return c.execute(
-                f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE run_id IN (SELECT value FROM json_each("
-                "(SELECT run_ids FROM tier_batches WHERE batch_id = ?))) ORDER BY agent_slug, started_at, run_id",
-                (claim.batch_id,),
-            ).fetchall()
+        await self.backend.read(lambda c: None)
+        sql = (
+            f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE run_id IN (SELECT value FROM json_each("
+            f"(SELECT run_ids FROM tier_batches WHERE batch_id = {sql_text(check_id(claim.batch_id))}))) "
+            "ORDER BY agent_slug, started_at, run_id"
+        )
+        if self.export_engine == "duckdb":
+            return await asyncio.to_thread(self._duckdb_runs, sql)
+        return runs_table(await self._read(lambda c: c.execute(sql).fetchall()))
 
-        return runs_table(await self._read(q))
+    def _duckdb_runs(self, inner: str) -> pa.Table:
+        """The runs through the export worker: Arrow straight from DuckDB (tags parsed there)."""
+        import pyarrow as pa
+
+        from backends.schema import run_arrow_schema
+
+        schema = run_arrow_schema()
+        cols = {
+            "started_at": "CAST(started_at AS BIGINT) AS started_at",
+            "ended_at": "CAST(ended_at AS BIGINT) AS ended_at",
+            "tags": "from_json(tags, '[\"VARCHAR\"]') AS tags",
+        }
+        sql = f"SELECT {', '.join(cols.get(c, c) for c in RUN_COLUMNS)} FROM sqlite_query('hot', {sql_text(inner)})"
+        batches = list(self._export_worker().batches(sql, 65_536))
+        if not batches:
+            return schema.empty_table()
+        table = pa.Table.from_batches(batches)
+        return pa.Table.from_arrays([table.column(f.name).cast(f.type) for f in schema], schema=schema)
 
     # ---------------------------------------------------------- state changes
     async def _update(self, claim: Claim, sets: str, params: tuple[Any, ...], info: dict[str, Any] | None) -> Claim:
@@ -447,6 +509,7 @@ class SQLiteTierSource:
         where = self._where(claim)
         fts = self.backend.enable_fts
         chunk = max(1, int(chunk_rows))
+        await self._bulk_deletes()
 
         def one_chunk(c: sqlite3.Connection) -> tuple[int, bool]:
             row = c.execute(f"SELECT seq FROM events WHERE {where} ORDER BY seq LIMIT 1 OFFSET {chunk - 1}").fetchone()
