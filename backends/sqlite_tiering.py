@@ -16,8 +16,11 @@
   sorter (spilling to temporary files) orders it; DuckDB streams Arrow batches, in a child
   process (see ``backends/sqlite_export.py``). Without the extension, a plain ``sqlite3``
   cursor with the same query does it, slower.
-* **Delete**: in chunks of ``chunk_rows`` events, each one writer transaction (full-text
-  index entries first, then the rows), so appends from other tasks interleave.
+* **Delete** (``backends/sqlite_tier_delete.py``): the job hands over every exported claim
+  at once (:meth:`SQLiteTierSource.delete_claims`). When they select a large share of the
+  table (:attr:`~SQLiteTierSource.rebuild_fraction`, a quarter by default), ``events`` is
+  rebuilt without them in one transaction; otherwise each claim is deleted in chunks of
+  ``chunk_rows`` events, each one writer transaction, so appends from other tasks interleave.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime
 from pathlib import Path
@@ -47,6 +50,13 @@ from backends.schema import (
     day_start_us,
     to_us,
     utc_now,
+)
+from backends.sqlite_tier_delete import (
+    count_selected,
+    delete_in_chunks,
+    delete_runs,
+    rebuild_without,
+    rebuild_worthwhile,
 )
 from backends.sqlite_tier_ledger import (
     BATCH_COLUMNS,
@@ -107,8 +117,10 @@ class SQLiteTierSource:
         export_engine: str | None = None,
         memory_limit: str = "128MB",
         lock_poll: float = 0.2,
+        rebuild_fraction: float = 0.25,
     ):
         self.backend = backend
+        self.rebuild_fraction = rebuild_fraction
         engine = export_engine or os.environ.get("MAGSAG_TIER_EXPORT_ENGINE") or "duckdb"
         if engine not in EXPORT_ENGINES:
             raise ValidationError(f"export engine must be one of {', '.join(EXPORT_ENGINES)}; got {engine!r}")
@@ -366,8 +378,13 @@ class SQLiteTierSource:
         if before is None:
             return
         await self.backend.write(lambda c: c.execute(f"PRAGMA wal_autocheckpoint = {int(before)}"))
+        await self._checkpoint()
 
-        def checkpoint() -> None:  # outside the writer's transaction; never blocks readers or writers
+    async def _checkpoint(self) -> None:
+        """Copy the WAL back into the database file, from a connection of its own (outside
+        the writer's transaction; a passive checkpoint never blocks readers or writers)."""
+
+        def checkpoint() -> None:
             conn = sqlite3.connect(self.backend.db_path, timeout=30)
             try:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
@@ -502,51 +519,42 @@ class SQLiteTierSource:
     async def delete_claimed(
         self, claim: Claim, *, chunk_rows: int = 50_000, on_chunk: Callable[[int], None] | None = None
     ) -> dict[str, int]:
-        if claim.mode != MOVE:
-            raise StorageError(f"tier claim {claim.batch_id} is a copy; its rows stay in the hot store")
-        if claim.state not in (EXPORTED, DONE):
-            raise StorageError(f"tier claim {claim.batch_id} is {claim.state}, not exported; nothing deleted")
-        where = self._where(claim)
-        fts = self.backend.enable_fts
-        chunk = max(1, int(chunk_rows))
+        _check_deletable(claim)
         await self._bulk_deletes()
+        events = await delete_in_chunks(self.backend, claim, chunk_rows, on_chunk)
+        return {"events": events, "runs": await self.backend.write(lambda c: delete_runs(c, claim))}
 
-        def one_chunk(c: sqlite3.Connection) -> tuple[int, bool]:
-            row = c.execute(f"SELECT seq FROM events WHERE {where} ORDER BY seq LIMIT 1 OFFSET {chunk - 1}").fetchone()
-            cond = where if row is None else f"{where} AND events.seq <= {int(row[0])}"
-            if fts:
-                c.execute(
-                    "INSERT INTO events_fts (events_fts, rowid, msg) "
-                    f"SELECT 'delete', seq, msg FROM events WHERE {cond} AND msg IS NOT NULL"
-                )
-            n = c.execute(f"DELETE FROM events WHERE {cond}").rowcount
-            return n, row is None
+    async def delete_claims(
+        self, claims: Sequence[Claim], *, chunk_rows: int = 50_000, on_chunk: Callable[[int], None] | None = None
+    ) -> dict[str, dict[str, int]]:
+        """Delete several exported claims at once: by rebuilding ``events`` in one transaction
+        when they select at least :attr:`rebuild_fraction` of it, else claim by claim in
+        chunks (see ``backends/sqlite_tier_delete.py``)."""
+        for claim in claims:
+            _check_deletable(claim)
+        if not claims:
+            return {}
 
-        events = 0
-        while True:
-            n, last = await self.backend.write(one_chunk)
-            events += n
-            if on_chunk is not None:
-                on_chunk(n)
-            if last:
-                break
+        def sizes(c: sqlite3.Connection) -> tuple[int, int]:
+            total = int(c.execute("SELECT count(*) FROM events").fetchone()[0])
+            return sum(count_selected(c, cl) for cl in claims), total
 
-        orphans = dumps(list(claim.orphan_runs))
+        selected, total = await self._read(sizes)
+        if not rebuild_worthwhile(selected, total, self.rebuild_fraction):
+            return {
+                cl.batch_id: await self.delete_claimed(cl, chunk_rows=chunk_rows, on_chunk=on_chunk) for cl in claims
+            }
+        fts = self.backend.enable_fts
 
-        def runs(c: sqlite3.Connection) -> int:
-            n = c.execute(
-                "DELETE FROM runs WHERE run_id IN (SELECT value FROM json_each("
-                "(SELECT run_ids FROM tier_batches WHERE batch_id = ?)))",
-                (claim.batch_id,),
-            ).rowcount
-            n += c.execute(
-                "DELETE FROM runs WHERE run_id IN (SELECT value FROM json_each(?)) AND status = 'running' "
-                "AND NOT EXISTS (SELECT 1 FROM events WHERE events.run_id = runs.run_id)",
-                (orphans,),
-            ).rowcount
-            return n
+        def rebuild(c: sqlite3.Connection) -> dict[str, dict[str, int]]:
+            events = rebuild_without(c, claims, fts=fts)
+            return {cl.batch_id: {"events": events[cl.batch_id], "runs": delete_runs(c, cl)} for cl in claims}
 
-        return {"events": events, "runs": await self.backend.write(runs)}
+        out = await self.backend.write(rebuild)
+        if on_chunk is not None:
+            on_chunk(sum(d["events"] for d in out.values()))
+        await self._checkpoint()
+        return out
 
     # ------------------------------------------------------------- listings
     async def unfinished_claims(self, dest: str | None = None) -> list[Claim]:
@@ -573,6 +581,13 @@ class SQLiteTierSource:
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def _check_deletable(claim: Claim) -> None:
+    if claim.mode != MOVE:
+        raise StorageError(f"tier claim {claim.batch_id} is a copy; its rows stay in the hot store")
+    if claim.state not in (EXPORTED, DONE):
+        raise StorageError(f"tier claim {claim.batch_id} is {claim.state}, not exported; nothing deleted")
 
 
 def _holder(fd: int) -> str:

@@ -15,7 +15,8 @@ manifest entry exists). One claim moves through::
     export_events()      the job writes the selection to staging files and publishes them
     export_runs()        (commit = manifest entry); nothing in the hot store changes
     mark_exported()      state "exported": every planned file is committed (or was empty)
-    delete_claimed()     move mode only: delete exactly the selection, in chunks
+    delete_claims()      move mode only: delete exactly the selection (the job hands over
+                         every exported claim of the run at once; delete_claimed() is one)
     finish_claim()       state "done"
 
 A process killed at any instant leaves the claim in "claimed" or "exported";
@@ -248,6 +249,15 @@ class TierSource(Protocol):
         bounded. Idempotent (a rerun deletes what is left). Never deletes a row outside
         the selection. ``on_chunk`` is called after each committed chunk with the number
         of events it deleted. Returns ``{"events": n, "runs": m}`` deleted by this call."""
+        ...
+
+    async def delete_claims(
+        self, claims: Sequence[Claim], *, chunk_rows: int = 50_000, on_chunk: Callable[[int], None] | None = None
+    ) -> dict[str, dict[str, int]]:
+        """:meth:`delete_claimed` for several claims at once, keyed by batch id. A backend
+        may delete them together more cheaply than one by one (SQLite rebuilds its table
+        when they select a large share of it); the guarantees are those of
+        :meth:`delete_claimed`, each step one transaction."""
         ...
 
     async def finish_claim(self, claim: Claim, *, info: dict[str, Any] | None = None) -> Claim:

@@ -1,6 +1,7 @@
 """One claim's work: export it to the lake, commit, mark, delete, finish — resumable.
 
-:func:`work_claim` takes a claim in any unfinished state and brings it to ``done``:
+:func:`commit_claim` then :func:`settle_claims` take a claim in any unfinished state and
+bring it to ``done``:
 
 1. ``claimed``: for each dataset (events, then runs) whose planned file is not committed
    yet, drop what an interrupted attempt left (its staging area, an uncommitted final
@@ -12,10 +13,10 @@
 3. move mode: delete exactly the claim's selection from the hot store, in chunks.
 4. ``done``.
 
-:func:`commit_claim` does steps 1-2 and :func:`settle_claim` steps 3-4, so the job can
-delete one day (hot store only) while it exports the next (the export worker reads on the
-other core). Every step is idempotent, so the same function finishes a claim an earlier job left
-behind, whatever instant it was killed at. Blocking lake I/O runs in worker threads.
+:func:`commit_claim` does steps 1-2 for one claim, :func:`settle_claims` steps 3-4 for every
+claim the job committed, at once (see there). Every step is idempotent, so the same
+functions finish a claim an earlier job left behind, whatever instant it was killed at.
+Blocking lake I/O runs in worker threads.
 """
 
 from __future__ import annotations
@@ -56,12 +57,6 @@ class ClaimContext:
     row_group_rows: int = 122_880
 
 
-async def work_claim(ctx: ClaimContext, claim: Claim, *, recovered: bool = False) -> DayResult:
-    """Bring ``claim`` to ``done`` (see the module docstring); return what it did."""
-    claim, res = await commit_claim(ctx, claim, recovered=recovered)
-    return await settle_claim(ctx, claim, res)
-
-
 async def commit_claim(ctx: ClaimContext, claim: Claim, *, recovered: bool = False) -> tuple[Claim, DayResult]:
     """Steps 1-2: the claim's files committed and the claim marked ``exported``."""
     res = DayResult(day=claim.day, batch_id=claim.batch_id, mode=claim.mode, recovered=recovered)
@@ -72,6 +67,7 @@ async def commit_claim(ctx: ClaimContext, claim: Claim, *, recovered: bool = Fal
         res.events, res.runs = int(done.get("events") or 0), int(done.get("runs") or 0)
         res.event_bytes = int(done.get("bytes") or 0)
         res.files = list(done.get("files") or [])
+        res.seconds += time.monotonic()
         return claim, res
     await asyncio.to_thread(discard_staging, ctx.lake, claim.batch_id)
     fault_point("tier.staging_clean")
@@ -97,30 +93,38 @@ async def commit_claim(ctx: ClaimContext, claim: Claim, *, recovered: bool = Fal
         info={"committed": {"events": res.events, "runs": res.runs, "bytes": res.bytes, "files": res.files, **counts}},
     )
     fault_point("tier.exported")
+    res.seconds += time.monotonic()
     return claim, res
 
 
-async def settle_claim(ctx: ClaimContext, claim: Claim, res: DayResult) -> DayResult:
-    """Steps 3-4 of an exported claim: delete its selection (move mode), mark it ``done``.
+async def settle_claims(ctx: ClaimContext, items: list[tuple[Claim, DayResult]]) -> list[DayResult]:
+    """Steps 3-4 of committed claims: delete their selections (move mode), mark them ``done``.
 
-    Touches only the hot store, so the job runs it for one day while it exports the next.
+    Every claim of the job is handed to the hot store at once
+    (:meth:`~backends.tiering.TierSource.delete_claims`): SQLite then rebuilds its table
+    once instead of deleting day by day when that is cheaper.
     """
-    if claim.state == EXPORTED and claim.mode == MOVE:
-        ctx.progress.day(claim.day, "delete")
-        deleted = await ctx.src.delete_claimed(
-            claim, chunk_rows=ctx.delete_chunk_rows, on_chunk=lambda n: fault_point("tier.delete_chunk")
+    moving = [c for c, _ in items if c.state == EXPORTED and c.mode == MOVE]
+    deleted: dict[str, dict[str, int]] = {}
+    if moving:
+        for c in moving:
+            ctx.progress.day(c.day, "delete")
+        deleted = await ctx.src.delete_claims(
+            moving, chunk_rows=ctx.delete_chunk_rows, on_chunk=lambda n: fault_point("tier.delete_chunk")
         )
-        res.deleted_events, res.deleted_runs = deleted["events"], deleted["runs"]
         fault_point("tier.deleted")
-    if res.seconds < 0:
-        res.seconds += time.monotonic()
-    if claim.state != DONE:
-        claim = await ctx.src.finish_claim(
-            claim, info={"result": {k: v for k, v in res.as_dict().items() if k not in ("files", "batch_id")}}
-        )
-        fault_point("tier.done")
-    ctx.progress.day_done(claim.day)
-    return res
+    out = []
+    for claim, res in items:
+        done = deleted.get(claim.batch_id)
+        if done is not None:
+            res.deleted_events, res.deleted_runs = done["events"], done["runs"]
+        if claim.state != DONE:
+            result = {k: v for k, v in res.as_dict().items() if k not in ("files", "batch_id")}
+            claim = await ctx.src.finish_claim(claim, info={"result": result})
+            fault_point("tier.done")
+        ctx.progress.day_done(claim.day)
+        out.append(res)
+    return out
 
 
 def _count(res: DayResult, dataset: str, entry: manifest.ManifestEntry) -> None:

@@ -5,15 +5,16 @@
 
 1. take the hot store's tiering lock (wait, or fail fast with
    :class:`~backends.errors.LockedError`);
-2. finish every claim an interrupted job left for this destination
-   (:func:`~lakehouse.tier_export.work_claim` resumes at whatever step it stopped);
+2. commit every claim an interrupted job left for this destination
+   (:func:`~lakehouse.tier_export.commit_claim` resumes at whatever step it stopped);
 3. find orphan placeholder runs (below) and plan: every complete UTC day before the
    cutoff (:func:`~backends.schema.hot_cutoff`) that holds something to move;
 4. per day, oldest first: claim it (the hot store freezes the selection), export events and
    runs into sorted Parquet files, verify them from the store and commit them (manifest
-   entries), mark the claim exported, delete exactly the selection from the hot store
-   (move mode), finish the claim;
-5. report days, rows, bytes, the lake/hot size ratio and seconds.
+   entries), mark the claim exported;
+5. move mode: delete exactly the selections of every committed claim from the hot store,
+   all at once (:func:`~lakehouse.tier_export.settle_claims`), then finish the claims;
+6. report days, rows, bytes, the lake/hot size ratio and seconds.
 
 Exactly once: a row leaves the hot store only after the file holding it is committed, and
 a committed file is never written twice (its name is the claim's, and a rerun checks the
@@ -58,7 +59,7 @@ from backends.tiering import DONE, MOVE, RUNS, Claim, TierDay, check_mode, tier_
 from lakehouse import manifest
 from lakehouse.faults import fault_point, fault_scope
 from lakehouse.objstore import Lake, open_lake, retry
-from lakehouse.tier_export import ClaimContext, commit_claim, planned_files, settle_claim, work_claim
+from lakehouse.tier_export import ClaimContext, commit_claim, planned_files, settle_claims
 from lakehouse.tier_report import DayResult, TierProgress, TierReport
 
 if TYPE_CHECKING:
@@ -163,40 +164,51 @@ async def _lock(
 
 
 async def _run(ctx: ClaimContext, report: TierReport, cutoff: datetime, stop: Callable[[], bool]) -> None:
+    """Commit every claim (unfinished ones first), then settle them all at once.
+
+    The hot store deletes once for the whole job (SQLite may then rebuild its table instead
+    of deleting day by day). When the lake fails part way, the days already committed
+    still settle before the error is raised.
+    """
+    committed: list[tuple[Claim, DayResult]] = []
+    try:
+        await _commit_all(ctx, report, cutoff, stop, committed)
+    except BaseException:
+        if committed:
+            with contextlib.suppress(Exception):
+                report.days.extend(await settle_claims(ctx, committed))
+        raise
+    if committed:
+        report.days.extend(await settle_claims(ctx, committed))
+
+
+async def _commit_all(
+    ctx: ClaimContext,
+    report: TierReport,
+    cutoff: datetime,
+    stop: Callable[[], bool],
+    committed: list[tuple[Claim, DayResult]],
+) -> None:
     src, lake = ctx.src, ctx.lake
     for claim in await src.unfinished_claims(report.dest):
         if stop():
             report.stopped = True
             return
         ctx.progress.day(claim.day, "recover")
-        report.days.append(await work_claim(ctx, claim, recovered=True))
+        committed.append(await commit_claim(ctx, claim, recovered=True))
     orphans = await find_orphans(src, lake, cutoff)
     report.orphan_runs = orphans
     report.planned = await src.tierable_days(cutoff, dest=report.dest, orphan_runs=orphans, mode=report.mode)
     todo = [d for d in report.planned if d.movable]
     ctx.progress.plan(len(todo), sum(d.events for d in todo), sum(d.hot_bytes for d in todo))
     fault_point("tier.planned")
-    pending: asyncio.Task[DayResult] | None = None
-    try:
-        for d in todo:
-            if stop():
-                report.stopped = True
-                return
-            committed = await _claim_and_commit(ctx, report, d, orphans)
-            if pending is not None:  # one day deleting while the next exports, never more
-                report.days.append(await pending)
-                pending = None
-            if committed is not None:
-                pending = asyncio.create_task(settle_claim(ctx, *committed))
-    except BaseException:
-        if pending is not None:  # an error of the lake: the day already committed still settles
-            with contextlib.suppress(Exception):
-                report.days.append(await pending)
-            pending = None
-        raise
-    finally:
-        if pending is not None:
-            report.days.append(await pending)
+    for d in todo:
+        if stop():
+            report.stopped = True
+            return
+        done = await _claim_and_commit(ctx, report, d, orphans)
+        if done is not None:
+            committed.append(done)
 
 
 async def _claim_and_commit(
