@@ -114,10 +114,13 @@ class SQLiteStorageBackend(StorageBackend):
             raise BackendUnavailable(f"cannot open SQLite store {self.db_path}: {exc}") from None
         conn.execute("PRAGMA busy_timeout = 30000")
         conn.execute("PRAGMA foreign_keys = OFF")
-        conn.execute("PRAGMA temp_store = MEMORY")
         if writer:
+            # The writer's big sorts (index builds, the tiering rebuild of a large table) spill
+            # to temporary files instead of growing the process by the size of the sort.
+            conn.execute("PRAGMA temp_store = FILE")
             conn.execute("PRAGMA cache_size = -131072")  # 128 MB: index pages of big stores stay cached
         else:
+            conn.execute("PRAGMA temp_store = MEMORY")
             conn.execute("PRAGMA query_only = 1")
             conn.execute("PRAGMA mmap_size = 268435456")
         return conn

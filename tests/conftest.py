@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -119,18 +120,30 @@ class BackendCase:
         self.kind, self.backend, self.env = kind, backend, env
 
 
-@pytest.fixture(params=sorted(BACKENDS))
-async def backend_case(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BackendCase]:
-    backend, env, cleanup = BACKENDS[request.param](tmp_path)
+@contextlib.asynccontextmanager
+async def open_case(
+    kind: str,
+    make: Callable[[Path], tuple[StorageBackend, dict[str, str], Callable[[], Any] | None]],
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+) -> AsyncIterator[BackendCase]:
+    """Make, initialize, hand out and clean up one backend case (every ``backend_case`` fixture)."""
+    backend, env, cleanup = make(tmp_path)
     if request.node.get_closest_marker("hot_store") is not None and hasattr(backend, "paused"):
         backend.paused = True  # type: ignore[attr-defined]  # hot retention: nothing is tiered in this test
     await backend.initialize()
     try:
-        yield BackendCase(request.param, backend, env)
+        yield BackendCase(kind, backend, env)
     finally:
         await backend.close()
         if cleanup is not None:
             await cleanup()
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def backend_case(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BackendCase]:
+    async with open_case(request.param, BACKENDS[request.param], request, tmp_path) as case:
+        yield case
 
 
 @pytest.fixture

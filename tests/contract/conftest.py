@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from backends.base import StorageBackend
-from tests.conftest import BACKENDS, BackendCase
+from tests.conftest import BACKENDS, BackendCase, open_case
 
 
 def make_clickhouse(tmp_path: Path) -> tuple[StorageBackend, dict[str, str], Callable[[], Any] | None]:
@@ -48,13 +48,5 @@ async def backend_case(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     kind = request.param
     if kind in READ_ONLY and request.node.get_closest_marker("hot_store"):
         pytest.skip(f"{kind} is read-only: this test checks hot-store behaviour (retention, concurrent writers)")
-    backend, env, cleanup = (READ_ONLY.get(kind) or BACKENDS[kind])(tmp_path)
-    if request.node.get_closest_marker("hot_store") is not None and hasattr(backend, "paused"):
-        backend.paused = True  # type: ignore[attr-defined]  # hot retention: nothing is tiered in this test
-    await backend.initialize()
-    try:
-        yield BackendCase(kind, backend, env)
-    finally:
-        await backend.close()
-        if cleanup is not None:
-            await cleanup()
+    async with open_case(kind, READ_ONLY.get(kind) or BACKENDS[kind], request, tmp_path) as case:
+        yield case
