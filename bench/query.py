@@ -230,13 +230,14 @@ def measure(settings: Any, lake_url: str, meta: dict[str, Any], repeat: int, s3:
         }
         times: dict[str, list[float]] = {k: [] for k in sides}
         rows: dict[str, int] = {}
-        first = 0.0
+        warm = []
         for con, sql in sides.values():
             _run(con, sql)  # warm-up: file metadata, caches (every side once, untimed)
-            first = max(first, _run(con, sql)[0])
+            warm.append(_run(con, sql)[0])
         # Fast questions get more rounds: a few ms of scheduler noise on a shared machine
-        # would otherwise decide the ratio of a 20 ms query.
-        rounds = max(repeat, min(MAX_ROUNDS, int(ROUND_BUDGET_S / max(first, 1e-3))))
+        # would otherwise decide the ratio of a 20 ms query. The fastest side's warm time
+        # estimates the cost (the slower ones are the more likely to have been disturbed).
+        rounds = max(repeat, min(MAX_ROUNDS, int(ROUND_BUDGET_S / max(min(warm), 1e-3))))
         for _ in range(rounds):
             for side, (con, sql) in sides.items():
                 dt, rows[side] = _run(con, sql)
