@@ -6,9 +6,11 @@ other's locks, and may take itself for the last user and truncate the WAL index 
 other has mapped (a bus error, or a corrupt read). So the views read SQLite in one of
 two ways:
 
-* ``attach`` (the fast default): DuckDB attaches the file read-only and reads it at
-  query time (SQLite picks rows by its indexes). Used when nothing else in this process
-  has the file open, e.g. ``magsag data sql`` or a notebook that only queries.
+* ``attach`` (the default): DuckDB attaches the file read-only and reads it at query
+  time. The scanner passes SQLite no filter: every query over the hot branch reads the
+  whole table (about 1 ms when it is empty, ~1 us per row otherwise) and SQLite's
+  indexes go unused. Used when nothing else in this process has the file open, e.g.
+  ``magsag data sql`` or a notebook that only queries.
 * ``snapshot``: Python's own ``sqlite3`` (the copy the hot-store backend uses) reads the
   rows once, at :func:`~lakehouse.query.connect`/:func:`~lakehouse.query.refresh`,
   and DuckDB scans them as Arrow. Used when this process already has the store open
