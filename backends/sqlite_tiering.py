@@ -91,6 +91,7 @@ if TYPE_CHECKING:
 
 EXPORT_ENGINES = ("duckdb", "sqlite")
 BULK_WAL_PAGES = 65_536  # checkpoint interval while the job deletes (256 MB of 4 kB pages)
+JOB_CACHE_KIB = 16_384  # the writer's page cache while a tiering job runs
 
 
 def sqlite_scanner_path() -> str | None:
@@ -129,6 +130,7 @@ class SQLiteTierSource:
         self.lock_poll = lock_poll
         self._worker: Any = None
         self._autocheckpoint: int | None = None
+        self._writer_cache: int | None = None
         self._ro: sqlite3.Connection | None = None
         self._ro_lock = threading.Lock()
 
@@ -272,6 +274,7 @@ class SQLiteTierSource:
     ) -> Claim | None:
         check_id(batch_id)
         check_mode(mode)
+        await self._lean_writer()
         orphans = sorted_unique(orphan_runs)
         lo = day_start_us(day)
         hi = lo + US_PER_DAY
@@ -394,13 +397,37 @@ class SQLiteTierSource:
         with contextlib.suppress(sqlite3.Error):
             await asyncio.to_thread(checkpoint)
 
-    async def close(self) -> None:
-        """Stop the export worker process (if one was started); close the read connection;
-        restore the writer's checkpoint interval after deletes."""
-        await self._end_bulk_deletes()
+    async def _lean_writer(self) -> None:
+        """Shrink the writer's page cache for the job (restored by :meth:`close`): the claims'
+        index scans would otherwise fill all of it (128 MB) with pages the job never reads
+        again. The rebuild of a large delete ran as fast with 16 MB as with 128 MB at 10M
+        events (bench/tier.py), at 234 MB peak RSS of the process instead of 556 MB."""
+        if self._writer_cache is not None:
+            return
+
+        def swap(c: sqlite3.Connection) -> int:
+            before = int(c.execute("PRAGMA cache_size").fetchone()[0])
+            c.execute(f"PRAGMA cache_size = -{JOB_CACHE_KIB}")
+            return before
+
+        self._writer_cache = await self.backend.write(swap)
+
+    async def _restore_writer_cache(self) -> None:
+        before, self._writer_cache = self._writer_cache, None
+        if before is not None:
+            await self.backend.write(lambda c: c.execute(f"PRAGMA cache_size = {int(before)}"))
+
+    async def _stop_worker(self) -> None:
         worker, self._worker = self._worker, None
         if worker is not None:
             await asyncio.to_thread(worker.close)
+
+    async def close(self) -> None:
+        """Stop the export worker process (if one was started); close the read connection;
+        restore the writer's page cache and checkpoint interval."""
+        await self._restore_writer_cache()
+        await self._end_bulk_deletes()
+        await self._stop_worker()
         with self._ro_lock:
             ro, self._ro = self._ro, None
         if ro is not None:
@@ -534,6 +561,7 @@ class SQLiteTierSource:
             _check_deletable(claim)
         if not claims:
             return {}
+        await self._stop_worker()  # the export is over: its process's memory goes back first
 
         def sizes(c: sqlite3.Connection) -> tuple[int, int]:
             total = int(c.execute("SELECT count(*) FROM events").fetchone()[0])

@@ -144,6 +144,7 @@ def child_bare(db: str, lake: str, cutoff_us: int) -> dict[str, Any]:
 
 def child_ours(db: str, lake: str, now: str, engine: str, mode: str = "move") -> dict[str, Any]:
     from backends.sqlite import SQLiteStorageBackend
+    from lakehouse.memory import lean_process
     from lakehouse.objstore import open_lake
     from lakehouse.tier_report import TierProgress
     from lakehouse.tiering import run_tier
@@ -160,6 +161,7 @@ def child_ours(db: str, lake: str, now: str, engine: str, mode: str = "move") ->
                 self.last_delete = time.monotonic() - self.t0
 
     os.environ["MAGSAG_TIER_EXPORT_ENGINE"] = engine
+    lean_process()  # as `magsag data tier` / `archive` do
     phases = Phases()
 
     async def go() -> Any:
