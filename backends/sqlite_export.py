@@ -144,6 +144,10 @@ def _serve(config: dict[str, Any]) -> None:
     import duckdb
     import pyarrow as pa
 
+    from backends.memory import lean_process
+
+    lean_process()  # a streaming process: give freed memory back (backends/memory.py)
+
     out = sys.stdout.buffer
     tmp = tempfile.mkdtemp(prefix="magsag-tier-")
 

@@ -143,8 +143,8 @@ def child_bare(db: str, lake: str, cutoff_us: int) -> dict[str, Any]:
 
 
 def child_ours(db: str, lake: str, now: str, engine: str, mode: str = "move") -> dict[str, Any]:
+    from backends.memory import lean_process
     from backends.sqlite import SQLiteStorageBackend
-    from lakehouse.memory import lean_process
     from lakehouse.objstore import open_lake
     from lakehouse.tier_report import TierProgress
     from lakehouse.tiering import run_tier

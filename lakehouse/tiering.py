@@ -90,7 +90,7 @@ async def run_tier(
     should_stop: Callable[[], bool] | None = None,
     now: datetime | None = None,
     job_prefix: str = "tier",
-    batch_rows: int = 65_536,
+    batch_rows: int = 32_768,
     delete_chunk_rows: int = 20_000,
 ) -> TierReport:
     """Move (or copy) every complete UTC day older than ``hot_days`` to ``lake``.

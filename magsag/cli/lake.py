@@ -253,9 +253,9 @@ def _run_once(settings: StorageSettings, lake: Lake, *, json_out: bool, stop: th
 
 
 def _tier_command(settings: StorageSettings, lake: Lake, *, every: float | None, json_out: bool, **kw: Any) -> None:
-    from lakehouse.memory import lean_process
+    from backends.memory import lean_process
 
-    lean_process()  # a bulk job: allocator settings that give memory back (lakehouse/memory.py)
+    lean_process()  # a bulk job: allocator settings that give memory back (backends/memory.py)
     with _stop_on_signals() as stop:
         if every is None:
             rep = _run_once(settings, lake, json_out=json_out, stop=stop, **kw)
