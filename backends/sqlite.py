@@ -70,9 +70,14 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 def write_event_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], *, fts: bool) -> int:
     """Insert event rows (skipping known event_ids), create unknown runs, index new rows."""
+    return write_event_json(conn, json.dumps(rows, separators=(",", ":")), fts=fts)
+
+
+def write_event_json(conn: sqlite3.Connection, rows_json: str, *, fts: bool) -> int:
+    """:func:`write_event_rows` for rows already encoded as one JSON array of arrays."""
     before = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
     lo = before[0] if before else 0
-    cur = conn.execute(ddl.EVENT_INSERT_JSON, (json.dumps(rows, separators=(",", ":")),))
+    cur = conn.execute(ddl.EVENT_INSERT_JSON, (rows_json,))
     inserted = cur.rowcount if cur.rowcount is not None and cur.rowcount >= 0 else 0
     if inserted:
         # A run seen for the first time starts as `running` at its earliest event
@@ -159,6 +164,7 @@ class SQLiteStorageBackend(StorageBackend):
             self._open_writer,
             lambda conn, rows: write_event_rows(conn, rows, fts=self.enable_fts),
             self._journal_dir,
+            lambda conn, text: write_event_json(conn, text, fts=self.enable_fts),
         )
         try:
             await asyncio.get_running_loop().run_in_executor(None, writer.start)
@@ -230,8 +236,8 @@ class SQLiteStorageBackend(StorageBackend):
     # ------------------------------------------------------------------ writes
     async def _append_validated(self, events: list[Event]) -> int:
         writer = self._require()
-        if len(events) == 1:
-            await writer.append_journaled(events[0].row())
+        if len(events) == 1 and writer.journaling:
+            writer.append_journaled(events[0].row())
             return 1
         return await writer.write_rows([e.row() for e in events])
 

@@ -10,10 +10,15 @@ event loop never blocks on disk.
 * **Crash journal.** A single ``append_event`` writes its row to an append-only journal
   file (one ``write(2)``, no fsync, the same durability SQLite's WAL gives with
   ``synchronous=NORMAL``: it survives a crash of this process) and returns; the thread
-  moves journaled rows into SQLite in batches. On open, journals left by dead processes
-  are replayed (``INSERT OR IGNORE`` on ``event_id`` makes the replay idempotent).
-  Reads first wait for everything already appended (``barrier``), so a caller always
-  reads its own writes.
+  moves journaled rows into SQLite in batches. The row's JSON text goes into an
+  in-memory list beside the journal; only the first row of an empty list posts a token
+  to the thread, which takes the whole list at once (after lingering up to
+  ``linger`` seconds unless something else is queued) and inserts it with one
+  statement, so a stream of single appends costs the thread one transaction per group,
+  not one queue item per event. On open, journals left by dead processes are replayed
+  (``INSERT OR IGNORE`` on ``event_id`` makes the replay idempotent). Reads first wait
+  for everything already appended (``barrier``), so a caller always reads its own
+  writes.
 """
 
 from __future__ import annotations
@@ -41,9 +46,12 @@ except ImportError:  # pragma: no cover - non-POSIX
 log = logging.getLogger(__name__)
 
 RowWriter = Callable[[sqlite3.Connection, list[tuple[Any, ...]]], int]
+JsonWriter = Callable[[sqlite3.Connection, str], int]  # rows as one JSON array of arrays
 _STOP = object()
+_JOURNAL = ("journal",)  # token: the journal's pending rows want moving into SQLite
 _JOURNAL_TRUNCATE_BYTES = 8 * 1024 * 1024
 _MAX_BATCH_ROWS = 50_000
+_LINGER_S = 0.002
 
 
 class _Waiter:
@@ -66,7 +74,11 @@ def _settle(fut: asyncio.Future[Any] | Future[Any], result: Any) -> None:
 
 
 class Journal:
-    """This process's append-only crash journal (one JSON array per line)."""
+    """This process's append-only crash journal (one JSON array per line).
+
+    ``pending`` holds the JSON text of every journaled row not yet taken by the writer
+    thread, in journal order; ``lock`` guards the file position and the list together.
+    """
 
     def __init__(self, directory: Path):
         directory.mkdir(parents=True, exist_ok=True)
@@ -76,13 +88,25 @@ class Journal:
         self.lock = threading.Lock()
         self.generation = 0
         self.written = 0
+        self.pending: list[str] = []
+        self.encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
-    def append(self, row: tuple[Any, ...]) -> tuple[int, int]:
-        data = (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    def append(self, row: tuple[Any, ...]) -> bool:
+        """Write one row (one ``write(2)``); True if it is the first pending row."""
+        text = self.encode(row)
+        data = (text + "\n").encode()
         with self.lock:
             os.write(self.fd, data)
             self.written += len(data)
-            return self.generation, self.written
+            pending = self.pending
+            pending.append(text)
+            return len(pending) == 1
+
+    def take(self) -> tuple[list[str], tuple[int, int]]:
+        """The pending rows and the journal position they reach; the list starts anew."""
+        with self.lock:
+            rows, self.pending = self.pending, []
+            return rows, (self.generation, self.written)
 
     def maybe_truncate(self, committed: tuple[int, int]) -> None:
         with self.lock:
@@ -141,16 +165,20 @@ class SQLiteWriter:
         connect: Callable[[], sqlite3.Connection],
         write_rows: RowWriter,
         journal_dir: Path | None,
+        write_json: JsonWriter | None = None,
+        linger: float = _LINGER_S,
     ):
         self._connect = connect
         self._write_rows = write_rows
+        self._write_json = write_json or (lambda conn, text: write_rows(conn, [tuple(r) for r in json.loads(text)]))
+        self._linger = linger
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._journal = Journal(journal_dir) if (journal_dir is not None and fcntl is not None) else None
         self._enqueued = 0
         self._committed = 0
         self._count_lock = threading.Lock()
-        self._failed_rows: list[tuple[Any, ...]] = []
+        self._failed_rows: list[str] = []  # journaled rows (JSON text) of a failed transaction
         self._closed = False
         self._ready: Future[None] = Future()
 
@@ -169,7 +197,7 @@ class SQLiteWriter:
         if self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
         if self._journal is not None:
-            self._journal.close(remove=not self._failed_rows)
+            self._journal.close(remove=not self._failed_rows and not self._journal.pending)
 
     @property
     def journaling(self) -> bool:
@@ -199,16 +227,21 @@ class SQLiteWriter:
         """Insert a batch of event rows in one transaction; return how many were new."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._put(("rows", rows, _Waiter(fut, loop), None))
+        self._put(("rows", rows, _Waiter(fut, loop)))
         return await fut
 
-    async def append_journaled(self, row: tuple[Any, ...]) -> None:
-        """Durably record one event row and return without waiting for the commit."""
-        if self._journal is None:
-            await self.write_rows([row])
-            return
-        mark = self._journal.append(row)
-        self._put(("rows", [row], None, mark))
+    def append_journaled(self, row: tuple[Any, ...]) -> None:
+        """Durably record one event row and return without waiting for the commit.
+
+        Only for a writer that is ``journaling``. The first row of an empty pending list
+        posts one token; the thread takes every row pending when it gets to it.
+        """
+        if self._closed:
+            raise RuntimeError("the storage backend is closed")
+        journal = self._journal
+        assert journal is not None
+        if journal.append(row):
+            self._put(_JOURNAL)
 
     async def barrier(self) -> None:
         """Wait until everything appended before this call is committed."""
@@ -234,42 +267,60 @@ class SQLiteWriter:
                 if first is _STOP:
                     return
                 items = [first]
-                rows_seen = len(first[1]) if first[0] == "rows" else 0
-                stop = False
-                while rows_seen < _MAX_BATCH_ROWS:
+                stop = self._drain(items)
+                if not stop and self._linger > 0 and all(item is _JOURNAL for item in items):
+                    # Only journaled rows (already durable): give the stream a moment to
+                    # fill this transaction. Anything else queued (a read's barrier, a
+                    # batch, a call) ends the wait at once; no token can arrive meanwhile.
                     try:
-                        nxt = self._queue.get_nowait()
+                        nxt = self._queue.get(timeout=self._linger)
                     except queue.Empty:
-                        break
-                    if nxt is _STOP:
-                        stop = True
-                        break
-                    items.append(nxt)
-                    if nxt[0] == "rows":
-                        rows_seen += len(nxt[1])
+                        pass
+                    else:
+                        if nxt is _STOP:
+                            stop = True
+                        else:
+                            items.append(nxt)
+                            stop = self._drain(items)
                 self._process(conn, items)
                 if stop:
                     return
         finally:
             conn.close()
 
+    def _drain(self, items: list[tuple[Any, ...]]) -> bool:
+        """Move whatever is queued into ``items`` (up to a batch); True if _STOP was met."""
+        rows_seen = sum(len(item[1]) for item in items if item[0] == "rows")
+        while rows_seen < _MAX_BATCH_ROWS:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if nxt is _STOP:
+                return True
+            items.append(nxt)
+            if nxt[0] == "rows":
+                rows_seen += len(nxt[1])
+        return False
+
     def _process(self, conn: sqlite3.Connection, items: list[tuple[Any, ...]]) -> None:
         results: list[tuple[_Waiter, Any]] = []
-        loose: list[tuple[Any, ...]] = self._failed_rows
+        loose: list[str] = self._failed_rows  # journaled rows moved by this transaction
         self._failed_rows = []
         journal_mark: tuple[int, int] | None = None
         try:
             conn.execute("BEGIN IMMEDIATE")
-            pending: list[tuple[Any, ...]] = list(loose)  # journaled rows, written in queue order
+            pending: list[str] = list(loose)  # journaled rows, written in journal order
             for item in items:
                 kind = item[0]
-                if kind == "rows" and item[2] is None:
-                    pending.extend(item[1])
-                    loose.extend(item[1])
-                    journal_mark = item[3]
+                if kind == "journal":
+                    assert self._journal is not None
+                    taken, journal_mark = self._journal.take()
+                    pending.extend(taken)
+                    loose.extend(taken)
                     continue
                 if pending:
-                    self._write_rows(conn, pending)
+                    self._write_json(conn, "[" + ",".join(pending) + "]")
                     pending = []
                 if kind == "rows":
                     rows, waiter = item[1], item[2]
@@ -279,7 +330,7 @@ class SQLiteWriter:
                 else:  # barrier
                     results.append((item[1], None))
             if pending:
-                self._write_rows(conn, pending)
+                self._write_json(conn, "[" + ",".join(pending) + "]")
             conn.execute("COMMIT")
         except BaseException as exc:  # the whole transaction failed (disk full, busy, ...)
             with contextlib.suppress(sqlite3.Error):
