@@ -81,10 +81,12 @@ def write_event_json(conn: sqlite3.Connection, rows_json: str, *, fts: bool) -> 
     inserted = cur.rowcount if cur.rowcount is not None and cur.rowcount >= 0 else 0
     if inserted:
         # A run seen for the first time starts as `running` at its earliest event
-        # (SQLite takes agent_slug from the row holding min(ts)).
+        # (SQLite takes agent_slug from the row holding min(ts)). NOT INDEXED keeps the
+        # planner on the seq range: left alone it walks the whole (run_id, ts) index to
+        # skip a sort, so every commit cost time in proportion to the table.
         conn.execute(
             "INSERT OR IGNORE INTO runs (run_id, agent_slug, status, started_at) "
-            "SELECT run_id, agent_slug, 'running', min(ts) FROM events WHERE seq > ? GROUP BY run_id",
+            "SELECT run_id, agent_slug, 'running', min(ts) FROM events NOT INDEXED WHERE seq > ? GROUP BY run_id",
             (lo,),
         )
         if fts:
@@ -234,12 +236,15 @@ class SQLiteStorageBackend(StorageBackend):
         return await self._read(fn)
 
     # ------------------------------------------------------------------ writes
-    async def _append_validated(self, events: list[Event]) -> int:
+    async def _append_row(self, row: tuple[Any, ...]) -> None:
         writer = self._require()
-        if len(events) == 1 and writer.journaling:
-            writer.append_journaled(events[0].row())
-            return 1
-        return await writer.write_rows([e.row() for e in events])
+        if writer.journaling:
+            writer.append_journaled(row)  # durable once journaled; committed in the next group
+        else:
+            await writer.write_rows([row])
+
+    async def _append_validated(self, events: list[Event]) -> int:
+        return await self._require().write_rows([e.row() for e in events])
 
     async def create_run(
         self,

@@ -109,7 +109,7 @@ def bare_sqlite_batch(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> 
     conn.executemany(ddl.EVENT_INSERT, rows)
     conn.execute(
         "INSERT OR IGNORE INTO runs (run_id, agent_slug, status, started_at) "
-        "SELECT run_id, agent_slug, 'running', min(ts) FROM events WHERE seq > ? GROUP BY run_id",
+        "SELECT run_id, agent_slug, 'running', min(ts) FROM events NOT INDEXED WHERE seq > ? GROUP BY run_id",
         (lo[0] if lo else 0,),
     )
     conn.execute(
