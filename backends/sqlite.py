@@ -239,7 +239,10 @@ class SQLiteStorageBackend(StorageBackend):
     async def _append_row(self, row: tuple[Any, ...]) -> None:
         writer = self._require()
         if writer.journaling:
-            writer.append_journaled(row)  # durable once journaled; committed in the next group
+            # Durable once journaled; committed with the next group. If the writer has
+            # fallen far behind, wait for it rather than let the backlog grow.
+            if writer.append_journaled(row):
+                await writer.barrier()
         else:
             await writer.write_rows([row])
 

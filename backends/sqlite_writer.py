@@ -12,10 +12,12 @@ event loop never blocks on disk.
   ``synchronous=NORMAL``: it survives a crash of this process) and returns; the thread
   moves journaled rows into SQLite in batches. The row's JSON text goes into an
   in-memory list beside the journal; only the first row of an empty list posts a token
-  to the thread, which takes the whole list at once (after lingering up to
-  ``linger`` seconds unless something else is queued) and inserts it with one
-  statement, so a stream of single appends costs the thread one transaction per group,
-  not one queue item per event. On open, journals left by dead processes are replayed
+  to the thread, which takes the whole list at once and inserts it with one statement,
+  so a stream of single appends costs the thread one transaction per group (whatever
+  arrived while the previous one committed), not one queue item per event. The thread
+  does not linger: rows reach SQLite, and other connections, as soon as it is free.
+  When ``MAX_PENDING_ROWS`` rows wait, appenders wait for the thread too (bounded
+  memory, bounded replay). On open, journals left by dead processes are replayed
   (``INSERT OR IGNORE`` on ``event_id`` makes the replay idempotent). Reads first wait
   for everything already appended (``barrier``), so a caller always reads its own
   writes.
@@ -51,7 +53,7 @@ _STOP = object()
 _JOURNAL = ("journal",)  # token: the journal's pending rows want moving into SQLite
 _JOURNAL_TRUNCATE_BYTES = 8 * 1024 * 1024
 _MAX_BATCH_ROWS = 50_000
-_LINGER_S = 0.002
+MAX_PENDING_ROWS = 100_000
 
 
 class _Waiter:
@@ -91,8 +93,8 @@ class Journal:
         self.pending: list[str] = []
         self.encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
-    def append(self, row: tuple[Any, ...]) -> bool:
-        """Write one row (one ``write(2)``); True if it is the first pending row."""
+    def append(self, row: tuple[Any, ...]) -> int:
+        """Write one row (one ``write(2)``); return how many rows are pending with it."""
         text = self.encode(row)
         data = (text + "\n").encode()
         with self.lock:
@@ -100,7 +102,7 @@ class Journal:
             self.written += len(data)
             pending = self.pending
             pending.append(text)
-            return len(pending) == 1
+            return len(pending)
 
     def take(self) -> tuple[list[str], tuple[int, int]]:
         """The pending rows and the journal position they reach; the list starts anew."""
@@ -166,12 +168,10 @@ class SQLiteWriter:
         write_rows: RowWriter,
         journal_dir: Path | None,
         write_json: JsonWriter | None = None,
-        linger: float = _LINGER_S,
     ):
         self._connect = connect
         self._write_rows = write_rows
         self._write_json = write_json or (lambda conn, text: write_rows(conn, [tuple(r) for r in json.loads(text)]))
-        self._linger = linger
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._journal = Journal(journal_dir) if (journal_dir is not None and fcntl is not None) else None
@@ -230,18 +230,21 @@ class SQLiteWriter:
         self._put(("rows", rows, _Waiter(fut, loop)))
         return await fut
 
-    def append_journaled(self, row: tuple[Any, ...]) -> None:
-        """Durably record one event row and return without waiting for the commit.
+    def append_journaled(self, row: tuple[Any, ...]) -> bool:
+        """Durably record one event row without waiting for the commit.
 
         Only for a writer that is ``journaling``. The first row of an empty pending list
-        posts one token; the thread takes every row pending when it gets to it.
+        posts one token; the thread takes every row pending when it gets to it. Returns
+        True when ``MAX_PENDING_ROWS`` rows wait: the caller should then ``barrier()``.
         """
         if self._closed:
             raise RuntimeError("the storage backend is closed")
         journal = self._journal
         assert journal is not None
-        if journal.append(row):
+        pending = journal.append(row)
+        if pending == 1:
             self._put(_JOURNAL)
+        return pending >= MAX_PENDING_ROWS
 
     async def barrier(self) -> None:
         """Wait until everything appended before this call is committed."""
@@ -268,20 +271,6 @@ class SQLiteWriter:
                     return
                 items = [first]
                 stop = self._drain(items)
-                if not stop and self._linger > 0 and all(item is _JOURNAL for item in items):
-                    # Only journaled rows (already durable): give the stream a moment to
-                    # fill this transaction. Anything else queued (a read's barrier, a
-                    # batch, a call) ends the wait at once; no token can arrive meanwhile.
-                    try:
-                        nxt = self._queue.get(timeout=self._linger)
-                    except queue.Empty:
-                        pass
-                    else:
-                        if nxt is _STOP:
-                            stop = True
-                        else:
-                            items.append(nxt)
-                            stop = self._drain(items)
                 self._process(conn, items)
                 if stop:
                     return
