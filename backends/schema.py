@@ -312,25 +312,31 @@ def event_row(
 ) -> tuple[Any, ...]:
     """Validate the arguments of ``append_event``; return the row in
     :data:`EVENT_COLUMNS` order (what :meth:`Event.row` gives, without the object)."""
-    ts = coerce_datetime(timestamp, "timestamp")
-    assert ts is not None
-    ts_us = to_us(ts)
+    if type(timestamp) is datetime and timestamp.tzinfo is UTC:  # the common case, already UTC
+        ts_us = to_us(timestamp)
+    else:
+        ts = coerce_datetime(timestamp, "timestamp")
+        assert ts is not None
+        ts_us = to_us(ts)
     if event_id is not None:
         _check_text(event_id, "event_id", required=True, max_len=64)
+    check = _check_text
     return (
         event_id or new_event_id(ts_us),
         ts_us,
-        _check_text(run_id, "run_id", required=True, max_len=MAX_ID_LEN),
-        _check_text(agent_slug, "agent_slug", required=True, max_len=MAX_ID_LEN),
-        _check_text(event_type, "event_type", required=True, max_len=MAX_TYPE_LEN),
-        normalize_level(level),
-        _check_text(message, "message", required=False),
-        json_object_text(payload, "payload"),
-        _check_text(span_id, "span_id", required=False, max_len=MAX_ID_LEN),
-        _check_text(parent_span_id, "parent_span_id", required=False, max_len=MAX_ID_LEN),
-        _check_text(contract_id, "contract_id", required=False, max_len=MAX_ID_LEN),
-        _check_text(contract_version, "contract_version", required=False, max_len=MAX_ID_LEN),
-        _check_text(artifact_uri, "artifact_uri", required=False),
+        check(run_id, "run_id", required=True, max_len=MAX_ID_LEN),
+        check(agent_slug, "agent_slug", required=True, max_len=MAX_ID_LEN),
+        check(event_type, "event_type", required=True, max_len=MAX_TYPE_LEN),
+        "info" if level is None else normalize_level(level),
+        None if message is None else check(message, "message", required=False),
+        "{}" if payload is None else json_object_text(payload, "payload"),
+        None if span_id is None else check(span_id, "span_id", required=False, max_len=MAX_ID_LEN),
+        None if parent_span_id is None else check(parent_span_id, "parent_span_id", required=False, max_len=MAX_ID_LEN),
+        None if contract_id is None else check(contract_id, "contract_id", required=False, max_len=MAX_ID_LEN),
+        None
+        if contract_version is None
+        else check(contract_version, "contract_version", required=False, max_len=MAX_ID_LEN),
+        None if artifact_uri is None else check(artifact_uri, "artifact_uri", required=False),
     )
 
 
