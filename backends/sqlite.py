@@ -24,6 +24,7 @@ from backends import sqlite_schema as ddl
 from backends.base import StorageBackend, StorageCapabilities, check_aggregation, check_limit
 from backends.errors import BackendUnavailable, NotFoundError, QueryError
 from backends.schema import (
+    EVENT_COLUMNS,
     RUN_COLUMNS,
     RUNNING,
     TERMINAL_STATUSES,
@@ -58,6 +59,32 @@ def fts_words(query: str) -> str | None:
     return " ".join('"' + w.replace('"', '""') + '"' for w in words)
 
 
+def _chunk_rows(conn: sqlite3.Connection) -> int:
+    """Rows per multi-row INSERT: 1024, or the largest power of two the bound-parameter
+    limit of this SQLite allows (999 parameters before 3.32)."""
+    limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(EVENT_COLUMNS)
+    return 1 << (min(1024, max(1, limit)).bit_length() - 1)
+
+
+def insert_event_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
+    """``INSERT OR IGNORE`` rows in :data:`EVENT_COLUMNS` order; return how many were new.
+
+    Full chunks, then the rest in power-of-two pieces (at most ten statements), all from
+    a fixed set of statements that the connection prepares once and keeps cached.
+    """
+    chunk = _chunk_rows(conn)
+    inserted = i = 0
+    n = len(rows)
+    while i < n:
+        k = n - i
+        k = chunk if k >= chunk else 1 << (k.bit_length() - 1)
+        flat = [value for row in rows[i : i + k] for value in row]
+        cur = conn.execute(ddl.event_insert_values(k), flat)
+        inserted += max(cur.rowcount or 0, 0)
+        i += k
+    return inserted
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -70,15 +97,9 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 def write_event_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], *, fts: bool) -> int:
     """Insert event rows (skipping known event_ids), create unknown runs, index new rows."""
-    return write_event_json(conn, json.dumps(rows, separators=(",", ":")), fts=fts)
-
-
-def write_event_json(conn: sqlite3.Connection, rows_json: str, *, fts: bool) -> int:
-    """:func:`write_event_rows` for rows already encoded as one JSON array of arrays."""
     before = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
     lo = before[0] if before else 0
-    cur = conn.execute(ddl.EVENT_INSERT_JSON, (rows_json,))
-    inserted = cur.rowcount if cur.rowcount is not None and cur.rowcount >= 0 else 0
+    inserted = insert_event_rows(conn, rows)
     if inserted:
         # A run seen for the first time starts as `running` at its earliest event
         # (SQLite takes agent_slug from the row holding min(ts)). NOT INDEXED keeps the
@@ -166,7 +187,6 @@ class SQLiteStorageBackend(StorageBackend):
             self._open_writer,
             lambda conn, rows: write_event_rows(conn, rows, fts=self.enable_fts),
             self._journal_dir,
-            lambda conn, text: write_event_json(conn, text, fts=self.enable_fts),
         )
         try:
             await asyncio.get_running_loop().run_in_executor(None, writer.start)
