@@ -17,6 +17,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -78,8 +79,8 @@ def insert_event_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> 
     while i < n:
         k = n - i
         k = chunk if k >= chunk else 1 << (k.bit_length() - 1)
-        flat = [value for row in rows[i : i + k] for value in row]
-        cur = conn.execute(ddl.event_insert_values(k), flat)
+        # chain flattens in C: no bytecode per row while the app's thread waits for the GIL
+        cur = conn.execute(ddl.event_insert_values(k), list(chain.from_iterable(rows[i : i + k])))
         inserted += max(cur.rowcount or 0, 0)
         i += k
     return inserted
@@ -97,9 +98,24 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 def write_event_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], *, fts: bool) -> int:
     """Insert event rows (skipping known event_ids), create unknown runs, index new rows."""
-    before = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-    lo = before[0] if before else 0
-    inserted = insert_event_rows(conn, rows)
+    lo = _last_seq(conn)
+    return _after_insert(conn, insert_event_rows(conn, rows), lo, fts=fts)
+
+
+def write_event_json(conn: sqlite3.Connection, rows_json: str, *, fts: bool) -> int:
+    """:func:`write_event_rows` for rows already encoded as one JSON array of arrays."""
+    lo = _last_seq(conn)
+    cur = conn.execute(ddl.EVENT_INSERT_JSON, (rows_json,))
+    return _after_insert(conn, max(cur.rowcount or 0, 0), lo, fts=fts)
+
+
+def _last_seq(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    return row[0] if row else 0
+
+
+def _after_insert(conn: sqlite3.Connection, inserted: int, lo: int, *, fts: bool) -> int:
+    """Create the unknown runs of the events after ``seq`` ``lo`` and index their text."""
     if inserted:
         # A run seen for the first time starts as `running` at its earliest event
         # (SQLite takes agent_slug from the row holding min(ts)). NOT INDEXED keeps the
@@ -187,6 +203,7 @@ class SQLiteStorageBackend(StorageBackend):
             self._open_writer,
             lambda conn, rows: write_event_rows(conn, rows, fts=self.enable_fts),
             self._journal_dir,
+            lambda conn, text: write_event_json(conn, text, fts=self.enable_fts),
         )
         try:
             await asyncio.get_running_loop().run_in_executor(None, writer.start)

@@ -34,6 +34,15 @@ EVENT_INSERT = (
 _EVENT_MARKS = "(" + ", ".join("?" * len(EVENT_COLUMNS)) + ")"
 
 
+# Journaled single appends: their rows are JSON text already (the journal's lines), so
+# one statement takes the whole group as a JSON array of arrays and SQLite parses it in
+# C without the GIL, which the application's thread, busy appending, needs meanwhile.
+EVENT_INSERT_JSON = (
+    f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) "
+    f"SELECT {', '.join(f'value ->> {i}' for i in range(len(EVENT_COLUMNS)))} FROM json_each(?)"
+)
+
+
 @functools.cache
 def event_insert_values(rows: int) -> str:
     """``INSERT OR IGNORE`` of ``rows`` events (13 parameters per row, in column order)."""

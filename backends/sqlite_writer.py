@@ -10,16 +10,18 @@ event loop never blocks on disk.
 * **Crash journal.** A single ``append_event`` writes its row to an append-only journal
   file (one ``write(2)``, no fsync, the same durability SQLite's WAL gives with
   ``synchronous=NORMAL``: it survives a crash of this process) and returns; the thread
-  moves journaled rows into SQLite in batches. The row also goes into an in-memory
-  list beside the journal; only the first row of an empty list posts a token to the
-  thread, which takes the whole list at once and inserts it as one batch, so a stream
-  of single appends costs the thread one transaction per group (whatever arrived while
-  the previous one committed), not one queue item per event. The thread does not
-  linger: rows reach SQLite, and other connections, as soon as it is free. When
-  ``MAX_PENDING_ROWS`` rows wait, appenders wait for the thread too (bounded memory,
-  bounded replay). On open, journals left by dead processes are replayed (``INSERT OR
-  IGNORE`` on ``event_id`` makes the replay idempotent). Reads first wait for
-  everything already appended (``barrier``), so a caller always reads its own writes.
+  moves journaled rows into SQLite in batches. The row's JSON text (written to the
+  journal anyway) also goes into an in-memory list; only the first row of an empty list
+  posts a token to the thread, which takes the whole list at once and hands it to
+  SQLite as one JSON array (parsed in C with the GIL released, so the application's
+  thread, busy appending, keeps running). A stream of single appends costs the thread
+  one transaction per group (whatever arrived while the previous one committed), not
+  one queue item per event. The thread does not linger: rows reach SQLite, and other
+  connections, as soon as it is free. When ``MAX_PENDING_ROWS`` rows wait, appenders
+  wait for the thread too (bounded memory, bounded replay). On open, journals left by
+  dead processes are replayed (``INSERT OR IGNORE`` on ``event_id`` makes the replay
+  idempotent). Reads first wait for everything already appended (``barrier``), so a
+  caller always reads its own writes.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ except ImportError:  # pragma: no cover - non-POSIX
 log = logging.getLogger(__name__)
 
 RowWriter = Callable[[sqlite3.Connection, list[tuple[Any, ...]]], int]
+JsonWriter = Callable[[sqlite3.Connection, str], int]  # rows as one JSON array of arrays
 _STOP = object()
 _JOURNAL = ("journal",)  # token: the journal's pending rows want moving into SQLite
 _JOURNAL_TRUNCATE_BYTES = 8 * 1024 * 1024
@@ -76,8 +79,8 @@ def _settle(fut: asyncio.Future[Any] | Future[Any], result: Any) -> None:
 class Journal:
     """This process's append-only crash journal (one JSON array per line).
 
-    ``pending`` holds every journaled row not yet taken by the writer thread, in journal
-    order; ``lock`` guards the file position and the list together.
+    ``pending`` holds the JSON text of every journaled row not yet taken by the writer
+    thread, in journal order; ``lock`` guards the file position and the list together.
     """
 
     def __init__(self, directory: Path):
@@ -88,7 +91,7 @@ class Journal:
         self.lock = threading.Lock()
         self.generation = 0
         self.written = 0
-        self.pending: list[tuple[Any, ...]] = []
+        self.pending: list[str] = []
         self.encode = _row_encoder()
 
     def append(self, row: tuple[Any, ...]) -> int:
@@ -99,10 +102,10 @@ class Journal:
             os.write(self.fd, data)
             self.written += len(data)
             pending = self.pending
-            pending.append(row)
+            pending.append(text)
             return len(pending)
 
-    def take(self) -> tuple[list[tuple[Any, ...]], tuple[int, int]]:
+    def take(self) -> tuple[list[str], tuple[int, int]]:
         """The pending rows and the journal position they reach; the list starts anew."""
         with self.lock:
             rows, self.pending = self.pending, []
@@ -184,16 +187,18 @@ class SQLiteWriter:
         connect: Callable[[], sqlite3.Connection],
         write_rows: RowWriter,
         journal_dir: Path | None,
+        write_json: JsonWriter | None = None,
     ):
         self._connect = connect
         self._write_rows = write_rows
+        self._write_json = write_json or (lambda conn, text: write_rows(conn, [tuple(r) for r in json.loads(text)]))
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._journal = Journal(journal_dir) if (journal_dir is not None and fcntl is not None) else None
         self._enqueued = 0
         self._committed = 0
         self._count_lock = threading.Lock()
-        self._failed_rows: list[tuple[Any, ...]] = []  # journaled rows of a failed transaction
+        self._failed_rows: list[str] = []  # journaled rows (JSON text) of a failed transaction
         self._closed = False
         self._ready: Future[None] = Future()
 
@@ -309,12 +314,12 @@ class SQLiteWriter:
 
     def _process(self, conn: sqlite3.Connection, items: list[tuple[Any, ...]]) -> None:
         results: list[tuple[_Waiter, Any]] = []
-        loose: list[tuple[Any, ...]] = self._failed_rows  # journaled rows moved by this transaction
+        loose: list[str] = self._failed_rows  # journaled rows moved by this transaction
         self._failed_rows = []
         journal_mark: tuple[int, int] | None = None
         try:
             conn.execute("BEGIN IMMEDIATE")
-            pending: list[tuple[Any, ...]] = list(loose)  # journaled rows, written in journal order
+            pending: list[str] = list(loose)  # journaled rows, written in journal order
             for item in items:
                 kind = item[0]
                 if kind == "journal":
@@ -324,7 +329,7 @@ class SQLiteWriter:
                     loose.extend(taken)
                     continue
                 if pending:
-                    self._write_rows(conn, pending)
+                    self._write_json(conn, "[" + ",".join(pending) + "]")
                     pending = []
                 if kind == "rows":
                     rows, waiter = item[1], item[2]
@@ -334,7 +339,7 @@ class SQLiteWriter:
                 else:  # barrier
                     results.append((item[1], None))
             if pending:
-                self._write_rows(conn, pending)
+                self._write_json(conn, "[" + ",".join(pending) + "]")
             conn.execute("COMMIT")
         except BaseException as exc:  # the whole transaction failed (disk full, busy, ...)
             with contextlib.suppress(sqlite3.Error):
