@@ -24,16 +24,6 @@ SQLITE_SCHEMA_VERSION = 2
 EVENT_INSERT = (
     f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
 )
-# The writer's bulk path: multi-row VALUES statements, rows flattened into one parameter
-# list. The sqlite3 module binds the whole list in C and runs the statement in one step,
-# so the writer thread takes the GIL twice per statement, not around every row as
-# executemany does (which starves the writer whenever the application's own thread is
-# busy), and SQLite parses no JSON (a ``json_each`` statement per batch cost about a
-# third more CPU per row). Sizes are powers of two, so a handful of statements, each
-# prepared once, serves every batch.
-_EVENT_MARKS = "(" + ", ".join("?" * len(EVENT_COLUMNS)) + ")"
-
-
 # Journaled single appends: their rows are JSON text already (the journal's lines), so
 # one statement takes the whole group as a JSON array of arrays and SQLite parses it in
 # C without the GIL, which the application's thread, busy appending, needs meanwhile.
@@ -41,6 +31,15 @@ EVENT_INSERT_JSON = (
     f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) "
     f"SELECT {', '.join(f'value ->> {i}' for i in range(len(EVENT_COLUMNS)))} FROM json_each(?)"
 )
+
+# Batches: multi-row VALUES statements, rows flattened into one parameter list. The
+# sqlite3 module binds the whole list in C and runs the statement in one step, so the
+# writer thread takes the GIL twice per statement, not around every row as executemany
+# does (which starves the writer whenever the application's own thread is busy), and
+# SQLite parses no JSON (a ``json_each`` statement per batch cost nearly twice the CPU
+# per row, see docs/backends.md). Sizes are powers of two, so a handful of statements,
+# each prepared once, serves every batch.
+_EVENT_MARKS = "(" + ", ".join("?" * len(EVENT_COLUMNS)) + ")"
 
 
 @functools.cache

@@ -156,6 +156,32 @@ async def test_writes_after_single_appends_see_them(sqlite_path: Path) -> None:
             assert run is not None and run["status"] == "succeeded" and run["metrics"] == {"n": 30}
 
 
+async def test_large_batches_store_every_event_once(sqlite_path: Path) -> None:
+    """Batches are written in several statements: sizes that are not a multiple of any
+    of them, duplicates inside a batch and events already stored all count right."""
+
+    def event(i: int) -> dict[str, object]:
+        return {
+            "event_id": f"00000000-0000-7000-8000-{i:012d}",
+            "run_id": f"big-{i % 7}",
+            "agent_slug": "loader",
+            "type": "log",
+            "ts": NOW + timedelta(milliseconds=i),
+            "msg": f"line {i}",
+            "payload": {"i": i},
+        }
+
+    async with SQLiteStorageBackend(sqlite_path) as s:
+        assert await s.append_events([event(i) for i in range(0, 3000, 2)]) == 1500
+        mixed = [event(i) for i in range(3000)] + [event(2999), event(1)]
+        assert await s.append_events(mixed) == 1500
+        got = [e async for e in s.get_events("big-3")]
+        assert [e["payload"]["i"] for e in got] == list(range(3, 3000, 7))
+        assert (await s.stats())["events"] == 3000
+        assert len(await s.search_text("line", limit=10_000)) == 3000
+        assert len(await s.list_runs(limit=100)) == 7
+
+
 async def test_another_process_writing_does_not_lock_us_out(sqlite_path: Path) -> None:
     async with SQLiteStorageBackend(sqlite_path) as s:
         other = sqlite3.connect(sqlite_path, timeout=30)
