@@ -155,13 +155,12 @@ def coerce_datetime(value: Any, name: str, *, required: bool = True) -> datetime
 # ---------------------------------------------------------------------- event ids
 
 _id_lock = threading.Lock()
-_id_state = {"ms": -1, "counter": 0}
+_id_state = [-1, 0, int.from_bytes(os.urandom(4), "big")]  # last ms, counter in that ms, sequence
 _id_node = random.SystemRandom().getrandbits(30)
-_id_seq = [int.from_bytes(os.urandom(4), "big")]
 
 
 def _format_uuid(value: int) -> str:
-    h = f"{value:032x}"
+    h = value.to_bytes(16, "big").hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
@@ -179,15 +178,14 @@ def new_event_id(ts_us: int | None = None) -> str:
     deduplicate and reloads stay idempotent.
     """
     ms = (ts_us // 1000) if ts_us is not None else time.time_ns() // 1_000_000
+    state = _id_state
     with _id_lock:
-        if ms == _id_state["ms"]:
-            _id_state["counter"] += 1
+        if ms == state[0]:
+            counter = state[1] = state[1] + 1
         else:
-            _id_state["ms"] = ms
-            _id_state["counter"] = 0
-        counter = _id_state["counter"]
-        _id_seq[0] = (_id_seq[0] + 1) & 0xFFFFFFFF
-        seq = _id_seq[0]
+            state[0] = ms
+            counter = state[1] = 0
+        seq = state[2] = (state[2] + 1) & 0xFFFFFFFF
     return _format_uuid(_uuid7_int(ms, counter, (_id_node << 32) | seq))
 
 
@@ -218,10 +216,11 @@ def _check_text(value: Any, name: str, *, required: bool, max_len: int | None = 
         raise ValidationError(f"{name} is longer than {max_len} characters")
     if "\x00" in value:
         raise ValidationError(f"{name} contains a NUL character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValidationError(f"{name} is not valid Unicode (lone surrogate)") from None
+    if not value.isascii():  # O(1) for ASCII text; otherwise look for lone surrogates
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError(f"{name} is not valid Unicode (lone surrogate)") from None
     return value
 
 
@@ -296,6 +295,51 @@ def normalize_status(status: Any) -> str:
     return status
 
 
+def event_row(
+    run_id: str,
+    agent_slug: str,
+    event_type: str,
+    timestamp: datetime | str,
+    level: str | None = None,
+    message: str | None = None,
+    payload: Mapping[str, Any] | str | None = None,
+    span_id: str | None = None,
+    parent_span_id: str | None = None,
+    contract_id: str | None = None,
+    contract_version: str | None = None,
+    artifact_uri: str | None = None,
+    event_id: str | None = None,
+) -> tuple[Any, ...]:
+    """Validate the arguments of ``append_event``; return the row in
+    :data:`EVENT_COLUMNS` order (what :meth:`Event.row` gives, without the object)."""
+    if type(timestamp) is datetime and timestamp.tzinfo is UTC:  # the common case, already UTC
+        ts_us = to_us(timestamp)
+    else:
+        ts = coerce_datetime(timestamp, "timestamp")
+        assert ts is not None
+        ts_us = to_us(ts)
+    if event_id is not None:
+        _check_text(event_id, "event_id", required=True, max_len=64)
+    check = _check_text
+    return (
+        event_id or new_event_id(ts_us),
+        ts_us,
+        check(run_id, "run_id", required=True, max_len=MAX_ID_LEN),
+        check(agent_slug, "agent_slug", required=True, max_len=MAX_ID_LEN),
+        check(event_type, "event_type", required=True, max_len=MAX_TYPE_LEN),
+        "info" if level is None else normalize_level(level),
+        None if message is None else check(message, "message", required=False),
+        "{}" if payload is None else json_object_text(payload, "payload"),
+        None if span_id is None else check(span_id, "span_id", required=False, max_len=MAX_ID_LEN),
+        None if parent_span_id is None else check(parent_span_id, "parent_span_id", required=False, max_len=MAX_ID_LEN),
+        None if contract_id is None else check(contract_id, "contract_id", required=False, max_len=MAX_ID_LEN),
+        None
+        if contract_version is None
+        else check(contract_version, "contract_version", required=False, max_len=MAX_ID_LEN),
+        None if artifact_uri is None else check(artifact_uri, "artifact_uri", required=False),
+    )
+
+
 # ------------------------------------------------------------------ the records
 
 
@@ -335,25 +379,22 @@ class Event:
         event_id: str | None = None,
     ) -> Event:
         """Validate the arguments of ``append_event`` and build the event."""
-        ts = coerce_datetime(timestamp, "timestamp")
-        assert ts is not None
-        ts_us = to_us(ts)
-        if event_id is not None:
-            _check_text(event_id, "event_id", required=True, max_len=64)
         return cls(
-            event_id=event_id or new_event_id(ts_us),
-            ts_us=ts_us,
-            run_id=_check_text(run_id, "run_id", required=True, max_len=MAX_ID_LEN),  # type: ignore[arg-type]
-            agent_slug=_check_text(agent_slug, "agent_slug", required=True, max_len=MAX_ID_LEN),  # type: ignore[arg-type]
-            type=_check_text(event_type, "event_type", required=True, max_len=MAX_TYPE_LEN),  # type: ignore[arg-type]
-            level=normalize_level(level),
-            msg=_check_text(message, "message", required=False),
-            payload=json_object_text(payload, "payload"),
-            span_id=_check_text(span_id, "span_id", required=False, max_len=MAX_ID_LEN),
-            parent_span_id=_check_text(parent_span_id, "parent_span_id", required=False, max_len=MAX_ID_LEN),
-            contract_id=_check_text(contract_id, "contract_id", required=False, max_len=MAX_ID_LEN),
-            contract_version=_check_text(contract_version, "contract_version", required=False, max_len=MAX_ID_LEN),
-            artifact_uri=_check_text(artifact_uri, "artifact_uri", required=False),
+            *event_row(
+                run_id,
+                agent_slug,
+                event_type,
+                timestamp,
+                level,
+                message,
+                payload,
+                span_id,
+                parent_span_id,
+                contract_id,
+                contract_version,
+                artifact_uri,
+                event_id,
+            )
         )
 
     @classmethod

@@ -17,6 +17,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -24,6 +25,7 @@ from backends import sqlite_schema as ddl
 from backends.base import StorageBackend, StorageCapabilities, check_aggregation, check_limit
 from backends.errors import BackendUnavailable, NotFoundError, QueryError
 from backends.schema import (
+    EVENT_COLUMNS,
     RUN_COLUMNS,
     RUNNING,
     TERMINAL_STATUSES,
@@ -58,6 +60,32 @@ def fts_words(query: str) -> str | None:
     return " ".join('"' + w.replace('"', '""') + '"' for w in words)
 
 
+def _chunk_rows(conn: sqlite3.Connection) -> int:
+    """Rows per multi-row INSERT: 1024, or the largest power of two the bound-parameter
+    limit of this SQLite allows (999 parameters before 3.32)."""
+    limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(EVENT_COLUMNS)
+    return 1 << (min(1024, max(1, limit)).bit_length() - 1)
+
+
+def insert_event_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
+    """``INSERT OR IGNORE`` rows in :data:`EVENT_COLUMNS` order; return how many were new.
+
+    Full chunks, then the rest in power-of-two pieces (at most ten statements), all from
+    a fixed set of statements that the connection prepares once and keeps cached.
+    """
+    chunk = _chunk_rows(conn)
+    inserted = i = 0
+    n = len(rows)
+    while i < n:
+        k = n - i
+        k = chunk if k >= chunk else 1 << (k.bit_length() - 1)
+        # chain flattens in C: no bytecode per row while the app's thread waits for the GIL
+        cur = conn.execute(ddl.event_insert_values(k), list(chain.from_iterable(rows[i : i + k])))
+        inserted += max(cur.rowcount or 0, 0)
+        i += k
+    return inserted
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -70,16 +98,32 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 def write_event_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], *, fts: bool) -> int:
     """Insert event rows (skipping known event_ids), create unknown runs, index new rows."""
-    before = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-    lo = before[0] if before else 0
-    cur = conn.execute(ddl.EVENT_INSERT_JSON, (json.dumps(rows, separators=(",", ":")),))
-    inserted = cur.rowcount if cur.rowcount is not None and cur.rowcount >= 0 else 0
+    lo = _last_seq(conn)
+    return _after_insert(conn, insert_event_rows(conn, rows), lo, fts=fts)
+
+
+def write_event_json(conn: sqlite3.Connection, rows_json: str, *, fts: bool) -> int:
+    """:func:`write_event_rows` for rows already encoded as one JSON array of arrays."""
+    lo = _last_seq(conn)
+    cur = conn.execute(ddl.EVENT_INSERT_JSON, (rows_json,))
+    return _after_insert(conn, max(cur.rowcount or 0, 0), lo, fts=fts)
+
+
+def _last_seq(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    return row[0] if row else 0
+
+
+def _after_insert(conn: sqlite3.Connection, inserted: int, lo: int, *, fts: bool) -> int:
+    """Create the unknown runs of the events after ``seq`` ``lo`` and index their text."""
     if inserted:
         # A run seen for the first time starts as `running` at its earliest event
-        # (SQLite takes agent_slug from the row holding min(ts)).
+        # (SQLite takes agent_slug from the row holding min(ts)). NOT INDEXED keeps the
+        # planner on the seq range: left alone it walks the whole (run_id, ts) index to
+        # skip a sort, so every commit cost time in proportion to the table.
         conn.execute(
             "INSERT OR IGNORE INTO runs (run_id, agent_slug, status, started_at) "
-            "SELECT run_id, agent_slug, 'running', min(ts) FROM events WHERE seq > ? GROUP BY run_id",
+            "SELECT run_id, agent_slug, 'running', min(ts) FROM events NOT INDEXED WHERE seq > ? GROUP BY run_id",
             (lo,),
         )
         if fts:
@@ -162,6 +206,7 @@ class SQLiteStorageBackend(StorageBackend):
             self._open_writer,
             lambda conn, rows: write_event_rows(conn, rows, fts=self.enable_fts),
             self._journal_dir,
+            lambda conn, text: write_event_json(conn, text, fts=self.enable_fts),
         )
         try:
             await asyncio.get_running_loop().run_in_executor(None, writer.start)
@@ -231,12 +276,18 @@ class SQLiteStorageBackend(StorageBackend):
         return await self._read(fn)
 
     # ------------------------------------------------------------------ writes
-    async def _append_validated(self, events: list[Event]) -> int:
+    async def _append_row(self, row: tuple[Any, ...]) -> None:
         writer = self._require()
-        if len(events) == 1:
-            await writer.append_journaled(events[0].row())
-            return 1
-        return await writer.write_rows([e.row() for e in events])
+        if writer.journaling:
+            # Durable once journaled; committed with the next group. If the writer has
+            # fallen far behind, wait for it rather than let the backlog grow.
+            if writer.append_journaled(row):
+                await writer.barrier()
+        else:
+            await writer.write_rows([row])
+
+    async def _append_validated(self, events: list[Event]) -> int:
+        return await self._require().write_rows([e.row() for e in events])
 
     async def create_run(
         self,

@@ -13,6 +13,7 @@ batch instead of a per-row trigger, which measured six times faster on these mac
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Callable
 
@@ -23,14 +24,30 @@ SQLITE_SCHEMA_VERSION = 2
 EVENT_INSERT = (
     f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
 )
-# The writer's bulk path: one statement for a whole batch, rows passed as one JSON array of
-# arrays. SQLite parses it in C, so the writer thread holds the GIL once per batch instead
-# of once per row (executemany binds 13 values per row in Python and drops the GIL around
-# every step, which starves the writer whenever the application's own thread is busy).
+# Journaled single appends: their rows are JSON text already (the journal's lines), so
+# one statement takes the whole group as a JSON array of arrays and SQLite parses it in
+# C without the GIL, which the application's thread, busy appending, needs meanwhile.
 EVENT_INSERT_JSON = (
     f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) "
     f"SELECT {', '.join(f'value ->> {i}' for i in range(len(EVENT_COLUMNS)))} FROM json_each(?)"
 )
+
+# Batches: multi-row VALUES statements, rows flattened into one parameter list. The
+# sqlite3 module binds the whole list in C and runs the statement in one step, so the
+# writer thread takes the GIL twice per statement, not around every row as executemany
+# does (which starves the writer whenever the application's own thread is busy), and
+# SQLite parses no JSON (a ``json_each`` statement per batch cost nearly twice the CPU
+# per row, see docs/backends.md). Sizes are powers of two, so a handful of statements,
+# each prepared once, serves every batch.
+_EVENT_MARKS = "(" + ", ".join("?" * len(EVENT_COLUMNS)) + ")"
+
+
+@functools.cache
+def event_insert_values(rows: int) -> str:
+    """``INSERT OR IGNORE`` of ``rows`` events (13 parameters per row, in column order)."""
+    return f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) VALUES " + ", ".join([_EVENT_MARKS] * rows)
+
+
 EVENT_SELECT = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
 
 _V1 = """

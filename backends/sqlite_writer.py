@@ -10,10 +10,18 @@ event loop never blocks on disk.
 * **Crash journal.** A single ``append_event`` writes its row to an append-only journal
   file (one ``write(2)``, no fsync, the same durability SQLite's WAL gives with
   ``synchronous=NORMAL``: it survives a crash of this process) and returns; the thread
-  moves journaled rows into SQLite in batches. On open, journals left by dead processes
-  are replayed (``INSERT OR IGNORE`` on ``event_id`` makes the replay idempotent).
-  Reads first wait for everything already appended (``barrier``), so a caller always
-  reads its own writes.
+  moves journaled rows into SQLite in batches. The row's JSON text (written to the
+  journal anyway) also goes into an in-memory list; only the first row of an empty list
+  posts a token to the thread, which takes the whole list at once and hands it to
+  SQLite as one JSON array (parsed in C with the GIL released, so the application's
+  thread, busy appending, keeps running). A stream of single appends costs the thread
+  one transaction per group (whatever arrived while the previous one committed), not
+  one queue item per event. The thread does not linger: rows reach SQLite, and other
+  connections, as soon as it is free. When ``MAX_PENDING_ROWS`` rows wait, appenders
+  wait for the thread too (bounded memory, bounded replay). On open, journals left by
+  dead processes are replayed (``INSERT OR IGNORE`` on ``event_id`` makes the replay
+  idempotent). Reads first wait for everything already appended (``barrier``), so a
+  caller always reads its own writes.
 """
 
 from __future__ import annotations
@@ -41,9 +49,12 @@ except ImportError:  # pragma: no cover - non-POSIX
 log = logging.getLogger(__name__)
 
 RowWriter = Callable[[sqlite3.Connection, list[tuple[Any, ...]]], int]
+JsonWriter = Callable[[sqlite3.Connection, str], int]  # rows as one JSON array of arrays
 _STOP = object()
+_JOURNAL = ("journal",)  # token: the journal's pending rows want moving into SQLite
 _JOURNAL_TRUNCATE_BYTES = 8 * 1024 * 1024
 _MAX_BATCH_ROWS = 50_000
+MAX_PENDING_ROWS = 100_000
 
 
 class _Waiter:
@@ -66,7 +77,11 @@ def _settle(fut: asyncio.Future[Any] | Future[Any], result: Any) -> None:
 
 
 class Journal:
-    """This process's append-only crash journal (one JSON array per line)."""
+    """This process's append-only crash journal (one JSON array per line).
+
+    ``pending`` holds the JSON text of every journaled row not yet taken by the writer
+    thread, in journal order; ``lock`` guards the file position and the list together.
+    """
 
     def __init__(self, directory: Path):
         directory.mkdir(parents=True, exist_ok=True)
@@ -76,13 +91,25 @@ class Journal:
         self.lock = threading.Lock()
         self.generation = 0
         self.written = 0
+        self.pending: list[str] = []
+        self.encode = _row_encoder()
 
-    def append(self, row: tuple[Any, ...]) -> tuple[int, int]:
-        data = (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    def append(self, row: tuple[Any, ...]) -> int:
+        """Write one row (one ``write(2)``); return how many rows are pending with it."""
+        text = self.encode(row)
+        data = (text + "\n").encode()
         with self.lock:
             os.write(self.fd, data)
             self.written += len(data)
-            return self.generation, self.written
+            pending = self.pending
+            pending.append(text)
+            return len(pending)
+
+    def take(self) -> tuple[list[str], tuple[int, int]]:
+        """The pending rows and the journal position they reach; the list starts anew."""
+        with self.lock:
+            rows, self.pending = self.pending, []
+            return rows, (self.generation, self.written)
 
     def maybe_truncate(self, committed: tuple[int, int]) -> None:
         with self.lock:
@@ -97,6 +124,25 @@ class Journal:
         if remove:
             with contextlib.suppress(OSError):
                 self.path.unlink()
+
+
+def _row_encoder() -> Callable[[tuple[Any, ...]], str]:
+    """Compact JSON of a validated row (strings, integers, None). The C encoder built
+    once: ``json.dumps`` builds one per call, which costs more than the encoding."""
+    plain = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    try:
+        from json.encoder import c_make_encoder, encode_basestring
+    except ImportError:  # pragma: no cover - no C accelerator
+        return plain
+    if c_make_encoder is None:  # pragma: no cover
+        return plain
+
+    def refuse(value: Any) -> Any:
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+    chunks = c_make_encoder(None, refuse, encode_basestring, None, ":", ",", False, False, True)
+    join = "".join
+    return lambda row: join(chunks(row, 0))
 
 
 def orphan_journals(directory: Path) -> list[Path]:
@@ -141,16 +187,18 @@ class SQLiteWriter:
         connect: Callable[[], sqlite3.Connection],
         write_rows: RowWriter,
         journal_dir: Path | None,
+        write_json: JsonWriter | None = None,
     ):
         self._connect = connect
         self._write_rows = write_rows
+        self._write_json = write_json or (lambda conn, text: write_rows(conn, [tuple(r) for r in json.loads(text)]))
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._journal = Journal(journal_dir) if (journal_dir is not None and fcntl is not None) else None
         self._enqueued = 0
         self._committed = 0
         self._count_lock = threading.Lock()
-        self._failed_rows: list[tuple[Any, ...]] = []
+        self._failed_rows: list[str] = []  # journaled rows (JSON text) of a failed transaction
         self._closed = False
         self._ready: Future[None] = Future()
 
@@ -169,7 +217,7 @@ class SQLiteWriter:
         if self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
         if self._journal is not None:
-            self._journal.close(remove=not self._failed_rows)
+            self._journal.close(remove=not self._failed_rows and not self._journal.pending)
 
     @property
     def journaling(self) -> bool:
@@ -199,16 +247,24 @@ class SQLiteWriter:
         """Insert a batch of event rows in one transaction; return how many were new."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._put(("rows", rows, _Waiter(fut, loop), None))
+        self._put(("rows", rows, _Waiter(fut, loop)))
         return await fut
 
-    async def append_journaled(self, row: tuple[Any, ...]) -> None:
-        """Durably record one event row and return without waiting for the commit."""
-        if self._journal is None:
-            await self.write_rows([row])
-            return
-        mark = self._journal.append(row)
-        self._put(("rows", [row], None, mark))
+    def append_journaled(self, row: tuple[Any, ...]) -> bool:
+        """Durably record one event row without waiting for the commit.
+
+        Only for a writer that is ``journaling``. The first row of an empty pending list
+        posts one token; the thread takes every row pending when it gets to it. Returns
+        True when ``MAX_PENDING_ROWS`` rows wait: the caller should then ``barrier()``.
+        """
+        if self._closed:
+            raise RuntimeError("the storage backend is closed")
+        journal = self._journal
+        assert journal is not None
+        pending = journal.append(row)
+        if pending == 1:
+            self._put(_JOURNAL)
+        return pending >= MAX_PENDING_ROWS
 
     async def barrier(self) -> None:
         """Wait until everything appended before this call is committed."""
@@ -234,42 +290,46 @@ class SQLiteWriter:
                 if first is _STOP:
                     return
                 items = [first]
-                rows_seen = len(first[1]) if first[0] == "rows" else 0
-                stop = False
-                while rows_seen < _MAX_BATCH_ROWS:
-                    try:
-                        nxt = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is _STOP:
-                        stop = True
-                        break
-                    items.append(nxt)
-                    if nxt[0] == "rows":
-                        rows_seen += len(nxt[1])
+                stop = self._drain(items)
                 self._process(conn, items)
                 if stop:
                     return
         finally:
             conn.close()
 
+    def _drain(self, items: list[tuple[Any, ...]]) -> bool:
+        """Move whatever is queued into ``items`` (up to a batch); True if _STOP was met."""
+        rows_seen = sum(len(item[1]) for item in items if item[0] == "rows")
+        while rows_seen < _MAX_BATCH_ROWS:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if nxt is _STOP:
+                return True
+            items.append(nxt)
+            if nxt[0] == "rows":
+                rows_seen += len(nxt[1])
+        return False
+
     def _process(self, conn: sqlite3.Connection, items: list[tuple[Any, ...]]) -> None:
         results: list[tuple[_Waiter, Any]] = []
-        loose: list[tuple[Any, ...]] = self._failed_rows
+        loose: list[str] = self._failed_rows  # journaled rows moved by this transaction
         self._failed_rows = []
         journal_mark: tuple[int, int] | None = None
         try:
             conn.execute("BEGIN IMMEDIATE")
-            pending: list[tuple[Any, ...]] = list(loose)  # journaled rows, written in queue order
+            pending: list[str] = list(loose)  # journaled rows, written in journal order
             for item in items:
                 kind = item[0]
-                if kind == "rows" and item[2] is None:
-                    pending.extend(item[1])
-                    loose.extend(item[1])
-                    journal_mark = item[3]
+                if kind == "journal":
+                    assert self._journal is not None
+                    taken, journal_mark = self._journal.take()
+                    pending.extend(taken)
+                    loose.extend(taken)
                     continue
                 if pending:
-                    self._write_rows(conn, pending)
+                    self._write_json(conn, "[" + ",".join(pending) + "]")
                     pending = []
                 if kind == "rows":
                     rows, waiter = item[1], item[2]
@@ -279,7 +339,7 @@ class SQLiteWriter:
                 else:  # barrier
                     results.append((item[1], None))
             if pending:
-                self._write_rows(conn, pending)
+                self._write_json(conn, "[" + ",".join(pending) + "]")
             conn.execute("COMMIT")
         except BaseException as exc:  # the whole transaction failed (disk full, busy, ...)
             with contextlib.suppress(sqlite3.Error):

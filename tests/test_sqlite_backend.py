@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import sys
 import textwrap
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,61 @@ def test_single_appends_survive_a_crash(sqlite_path: Path) -> None:
     assert asyncio.run(check()) == [f"e{i}" for i in range(500)]
     journal_dir = sqlite_path.with_name(sqlite_path.name + ".magsag-journal")
     assert not list(journal_dir.glob("*.jsonl"))  # replayed and removed
+
+
+async def test_writes_after_single_appends_see_them(sqlite_path: Path) -> None:
+    """Journaled single appends reach SQLite before any later write of the same task:
+    16 agents log their run's first events, close the run at once (the run the appends
+    created exists for the update) and reload the same events (nothing is new)."""
+
+    def ts(i: int) -> datetime:
+        return NOW + timedelta(seconds=i)
+
+    async def agent(s: SQLiteStorageBackend, k: int) -> list[str]:
+        ids = [await s.append_event(f"seq-{k}", "agent", "log", ts(i), message=f"a{k} {i}") for i in range(30)]
+        run = await s.update_run(f"seq-{k}", status="succeeded", metrics={"n": 30})
+        assert run["status"] == "succeeded"
+        again = [
+            {"event_id": ids[i], "run_id": f"seq-{k}", "agent_slug": "agent", "type": "log", "ts": ts(i)}
+            for i in range(30)
+        ]
+        assert await s.append_events(again) == 0
+        return ids
+
+    async with SQLiteStorageBackend(sqlite_path) as s:
+        all_ids = await asyncio.gather(*(agent(s, k) for k in range(16)))
+        for k, ids in enumerate(all_ids):
+            got = [e async for e in s.get_events(f"seq-{k}")]
+            assert [e["event_id"] for e in got] == ids
+            assert [e["msg"] for e in got] == [f"a{k} {i}" for i in range(30)]
+            run = await s.get_run(f"seq-{k}")
+            assert run is not None and run["status"] == "succeeded" and run["metrics"] == {"n": 30}
+
+
+async def test_large_batches_store_every_event_once(sqlite_path: Path) -> None:
+    """Batches are written in several statements: sizes that are not a multiple of any
+    of them, duplicates inside a batch and events already stored all count right."""
+
+    def event(i: int) -> dict[str, object]:
+        return {
+            "event_id": f"00000000-0000-7000-8000-{i:012d}",
+            "run_id": f"big-{i % 7}",
+            "agent_slug": "loader",
+            "type": "log",
+            "ts": NOW + timedelta(milliseconds=i),
+            "msg": f"line {i}",
+            "payload": {"i": i},
+        }
+
+    async with SQLiteStorageBackend(sqlite_path) as s:
+        assert await s.append_events([event(i) for i in range(0, 3000, 2)]) == 1500
+        mixed = [event(i) for i in range(3000)] + [event(2999), event(1)]
+        assert await s.append_events(mixed) == 1500
+        got = [e async for e in s.get_events("big-3")]
+        assert [e["payload"]["i"] for e in got] == list(range(3, 3000, 7))
+        assert (await s.stats())["events"] == 3000
+        assert len(await s.search_text("line", limit=10_000)) == 3000
+        assert len(await s.list_runs(limit=100)) == 7
 
 
 async def test_another_process_writing_does_not_lock_us_out(sqlite_path: Path) -> None:
