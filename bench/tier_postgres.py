@@ -138,6 +138,7 @@ def child_bare(dsn: str, schema: str, cutoff_us: str, lake: str) -> dict[str, An
 
 
 def child_ours(dsn: str, schema: str, lake: str, engine: str) -> dict[str, Any]:
+    from backends.memory import lean_process
     from backends.postgres import PostgresStorageBackend
     from lakehouse.objstore import open_lake
     from lakehouse.tier_report import TierProgress
@@ -155,6 +156,7 @@ def child_ours(dsn: str, schema: str, lake: str, engine: str) -> dict[str, Any]:
                 self.last_delete = time.monotonic() - self.t0
 
     os.environ["MAGSAG_TIER_EXPORT_ENGINE"] = engine
+    lean_process()  # as `magsag data tier` does
     phases = Phases()
 
     async def go() -> Any:
