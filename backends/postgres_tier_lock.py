@@ -35,7 +35,7 @@ class AdvisoryJobLock:
         self.key = key
         self.what = what
         self.conn: Any = None  # the holding session while held
-        self._ping = asyncio.Lock()  # the job deletes one day while it claims the next: one ping at a time
+        self._ping = asyncio.Lock()  # pings may come from concurrent steps: one at a time
 
     @asynccontextmanager
     async def hold(self, *, wait: bool = True, timeout: float | None = None) -> AsyncIterator[None]:

@@ -22,8 +22,7 @@ memory measured over the whole process tree (psutil, sampled every 20 ms):
   deletes. Reported both up to the commit (what
   the bare copy does) and end to end (with the deletes, which SQLite pays in index
   maintenance the copy never does). "To commit" is the time until every file is
-  committed (the job deletes one day from the hot store while it exports the next, so
-  deletes overlap the export until then).
+  committed (the job deletes once, after the last commit: SQLite rebuilds its table).
 
 Ratio = ours / bare events per second. ``--backend`` picks the hot store (``postgres`` is
 added by the PostgreSQL tiering work through :data:`BACKENDS`).
