@@ -166,6 +166,26 @@ def discard_staging(lake: Lake, job_id: str) -> int:
     return n
 
 
+def check_writable(lake: Lake, job_id: str) -> None:
+    """Write one small object in the job's staging area and remove it again.
+
+    A job calls this before it claims anything in the hot store: a lake it cannot write
+    to (no credentials, a missing bucket or folder, no permission) then fails with one
+    line and leaves no claim behind to hold its days.
+    """
+    rel = f"{layout.staging_dir(job_id)}/probe"
+    path = lake.path(rel)
+
+    def put() -> None:
+        if lake.is_local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        with lake.fs.open(path, "wb") as f:
+            f.write(b"magsag write probe")
+
+    retry(lake, f"writing {rel}", put)
+    discard_staging(lake, job_id)
+
+
 def staged_jobs(lake: Lake) -> list[str]:
     """Job ids that have files in the staging area (leftovers of unfinished jobs)."""
     skip = len(layout.STAGING_DIR) + 1

@@ -58,6 +58,7 @@ from backends.schema import hot_cutoff, utc_now
 from backends.tiering import DONE, MOVE, RUNS, Claim, TierDay, check_mode, tier_source
 from lakehouse import manifest
 from lakehouse.faults import fault_point, fault_scope
+from lakehouse.lakestore import check_writable
 from lakehouse.objstore import Lake, open_lake, retry
 from lakehouse.tier_export import ClaimContext, commit_claim, planned_files, settle_claims
 from lakehouse.tier_report import DayResult, TierProgress, TierReport
@@ -123,6 +124,7 @@ async def run_tier(
                 return report
             with fault_scope("tier"):
                 fault_point("tier.locked")
+                await asyncio.to_thread(check_writable, lake, report.job_id)  # before any claim
                 await _run(ctx, report, cutoff, stop)
     finally:
         await src.close()

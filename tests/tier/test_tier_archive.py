@@ -121,3 +121,26 @@ async def test_archive_picks_up_runs_that_ended_later(hot: HotCase, tmp_path) ->
     original = await hot.event_rows()
     assert Counter(lake_events(dest)) == Counter(old(original))
     await src.close()
+
+
+@pytest.mark.parametrize("mode", [COPY, MOVE])
+async def test_unwritable_destination_claims_nothing(hot: HotCase, tmp_path, mode: str) -> None:  # type: ignore[no-untyped-def]
+    """A destination the job cannot write to fails before any claim: no day is held for it,
+    and the next job to a good lake moves everything."""
+    from backends.errors import StorageError
+    from backends.tiering import tier_source
+
+    (tmp_path / "not-a-folder").write_text("a file where the lake should be")
+    bad = open_lake(str(tmp_path / "not-a-folder" / "lake"))
+    original = await hot.event_rows()
+    with pytest.raises(StorageError):
+        await run_tier(hot.backend, bad, hot_days=HOT_DAYS, now=END, mode=mode)
+    src = tier_source(hot.backend)
+    try:
+        assert await src.claims() == []
+    finally:
+        await src.close()
+    assert Counter(await hot.event_rows()) == Counter(original)
+    good = open_lake(str(tmp_path / "lake"))
+    rep = await run_tier(hot.backend, good, hot_days=HOT_DAYS, now=END)
+    assert [d.day.isoformat() for d in rep.days] == OLD_DAYS and rep.skipped == {}
