@@ -98,6 +98,7 @@ from backends.tiering import (
     Claim,
     RunningRun,
     TierDay,
+    check_deletable,
     check_mode,
     dumps,
     sorted_unique,
@@ -541,10 +542,7 @@ class PostgresTierSource:
     async def delete_claimed(
         self, claim: Claim, *, chunk_rows: int = 50_000, on_chunk: Callable[[int], None] | None = None
     ) -> dict[str, int]:
-        if claim.mode != MOVE:
-            raise StorageError(f"tier claim {claim.batch_id} is a copy; its rows stay in the hot store")
-        if claim.state not in (EXPORTED, DONE):
-            raise StorageError(f"tier claim {claim.batch_id} is {claim.state}, not exported; nothing deleted")
+        check_deletable(claim)
         await self._check_lock()
         b, ledger = self.backend, self.ledger
         events = await drop_whole_day(

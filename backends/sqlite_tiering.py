@@ -52,7 +52,6 @@ from backends.schema import (
     utc_now,
 )
 from backends.sqlite_tier_delete import (
-    count_selected,
     delete_in_chunks,
     delete_runs,
     rebuild_without,
@@ -79,6 +78,7 @@ from backends.tiering import (
     Claim,
     RunningRun,
     TierDay,
+    check_deletable,
     check_mode,
     dumps,
     sorted_unique,
@@ -549,7 +549,7 @@ class SQLiteTierSource:
     async def delete_claimed(
         self, claim: Claim, *, chunk_rows: int = 50_000, on_chunk: Callable[[int], None] | None = None
     ) -> dict[str, int]:
-        _check_deletable(claim)
+        check_deletable(claim)
         await self._bulk_deletes()
         events = await delete_in_chunks(self.backend, claim, chunk_rows, on_chunk)
         return {"events": events, "runs": await self.backend.write(lambda c: delete_runs(c, claim))}
@@ -561,16 +561,14 @@ class SQLiteTierSource:
         when they select at least :attr:`rebuild_fraction` of it, else claim by claim in
         chunks (see ``backends/sqlite_tier_delete.py``)."""
         for claim in claims:
-            _check_deletable(claim)
+            check_deletable(claim)
         if not claims:
             return {}
         await self._stop_worker()  # the export is over: its process's memory goes back first
 
-        def sizes(c: sqlite3.Connection) -> tuple[int, int]:
-            total = int(c.execute("SELECT count(*) FROM events").fetchone()[0])
-            return sum(count_selected(c, cl) for cl in claims), total
-
-        selected, total = await self._read(sizes)
+        # The strategy needs only sizes: the counts frozen at claim time (rows only leave).
+        selected = sum(int(cl.snapshot.get("selected_events") or 0) for cl in claims)
+        total = await self._read(lambda c: int(c.execute("SELECT count(*) FROM events").fetchone()[0]))
         if not rebuild_worthwhile(selected, total, self.rebuild_fraction):
             return {
                 cl.batch_id: await self.delete_claimed(cl, chunk_rows=chunk_rows, on_chunk=on_chunk) for cl in claims
@@ -612,13 +610,6 @@ class SQLiteTierSource:
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def _check_deletable(claim: Claim) -> None:
-    if claim.mode != MOVE:
-        raise StorageError(f"tier claim {claim.batch_id} is a copy; its rows stay in the hot store")
-    if claim.state not in (EXPORTED, DONE):
-        raise StorageError(f"tier claim {claim.batch_id} is {claim.state}, not exported; nothing deleted")
 
 
 def _holder(fd: int) -> str:

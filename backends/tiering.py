@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from backends.errors import UnsupportedOperation
+from backends.errors import StorageError, UnsupportedOperation
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -316,6 +316,15 @@ def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ValueError(f"tier mode must be one of {', '.join(MODES)}; got {mode!r}")
     return mode
+
+
+def check_deletable(claim: Claim) -> Claim:
+    """What every :meth:`TierSource.delete_claimed` checks first: a move claim, exported."""
+    if claim.mode != MOVE:
+        raise StorageError(f"tier claim {claim.batch_id} is a copy; its rows stay in the hot store")
+    if claim.state not in (EXPORTED, DONE):
+        raise StorageError(f"tier claim {claim.batch_id} is {claim.state}, not exported; nothing deleted")
+    return claim
 
 
 def sorted_unique(values: Iterable[str]) -> tuple[str, ...]:
