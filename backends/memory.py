@@ -8,11 +8,11 @@ keep memory the job no longer uses:
   returns little of them to the system: capped at two arenas here (``mallopt``), the
   same setting as ``MALLOC_ARENA_MAX=2``;
 * pyarrow's default pool (jemalloc or mimalloc) keeps freed pages for reuse: the job
-  uses the system allocator instead, which measured as fast for this streaming work.
+  uses the system allocator instead (bench/tier.py runs the job this way).
 
-Measured on ``bench/tier.py --events 10000000`` (copy mode, job process): 500 MB peak RSS
-before, 300 MB after; the job ran as fast. :func:`lean_process` is called by the CLI's
-``tier`` and ``archive`` commands (a library caller decides for its own process).
+:func:`lean_process` is called by the CLI's ``tier`` and ``archive`` commands, by the
+SQLite export worker, and by ``bench/tier.py`` (which reports the peak RSS of the job
+run that way); a library caller decides for its own process.
 """
 
 from __future__ import annotations

@@ -6,15 +6,15 @@ Two ways to take the selections of exported claims out of ``events``
 * **In chunks** (:func:`delete_in_chunks`): ``chunk_rows`` events per writer transaction,
   full-text entries first, then the rows. Appends from other tasks interleave between
   chunks. Each deleted row costs a lookup in every index, most of them random-keyed
-  (``event_id``, ``span_id``, ``run_id``) plus its full-text tokens: about 10-25 µs per
-  row here, whatever the table's size.
+  (``event_id``, ``span_id``, ``run_id``) plus its full-text tokens.
 * **By rebuilding** (:func:`rebuild_without`): in ONE writer transaction, copy the rows
   to keep into a new table of the same definition, drop the old one, rename the new one,
   recreate the indexes (sorted builds) and rebuild the full-text index from the kept
   rows. Its cost follows the rows *kept* (and the pages freed), not the rows deleted: a
   job that moves most of the store (the first tiering of a long-running store, the
-  benchmark's 23 of 30 days) deletes 3-4 times faster this way. Appends wait for the
-  transaction (seconds per million kept rows); readers keep reading their snapshot.
+  benchmark's 23 of 30 days) deletes about 3 times faster this way (``python3
+  bench/tier_delete.py`` times both ways, step by step). Appends wait for the
+  transaction; readers keep reading their snapshot.
 
 Both are single SQLite transactions per step: killed at any instant, the store holds
 either every row of a step or none of its deletions, and the claim stays ``exported``

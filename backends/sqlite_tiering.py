@@ -401,8 +401,8 @@ class SQLiteTierSource:
     async def _lean_writer(self) -> None:
         """Shrink the writer's page cache for the job (restored by :meth:`close`): the claims'
         index scans would otherwise fill all of it (128 MB) with pages the job never reads
-        again. The rebuild of a large delete ran as fast with 16 MB as with 128 MB at 10M
-        events (bench/tier.py), at 234 MB peak RSS of the process instead of 556 MB."""
+        again. The rebuild of a large delete runs with it too; ``bench/tier_delete.py
+        --cache-kib N`` times the rebuild and its peak RSS with another size."""
         if self._writer_cache is not None:
             return
 
@@ -439,8 +439,8 @@ class SQLiteTierSource:
 
         if self._worker is None:
             ext = sqlite_scanner_path() or ""
-            # SQLite selects and sorts inside the worker; DuckDB only converts rows to Arrow,
-            # which one thread does as fast as two (bench/tier.py), in less memory.
+            # SQLite selects and sorts inside the worker (one thread); DuckDB only converts
+            # the rows to Arrow, so one DuckDB thread is enough and holds less memory.
             self._worker = ExportWorker(self.backend.db_path, ext, memory_limit=self.memory_limit, threads=1)
         return self._worker
 

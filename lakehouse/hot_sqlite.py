@@ -8,7 +8,7 @@ two ways:
 
 * ``attach`` (the default): DuckDB attaches the file read-only and reads it at query
   time. The scanner passes SQLite no filter: every query over the hot branch reads the
-  whole table (about 1 ms when it is empty, ~1 us per row otherwise) and SQLite's
+  whole table (cheap when it is empty, growing with its size otherwise) and SQLite's
   indexes go unused. Used when nothing else in this process has the file open, e.g.
   ``magsag data sql`` or a notebook that only queries.
 * ``snapshot``: Python's own ``sqlite3`` (the copy the hot-store backend uses) reads the
