@@ -123,6 +123,7 @@ def describe_json_error(raw: bytes, exc: BaseException, *, last_line: bool) -> s
         reason = "invalid JSON: nested too deeply"
     else:
         msg = getattr(exc, "msg", None) or str(exc).split(":", 1)[0]
+        msg = msg.split(", ", 1)[0]  # the parser's own words, without the detail later orjson releases add
         pos = getattr(exc, "pos", None)
         reason = f"invalid JSON: {msg}" + (f" at column {pos + 1}" if isinstance(pos, int) else "")
     if last_line:
