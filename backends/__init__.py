@@ -1,6 +1,6 @@
 """Hot stores behind one contract (``StorageBackend``) and the canonical schema they share."""
 
-from backends.base import StorageBackend, StorageCapabilities
-from backends.errors import StorageError
+from magsag.backends.base import StorageBackend, StorageCapabilities
+from magsag.backends.errors import StorageError
 
 __all__ = ["StorageBackend", "StorageCapabilities", "StorageError"]

@@ -1,7 +1,7 @@
 """Rows of the canonical schema to Arrow, and back: the exchange format between tiers.
 
 Hot stores hold timestamps as integer microseconds and JSON as text; these helpers turn
-row tuples in :data:`~backends.schema.EVENT_COLUMNS` / :data:`~backends.schema.RUN_COLUMNS`
+row tuples in :data:`~magsag.backends.schema.EVENT_COLUMNS` / :data:`~magsag.backends.schema.RUN_COLUMNS`
 order into Arrow tables of the canonical schemas (and the reverse for reloads).
 """
 
@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from backends.schema import EVENT_COLUMNS, RUN_COLUMNS, event_arrow_schema, run_arrow_schema
+from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS, event_arrow_schema, run_arrow_schema
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -3,7 +3,7 @@
 Every method is async. Parameter names are part of the documented API
 (``magsag.storage``); a signature test keeps every backend in line with this class.
 Records come back as dicts keyed by the canonical field names (see
-:mod:`backends.schema`): timestamps as ISO-8601 strings, ``payload``/``metrics`` as
+:mod:`magsag.backends.schema`): timestamps as ISO-8601 strings, ``payload``/``metrics`` as
 dicts, ``tags`` as a list.
 """
 
@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from backends.errors import ValidationError
-from backends.schema import Event, Run, event_row, from_us
+from magsag.backends.errors import ValidationError
+from magsag.backends.schema import Event, Run, event_row, from_us
 
 AGGREGATIONS = ("avg", "sum", "min", "max", "count", "p50", "p90", "p95", "p99")
 
@@ -103,7 +103,7 @@ class StorageBackend(abc.ABC):
         return row[0]
 
     async def _append_row(self, row: tuple[Any, ...]) -> None:
-        """Write one validated event row (:data:`~backends.schema.EVENT_COLUMNS` order).
+        """Write one validated event row (:data:`~magsag.backends.schema.EVENT_COLUMNS` order).
 
         ``append_event``'s path; a backend with a faster single-event path overrides it.
         """
@@ -112,7 +112,7 @@ class StorageBackend(abc.ABC):
     async def append_events(self, events: Iterable[Event | Mapping[str, Any]]) -> int:
         """Append many events in one transaction (the fast path); return how many were new.
 
-        Each item is an :class:`~backends.schema.Event` or a dict with the record names
+        Each item is an :class:`~magsag.backends.schema.Event` or a dict with the record names
         (``ts``/``type``/``msg``) or the ``append_event`` names. Every item is validated
         before anything is written: one bad item writes nothing. Events whose
         ``event_id`` is already stored are skipped, so reloads are idempotent.
@@ -178,7 +178,7 @@ class StorageBackend(abc.ABC):
         """Update a run; ``metrics`` are merged into the stored ones (new keys win).
 
         Setting a terminal status without ``ended_at`` records now as the end time.
-        Raises :class:`~backends.errors.NotFoundError` for an unknown run.
+        Raises :class:`~magsag.backends.errors.NotFoundError` for an unknown run.
         """
 
     # ----------------------------------------------------------------- reads
@@ -223,7 +223,7 @@ class StorageBackend(abc.ABC):
         By default ``query`` is taken as plain words (all must appear; punctuation and
         operators are ignored), so no user input can raise a syntax error. With
         ``raw=True`` the backend's own query syntax is passed through and a malformed
-        query raises :class:`~backends.errors.QueryError`.
+        query raises :class:`~magsag.backends.errors.QueryError`.
         """
 
     @abc.abstractmethod

@@ -10,16 +10,14 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from backends.base import StorageBackend
-from backends.errors import ConfigError
+from magsag.backends.base import StorageBackend
+from magsag.backends.errors import ConfigError
 
 ENTRY_POINT_GROUP = "magsag.storage.backends"
 BUILTIN = {
-    "sqlite": "backends.sqlite:SQLiteStorageBackend",
-    "postgres": "backends.postgres:PostgresStorageBackend",
-    "timescale": "backends.postgres:PostgresStorageBackend",
-    # read-only, over tables loaded from the lake; a string, so backends/ never imports lakehouse/
-    "clickhouse": "lakehouse.clickhouse.backend:ClickHouseBackend",
+    "sqlite": "magsag.backends.sqlite.store:SQLiteStorageBackend",
+    "postgres": "magsag.backends.postgres.store:PostgresStorageBackend",
+    "timescale": "magsag.backends.postgres.store:PostgresStorageBackend",
 }
 
 
@@ -45,7 +43,7 @@ def known_backends() -> list[str]:
 
 
 def resolve_backend_class(name: str) -> type[StorageBackend]:
-    """``sqlite``/``postgres``/``timescale``/``clickhouse``, an entry-point name, or ``pkg.module:Class``."""
+    """``sqlite``/``postgres``/``timescale``, an entry-point name (``clickhouse`` is one), or ``pkg.module:Class``."""
     key = (name or "").strip()
     if key.lower() in BUILTIN:
         return _load(BUILTIN[key.lower()], key)

@@ -26,7 +26,7 @@ from functools import cache
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any
 
-from backends.errors import ValidationError
+from magsag.backends.errors import ValidationError
 
 if TYPE_CHECKING:
     import pyarrow as pa

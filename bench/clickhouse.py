@@ -38,15 +38,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backends.arrow import events_table, runs_table
-from backends.schema import day_of_us
-from lakehouse import manifest
-from lakehouse.clickhouse import sql
-from lakehouse.clickhouse.engines import ChdbEngine
-from lakehouse.clickhouse.load import load_lake
-from lakehouse.clickhouse.schema import init_schema
-from lakehouse.lakewriter import SORT_KEYS, PartitionWriter, publish
-from lakehouse.objstore import Lake, open_lake
+from magsag.backends.arrow import events_table, runs_table
+from magsag.backends.schema import day_of_us
+from magsag.lakehouse import manifest
+from magsag.lakehouse.clickhouse import sql
+from magsag.lakehouse.clickhouse.engines import ChdbEngine
+from magsag.lakehouse.clickhouse.load import load_lake
+from magsag.lakehouse.clickhouse.schema import init_schema
+from magsag.lakehouse.lakewriter import SORT_KEYS, PartitionWriter, publish
+from magsag.lakehouse.objstore import Lake, open_lake
 
 OUT = Path(__file__).resolve().parent / "out"
 END = datetime(2025, 11, 1, tzinfo=UTC)

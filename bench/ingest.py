@@ -42,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backends.schema import EVENT_COLUMNS, Event, utc_now
+from magsag.backends.schema import EVENT_COLUMNS, Event, utc_now
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -88,7 +88,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def bare_sqlite(path: Path) -> sqlite3.Connection:
-    from backends import sqlite_schema as ddl
+    from magsag.backends.sqlite import schema as ddl
 
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
@@ -102,7 +102,7 @@ def bare_sqlite(path: Path) -> sqlite3.Connection:
 
 def bare_sqlite_batch(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
     """What a hand-written loader does: rows, unknown runs, FTS rows, one transaction."""
-    from backends import sqlite_schema as ddl
+    from magsag.backends.sqlite import schema as ddl
 
     conn.execute("BEGIN IMMEDIATE")
     lo = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
@@ -120,7 +120,7 @@ def bare_sqlite_batch(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> 
 
 
 async def bench_sqlite(events: list[Event], batch: int, singles: int) -> dict[str, Any]:
-    from backends.sqlite import SQLiteStorageBackend
+    from magsag.backends.sqlite.store import SQLiteStorageBackend
 
     tmp = Path(tempfile.mkdtemp(prefix="magsag-bench-"))
     try:
@@ -205,7 +205,7 @@ def bare_sqlite_singles(path: Path, n: int) -> float:
     """Events/s of the plain way to make each event durable: one transaction per event
     (the row, its run if new, its FTS row; WAL, ``synchronous=NORMAL``) on the caller's
     thread, rows built beforehand."""
-    from backends import sqlite_schema as ddl
+    from magsag.backends.sqlite import schema as ddl
 
     base = datetime.now(UTC) - timedelta(minutes=30)
     rows = [
@@ -249,11 +249,10 @@ SEARCHES = (
 
 async def bench_postgres(events: list[Event], batch: int, dsn: str, singles: int, keep: bool) -> dict[str, Any]:
     import asyncpg
-
-    from backends import postgres_partitions as parts
-    from backends import postgres_schema as ddl
-    from backends.postgres import PostgresStorageBackend, websearch_words
-    from backends.postgres_conn import init_connection
+    from magsag.backends.postgres import partitions as parts
+    from magsag.backends.postgres import schema as ddl
+    from magsag.backends.postgres.conn import init_connection
+    from magsag.backends.postgres.store import PostgresStorageBackend, websearch_words
 
     tag = secrets.token_hex(3)
     ours_schema, bare_schema = f"bench_ours_{tag}", f"bench_bare_{tag}"
@@ -489,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.backend == "sqlite":
         result = asyncio.run(bench_sqlite(events, args.batch, args.singles))
     else:
-        from backends.errors import StorageError
+        from magsag.backends.errors import StorageError
 
         try:
             result = asyncio.run(bench_postgres(events, args.batch, args.dsn, args.singles, args.keep))

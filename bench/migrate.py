@@ -35,8 +35,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backends import sqlite_schema as ddl
-from backends.sqlite import SQLiteStorageBackend
+from magsag.backends.sqlite import schema as ddl
+from magsag.backends.sqlite.store import SQLiteStorageBackend
+
 from magsag.ingest import import_legacy
 
 _ERRORS = ["RateLimitError: 429 Too Many Requests", "TimeoutError: upstream timed out", "ValueError: bad plan"]

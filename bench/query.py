@@ -8,13 +8,13 @@
 The lake (``bench/out/query-lake-<events>/``, gitignored) is made once and reused: demo
 activity (``magsag.ingest.demo``: MAG runs delegating to SAGs, MCP calls, metrics,
 errors) for a tenth of the events, replicated with fresh run and event ids up to the
-size asked, written by the tiering job's writer (``lakehouse.lakewriter``: sorted zstd
+size asked, written by the tiering job's writer (``magsag.lakehouse.lakewriter``: sorted zstd
 Parquet, 122,880-row row groups, manifest entries), 30 UTC days. The hot store beside
 it is an empty SQLite store, so both sides read exactly the same rows.
 
 For each question, the same SQL runs against
 
-* **ours**: the views of ``lakehouse.connect()`` (``events``/``runs``: hot + lake union,
+* **ours**: the views of ``magsag.lakehouse.connect()`` (``events``/``runs``: hot + lake union,
   dedup boundary, ``tier`` column; the lake read through the manifest's file list), and
 * **bare**: ``read_parquet('<lake>/events/*/*.parquet', hive_partitioning = true)`` on a
   plain DuckDB connection,
@@ -81,8 +81,8 @@ QUERIES: dict[str, str] = {
 def _demo_tables(events: int) -> tuple[Any, Any]:
     """Demo events and runs (Arrow) for about ``events`` events over DAYS days."""
     import pyarrow as pa
+    from magsag.backends.arrow import events_table, runs_table
 
-    from backends.arrow import events_table, runs_table
     from magsag.ingest.demo import DemoGenerator
 
     per_run = 33  # events per MAG run (with its SAGs), measured on the demo
@@ -103,10 +103,9 @@ def _demo_tables(events: int) -> tuple[Any, Any]:
 def build_lake(target: Path, events: int) -> dict[str, Any]:
     """Write the benchmark lake (once): a tenth demo, replicated with new ids, per day and dataset."""
     import duckdb
-
-    from backends.sqlite import SQLiteStorageBackend
-    from lakehouse import lakewriter
-    from lakehouse.objstore import open_lake
+    from magsag.backends.sqlite.store import SQLiteStorageBackend
+    from magsag.lakehouse import lakewriter
+    from magsag.lakehouse.objstore import open_lake
 
     started = time.perf_counter()
     copies = 10 if events >= 100_000 else 1
@@ -191,7 +190,7 @@ def lake_for(events: int, rebuild: bool) -> tuple[Path, dict[str, Any]]:
 
 
 def _bare_connection(lake_url: str, s3: dict[str, str] | None) -> Any:
-    from lakehouse import duck
+    from magsag.lakehouse import duck
 
     con = duck.new_connection(extensions=("httpfs",) if s3 else ())
     if s3:
@@ -214,7 +213,7 @@ def _run(con: Any, sql: str) -> tuple[float, int]:
 
 
 def measure(settings: Any, lake_url: str, meta: dict[str, Any], repeat: int, s3: dict[str, str] | None) -> list[dict]:
-    from lakehouse import query
+    from magsag.lakehouse import query
 
     ours = query.connect(settings)
     bare = _bare_connection(lake_url, s3)
@@ -278,7 +277,7 @@ def probe(kind: str, run_id: str, lake_url: str) -> dict[str, float]:
     """One cold measurement in this (fresh) process; printed as JSON by ``--probe``."""
     t0 = time.perf_counter()
     if kind == "views":
-        from lakehouse import query
+        from magsag.lakehouse import query
 
         t1 = time.perf_counter()
         con = query.connect()
@@ -300,7 +299,7 @@ def probe(kind: str, run_id: str, lake_url: str) -> dict[str, float]:
 
         t2, n = asyncio.run(go())
     else:
-        from lakehouse import duck
+        from magsag.lakehouse import duck
 
         t1 = time.perf_counter()
         s3 = json.loads(os.environ["BENCH_S3"]) if os.environ.get("BENCH_S3") else None
@@ -371,7 +370,7 @@ def main() -> None:
         print(json.dumps(probe(args.probe, args.run_id, args.lake_url)))
         return
 
-    from lakehouse.settings import load_settings
+    from magsag.lakehouse.settings import load_settings
 
     target, meta = lake_for(args.events, args.rebuild)
     results: dict[str, Any] = {"events": meta["events"], "runs": meta["runs"], "days": meta["days"]}
@@ -397,7 +396,8 @@ def main() -> None:
 def run_s3(target: Path, meta: dict[str, Any], args: Any, base_env: dict[str, str]) -> dict[str, Any]:
     import tempfile
 
-    from lakehouse.settings import load_settings
+    from magsag.lakehouse.settings import load_settings
+
     from tests.lake_fixtures import S3Server
 
     server = S3Server(Path(tempfile.mkdtemp(prefix="magsag-bench-weed-"))).start()

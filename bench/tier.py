@@ -69,8 +69,9 @@ def setup_sqlite(events: int, seed: int = 7) -> dict[str, Any]:
             shutil.rmtree(p)
         else:
             p.unlink()
-    from backends.schema import hot_cutoff, to_us
-    from backends.sqlite import SQLiteStorageBackend
+    from magsag.backends.schema import hot_cutoff, to_us
+    from magsag.backends.sqlite.store import SQLiteStorageBackend
+
     from magsag.ingest.demo import DemoGenerator, load_demo
 
     sample = list(DemoGenerator(days=1, runs_per_day=200, seed=seed, end=_end()))
@@ -105,7 +106,7 @@ def _jsonl(db: Path, cutoff_us: int) -> tuple[int, int]:
     """Bytes of the tierable events as JSONL (written to bench/out, then measured)."""
     import sqlite3
 
-    from backends.schema import EVENT_COLUMNS, event_record
+    from magsag.backends.schema import EVENT_COLUMNS, event_record
 
     path = OUT / (db.stem + ".jsonl")
     conn = sqlite3.connect(db)
@@ -125,8 +126,7 @@ def _jsonl(db: Path, cutoff_us: int) -> tuple[int, int]:
 
 def child_bare(db: str, lake: str, cutoff_us: int) -> dict[str, Any]:
     import duckdb
-
-    from backends.sqlite_tiering import sqlite_scanner_path
+    from magsag.backends.sqlite.tiering import sqlite_scanner_path
 
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     con.execute(f"LOAD '{sqlite_scanner_path()}'")
@@ -142,11 +142,11 @@ def child_bare(db: str, lake: str, cutoff_us: int) -> dict[str, Any]:
 
 
 def child_ours(db: str, lake: str, now: str, engine: str, mode: str = "move") -> dict[str, Any]:
-    from backends.memory import lean_process
-    from backends.sqlite import SQLiteStorageBackend
-    from lakehouse.objstore import open_lake
-    from lakehouse.tier_report import TierProgress
-    from lakehouse.tiering import run_tier
+    from magsag.backends.allocator import lean_process
+    from magsag.backends.sqlite.store import SQLiteStorageBackend
+    from magsag.lakehouse.objstore import open_lake
+    from magsag.lakehouse.tiering.job import run_tier
+    from magsag.lakehouse.tiering.report import TierProgress
 
     class Phases(TierProgress):
         """Notes when the last day starts deleting: every file is committed by then."""

@@ -4,7 +4,7 @@
 
 Uses the store ``bench/tier.py`` caches (built on first use), copies it, claims every day
 the tier job would move (7 hot days) and marks the claims exported without writing a lake:
-only the delete is timed. ``rebuild`` runs :func:`backends.sqlite_tier_delete.rebuild_without`
+only the delete is timed. ``rebuild`` runs :func:`magsag.backends.sqlite.tier_delete.rebuild_without`
 in the writer's transaction with every statement timed (copy of the kept rows, the drop,
 each index, the full-text rebuild), then the commit and checkpoint; ``chunks`` deletes claim
 by claim in chunks of 20,000 events (the daily run's way). The baseline is the other way
@@ -44,13 +44,12 @@ class _TimedConnection:
 
 
 def child(db: str, way: str, cache_kib: int) -> dict[str, Any]:
+    from magsag.backends.allocator import lean_process
+    from magsag.backends.schema import hot_cutoff
+    from magsag.backends.sqlite.store import SQLiteStorageBackend
+    from magsag.backends.sqlite.tier_delete import delete_runs, rebuild_without
+    from magsag.backends.sqlite.tiering import SQLiteTierSource
     from tier import HOT_DAYS, _end
-
-    from backends.memory import lean_process
-    from backends.schema import hot_cutoff
-    from backends.sqlite import SQLiteStorageBackend
-    from backends.sqlite_tier_delete import delete_runs, rebuild_without
-    from backends.sqlite_tiering import SQLiteTierSource
 
     lean_process()
 

@@ -45,7 +45,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backends.schema import EVENT_COLUMNS  # noqa: E402
+from magsag.backends.schema import EVENT_COLUMNS  # noqa: E402
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 HOT_DAYS = 7
@@ -60,8 +60,9 @@ def default_dsn() -> str:
 
 
 async def setup(dsn: str, schema: str, events: int, seed: int = 7) -> dict[str, Any]:
-    from backends.postgres import PostgresStorageBackend
-    from backends.schema import hot_cutoff, to_us
+    from magsag.backends.postgres.store import PostgresStorageBackend
+    from magsag.backends.schema import hot_cutoff, to_us
+
     from magsag.ingest.demo import DemoGenerator, load_demo
 
     sample = list(DemoGenerator(days=1, runs_per_day=200, seed=seed, end=END))
@@ -100,7 +101,7 @@ async def setup(dsn: str, schema: str, events: int, seed: int = 7) -> dict[str, 
 
 async def _jsonl(b: Any, cutoff_us: int) -> tuple[int, int]:
     """Bytes (and count) of the tierable events as compact JSONL, measured as they stream."""
-    from backends.schema import event_record
+    from magsag.backends.schema import event_record
 
     cols = ", ".join("payload::text" if c == "payload" else c for c in EVENT_COLUMNS)
     total = n = 0
@@ -117,9 +118,8 @@ async def _jsonl(b: Any, cutoff_us: int) -> tuple[int, int]:
 
 def child_bare(dsn: str, schema: str, cutoff_us: str, lake: str) -> dict[str, Any]:
     import duckdb
-
-    from backends.postgres_tier_export import postgres_scanner_path
-    from backends.schema import iso_from_us
+    from magsag.backends.postgres.tier_rows import postgres_scanner_path
+    from magsag.backends.schema import iso_from_us
 
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     con.execute(f"LOAD '{postgres_scanner_path()}'")
@@ -138,11 +138,11 @@ def child_bare(dsn: str, schema: str, cutoff_us: str, lake: str) -> dict[str, An
 
 
 def child_ours(dsn: str, schema: str, lake: str, engine: str) -> dict[str, Any]:
-    from backends.memory import lean_process
-    from backends.postgres import PostgresStorageBackend
-    from lakehouse.objstore import open_lake
-    from lakehouse.tier_report import TierProgress
-    from lakehouse.tiering import run_tier
+    from magsag.backends.allocator import lean_process
+    from magsag.backends.postgres.store import PostgresStorageBackend
+    from magsag.lakehouse.objstore import open_lake
+    from magsag.lakehouse.tiering.job import run_tier
+    from magsag.lakehouse.tiering.report import TierProgress
 
     class Phases(TierProgress):
         """Notes when the last day starts deleting: every file is committed by then."""

@@ -14,13 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 _LAZY = {
-    "connect": ("lakehouse.query", "connect"),
-    "refresh": ("lakehouse.query", "refresh"),
-    "run_sql": ("lakehouse.query", "run_sql"),
-    "scan_events": ("lakehouse.polars_scan", "scan_events"),
-    "scan_runs": ("lakehouse.polars_scan", "scan_runs"),
-    "TieredBackend": ("lakehouse.tiered", "TieredBackend"),
-    "SyncStorage": ("lakehouse.sync", "SyncStorage"),
+    "connect": ("magsag.lakehouse.query", "connect"),
+    "refresh": ("magsag.lakehouse.query", "refresh"),
+    "run_sql": ("magsag.lakehouse.query", "run_sql"),
+    "scan_events": ("magsag.lakehouse.polars_scan", "scan_events"),
+    "scan_runs": ("magsag.lakehouse.polars_scan", "scan_runs"),
+    "TieredBackend": ("magsag.lakehouse.tiered_backend", "TieredBackend"),
+    "SyncStorage": ("magsag.lakehouse.blocking", "SyncStorage"),
 }
 
 __all__ = [*_LAZY, "open_storage_sync", "run_sql_async"]
@@ -39,16 +39,16 @@ async def run_sql_async(sql: str, settings: Any = None) -> Any:
     """:func:`run_sql` without blocking the event loop (runs in a worker thread)."""
     import asyncio
 
-    from lakehouse.query import run_sql
+    from magsag.lakehouse.query import run_sql
 
     return await asyncio.to_thread(run_sql, sql, settings)
 
 
 def open_storage_sync(settings: Any = None, **overrides: Any) -> Any:
     """The tier-aware store (hot + lake) with blocking methods: ``storage.list_runs(limit=5)``."""
-    from lakehouse.settings import load_settings
-    from lakehouse.sync import SyncStorage
-    from lakehouse.tiered import TieredBackend
+    from magsag.lakehouse.blocking import SyncStorage
+    from magsag.lakehouse.settings import load_settings
+    from magsag.lakehouse.tiered_backend import TieredBackend
 
     settings = settings or load_settings(**overrides)
 

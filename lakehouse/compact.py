@@ -1,7 +1,7 @@
 """Compaction: merge a partition's small files into one, atomically; finish interrupted merges.
 
 ``compact_partition`` merges the live files of one partition that hold fewer than
-``target_rows`` rows into one file, rows re-sorted in :data:`~lakehouse.lakewriter.SORT_KEYS`
+``target_rows`` rows into one file, rows re-sorted in :data:`~magsag.lakehouse.lakewriter.SORT_KEYS`
 order (DuckDB sorts with bounded memory, spilling to a temporary folder). The merged
 file is published like any other, with a manifest entry whose ``replaces`` lists the
 files it supersedes: that single entry write is the commit. Only then are the old files
@@ -27,14 +27,14 @@ import time
 from datetime import date
 from typing import Any
 
-from backends.errors import IntegrityError, LockedError, NotFoundError
-from lakehouse import layout, manifest
-from lakehouse.faults import fault_point, fault_scope
-from lakehouse.lakeformat import SORT_KEYS, StagedFile
-from lakehouse.lakestore import discard_staging, partition_entries, remove, staged_jobs
-from lakehouse.lakewriter import PartitionWriter, publish
-from lakehouse.manifest import ManifestEntry
-from lakehouse.objstore import Lake, retry, store_errors
+from magsag.backends.errors import IntegrityError, LockedError, NotFoundError
+from magsag.lakehouse import layout, manifest
+from magsag.lakehouse.faults import fault_point, fault_scope
+from magsag.lakehouse.lakeformat import SORT_KEYS, StagedFile
+from magsag.lakehouse.lakestore import discard_staging, partition_entries, remove, staged_jobs
+from magsag.lakehouse.lakewriter import PartitionWriter, publish
+from magsag.lakehouse.manifest import ManifestEntry
+from magsag.lakehouse.objstore import Lake, retry, store_errors
 
 DEFAULT_TARGET_ROWS = 1_000_000  # files with at least this many rows are left alone
 COMPACT_PREFIX = "compact-"

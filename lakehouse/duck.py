@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from backends.errors import ConfigError
+from magsag.backends.errors import ConfigError
 
 if TYPE_CHECKING:
     import duckdb
-
-    from lakehouse.objstore import Lake
+    from magsag.lakehouse.objstore import Lake
 
 _PACKAGES = {
     "httpfs": ("duckdb_extension_httpfs", "s3"),

@@ -12,10 +12,10 @@ two ways:
   indexes go unused. Used when nothing else in this process has the file open, e.g.
   ``magsag data sql`` or a notebook that only queries.
 * ``snapshot``: Python's own ``sqlite3`` (the copy the hot-store backend uses) reads the
-  rows once, at :func:`~lakehouse.query.connect`/:func:`~lakehouse.query.refresh`,
+  rows once, at :func:`~magsag.lakehouse.query.connect`/:func:`~magsag.lakehouse.query.refresh`,
   and DuckDB scans them as Arrow. Used when this process already has the store open
   (checked through ``/proc/self/fd``), e.g. a notebook that also writes through
-  ``magsag.storage``; :class:`~lakehouse.tiered.TieredBackend` switches attached
+  ``magsag.storage``; :class:`~magsag.lakehouse.tiered_backend.TieredBackend` switches attached
   connections of this process to it before it opens the store itself.
 """
 
@@ -27,11 +27,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from backends.arrow import events_table, runs_table
-from backends.errors import BackendUnavailable
-from backends.schema import EVENT_COLUMNS, RUN_COLUMNS, day_of_us
-from lakehouse.duck import sql_string
-from lakehouse.views import HOT, HotSource
+from magsag.backends.arrow import events_table, runs_table
+from magsag.backends.errors import BackendUnavailable
+from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS, day_of_us
+from magsag.lakehouse.duck import sql_string
+from magsag.lakehouse.views import HOT, HotSource
 
 if TYPE_CHECKING:
     import duckdb
@@ -47,7 +47,7 @@ def open_in_process(path: Path) -> bool:
     try:
         fds = os.listdir("/proc/self/fd")
     except OSError:  # no procfs: assume the worst when the hot-store backend is loaded
-        return "backends.sqlite" in sys.modules
+        return "magsag.backends.sqlite.store" in sys.modules
     for fd in fds:
         try:
             if os.readlink(f"/proc/self/fd/{fd}") in names:

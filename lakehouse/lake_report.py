@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.errors import NotFoundError
-from lakehouse import layout
-from lakehouse.objstore import Lake, store_errors
+from magsag.backends.errors import NotFoundError
+from magsag.lakehouse import layout
+from magsag.lakehouse.objstore import Lake, store_errors
 
 
 def _connect(lake: Lake) -> Any:
@@ -32,7 +32,7 @@ def _has_files(lake: Lake, dataset: str) -> bool:
 def lake_summary(lake: Lake, *, days: int | None = 3, agent: str | None = None) -> dict[str, Any]:
     """Per (day, agent) figures of the newest ``days`` lake days (all when None or 0).
 
-    Raises :class:`~backends.errors.NotFoundError` when the lake holds no data yet.
+    Raises :class:`~magsag.backends.errors.NotFoundError` when the lake holds no data yet.
     """
     has_runs, has_events = _has_files(lake, layout.RUNS), _has_files(lake, layout.EVENTS)
     if not (has_runs or has_events):

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from backends.errors import NotFoundError
-from lakehouse import layout, manifest
-from lakehouse.objstore import Lake, retry
+from magsag.backends.errors import NotFoundError
+from magsag.lakehouse import layout, manifest
+from magsag.lakehouse.objstore import Lake, retry
 
 # Interactive reads retry a transient store error once (the writers' policy is longer):
 # a dead endpoint is reported in seconds.
@@ -187,14 +187,14 @@ class SnapshotReader:
 #
 # A remote lake's manifest is one small object per file; reading them all costs a
 # request each. Entries never change once written, so the ones read before are kept in
-# this user's private temporary folder (0700, see lakehouse.duck) and a new process only
+# this user's private temporary folder (0700, see magsag.lakehouse.duck) and a new process only
 # lists the folder and reads the entries it has not seen. Local lakes are read directly.
 
 
 def _disk_cache_path(lake: Lake) -> Any:
     if lake.is_local:
         return None
-    from lakehouse.duck import private_dir
+    from magsag.lakehouse.duck import private_dir
 
     base = private_dir()
     if base is None:

@@ -14,10 +14,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from backends.errors import ValidationError
-from backends.schema import event_arrow_schema, run_arrow_schema
-from lakehouse import layout
+from magsag.backends.errors import ValidationError
+from magsag.backends.schema import event_arrow_schema, run_arrow_schema
+from magsag.lakehouse import layout
 
 # The order rows are written in (the tiering export and compaction both use it): files
 # compress and prune well when the rows of one agent and one run sit together.

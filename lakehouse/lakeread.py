@@ -17,11 +17,11 @@ from collections.abc import Callable
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from backends.errors import BackendUnavailable, QueryError, StorageError, redact_dsn
-from backends.schema import EVENT_COLUMNS, RUN_COLUMNS, coerce_datetime, day_of_us, to_us
-from lakehouse import duck, search
-from lakehouse.lakefiles import LakeSnapshot, SnapshotReader
-from lakehouse.objstore import Lake
+from magsag.backends.errors import BackendUnavailable, QueryError, StorageError, redact_dsn
+from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS, coerce_datetime, day_of_us, to_us
+from magsag.lakehouse import duck, search
+from magsag.lakehouse.lakefiles import LakeSnapshot, SnapshotReader
+from magsag.lakehouse.objstore import Lake
 
 if TYPE_CHECKING:
     import duckdb

@@ -16,11 +16,10 @@ from datetime import date
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from backends.errors import IntegrityError, NotFoundError, StorageError
-from lakehouse import layout, manifest
-from lakehouse.manifest import ManifestEntry
-from lakehouse.objstore import Lake, retry
+from magsag.backends.errors import IntegrityError, NotFoundError, StorageError
+from magsag.lakehouse import layout, manifest
+from magsag.lakehouse.manifest import ManifestEntry
+from magsag.lakehouse.objstore import Lake, retry
 
 _TAIL = 1 << 20  # bytes kept from the end of a read-back to parse the Parquet footer
 _READ_CHUNK = 8 << 20

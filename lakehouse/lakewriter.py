@@ -26,12 +26,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
-from backends.errors import IntegrityError, NotFoundError, StorageError, ValidationError
-from backends.schema import US_PER_DAY, day_start_us, iso_from_us
-from lakehouse import layout, manifest
-from lakehouse.faults import fault_point
-from lakehouse.lakeformat import (
+from magsag.backends.errors import IntegrityError, NotFoundError, StorageError, ValidationError
+from magsag.backends.schema import US_PER_DAY, day_start_us, iso_from_us
+from magsag.lakehouse import layout, manifest
+from magsag.lakehouse.faults import fault_point
+from magsag.lakehouse.lakeformat import (
     KEY_COLUMNS,
     SORT_KEYS,
     TS_COLUMN,
@@ -40,7 +39,7 @@ from lakehouse.lakeformat import (
     conform,
     parquet_options,
 )
-from lakehouse.lakestore import (
+from magsag.lakehouse.lakestore import (
     discard_staging,
     exists,
     list_files,
@@ -52,8 +51,8 @@ from lakehouse.lakestore import (
     remove,
     staged_jobs,
 )
-from lakehouse.manifest import ManifestEntry
-from lakehouse.objstore import Lake, retry
+from magsag.lakehouse.manifest import ManifestEntry
+from magsag.lakehouse.objstore import Lake, retry
 
 __all__ = [
     "KEY_COLUMNS",

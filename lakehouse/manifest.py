@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from backends.schema import SCHEMA_VERSION
-from lakehouse import layout
-from lakehouse.objstore import Lake
+from magsag.backends.schema import SCHEMA_VERSION
+from magsag.lakehouse import layout
+from magsag.lakehouse.objstore import Lake
 
 MANIFEST_FORMAT = 1
 

@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from backends.errors import BackendUnavailable, ConfigError, NotFoundError, StorageError, redact_dsn
-from lakehouse import layout
+from magsag.backends.errors import BackendUnavailable, ConfigError, NotFoundError, StorageError, redact_dsn
+from magsag.lakehouse import layout
 
 if TYPE_CHECKING:
     import fsspec
-
-    from lakehouse.settings import StorageSettings
+    from magsag.lakehouse.settings import StorageSettings
 
 DEFAULT_REGION = "us-east-1"
 DEFAULT_RETRIES = 4  # retries of a transient store error, after the first attempt
@@ -142,7 +141,7 @@ def open_lake(url: str | None = None, settings: StorageSettings | None = None) -
 
     if url is None:
         if settings is None:
-            from lakehouse.settings import load_settings
+            from magsag.lakehouse.settings import load_settings
 
             settings = load_settings()
         url = settings.lake_url

@@ -15,15 +15,14 @@ from __future__ import annotations
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from backends.schema import event_arrow_schema, run_arrow_schema
-from lakehouse.lakefiles import SnapshotReader
-from lakehouse.lakeread import day_range
-from lakehouse.objstore import Lake, open_lake
+from magsag.backends.schema import event_arrow_schema, run_arrow_schema
+from magsag.lakehouse.lakefiles import SnapshotReader
+from magsag.lakehouse.lakeread import day_range
+from magsag.lakehouse.objstore import Lake, open_lake
 
 if TYPE_CHECKING:
     import polars as pl
-
-    from lakehouse.settings import StorageSettings
+    from magsag.lakehouse.settings import StorageSettings
 
 _TIME = {"events": "ts", "runs": "started_at"}
 _KEY = {"events": "event_id", "runs": "run_id"}
@@ -40,7 +39,7 @@ def _empty(dataset: str) -> pl.LazyFrame:
 
 def _lake(settings: StorageSettings | None, lake_url: str | None) -> Lake:
     if settings is None and lake_url is None:
-        from lakehouse.settings import load_settings
+        from magsag.lakehouse.settings import load_settings
 
         settings = load_settings()
     return open_lake(lake_url or (settings.lake_url if settings else None), settings)
@@ -76,8 +75,7 @@ def _scan(
 
 def _filter(frame: pl.LazyFrame, dataset: str, since: Any, until: Any, agent: str | None) -> pl.LazyFrame:
     import polars as pl
-
-    from backends.schema import coerce_datetime
+    from magsag.backends.schema import coerce_datetime
 
     col = pl.col(_TIME[dataset])
     if since is not None:
@@ -100,8 +98,7 @@ def _with_hot(
 ) -> pl.LazyFrame:
     """Lake rows the hot store does not also hold, plus the hot rows (read once via DuckDB)."""
     import polars as pl
-
-    from lakehouse.query import close, connect
+    from magsag.lakehouse.query import close, connect
 
     con = connect(settings)
     try:

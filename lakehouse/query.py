@@ -23,16 +23,15 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from backends.errors import BackendUnavailable, ConfigError, QueryError, StorageError, redact_dsn
-from lakehouse import duck, views
-from lakehouse.lakefiles import LakeSnapshot, SnapshotReader
-from lakehouse.objstore import Lake, open_lake
+from magsag.backends.errors import BackendUnavailable, ConfigError, QueryError, StorageError, redact_dsn
+from magsag.lakehouse import duck, views
+from magsag.lakehouse.lakefiles import LakeSnapshot, SnapshotReader
+from magsag.lakehouse.objstore import Lake, open_lake
 
 if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
-
-    from lakehouse.settings import StorageSettings
+    from magsag.lakehouse.settings import StorageSettings
 
 
 @dataclass
@@ -57,13 +56,13 @@ def _hot_kind(settings: StorageSettings) -> str | None:
         return "sqlite"
     if kind in ("postgres", "postgresql", "timescale"):
         return "postgres"
-    from backends.registry import resolve_backend_class
+    from magsag.backends.registry import resolve_backend_class
 
     cls = resolve_backend_class(settings.backend)
     for base in cls.__mro__:
-        if base.__module__ == "backends.sqlite":
+        if base.__module__ == "magsag.backends.sqlite.store":
             return "sqlite"
-        if base.__module__ == "backends.postgres":
+        if base.__module__ == "magsag.backends.postgres.store":
             return "postgres"
     return None
 
@@ -75,7 +74,7 @@ def _attach_hot(
         return views.no_hot_source()
     kind = _hot_kind(settings)
     if kind == "sqlite":
-        from lakehouse import hot_sqlite
+        from magsag.lakehouse import hot_sqlite
 
         path = Path(settings.db_path).expanduser()
         if not path.is_file():
@@ -129,11 +128,11 @@ def connect(
     ``locked=True`` (what ``magsag data sql`` uses) then disables every file and network
     access outside the lake and freezes the configuration, so the connection can run
     untrusted read-only SQL (see :func:`run_sql`). ``sqlite_mode`` chooses how a SQLite
-    hot store is read (see :mod:`lakehouse.hot_sqlite`): ``auto`` attaches it unless
+    hot store is read (see :mod:`magsag.lakehouse.hot_sqlite`): ``auto`` attaches it unless
     this process has it open already, then it takes a snapshot.
     """
     if settings is None:
-        from lakehouse.settings import load_settings
+        from magsag.lakehouse.settings import load_settings
 
         settings = load_settings()
     lake = open_lake(lake_url or settings.lake_url, settings)
@@ -160,10 +159,10 @@ def refresh(con: duckdb.DuckDBPyConnection) -> bool:
     """Re-read the lake's file list and remake the views; return whether anything changed."""
     ctx = _contexts.get(con)
     if ctx is None:
-        raise QueryError("refresh() needs a connection made by lakehouse.connect()")
+        raise QueryError("refresh() needs a connection made by magsag.lakehouse.connect()")
     snap = ctx.reader.snapshot()
     if ctx.hot.mode == "snapshot":
-        from lakehouse import hot_sqlite
+        from magsag.lakehouse import hot_sqlite
 
         ctx.hot = hot_sqlite.snapshot_source(con, Path(ctx.settings.db_path).expanduser())
     elif snap.key() == ctx.snapshot.key():
@@ -177,9 +176,9 @@ def release_sqlite(path: Path) -> int:
     """Switch this process's connections that attach the SQLite store at ``path`` to snapshots.
 
     Called before this process opens the store with Python's sqlite3 (see
-    :mod:`lakehouse.hot_sqlite`); returns how many connections were switched.
+    :mod:`magsag.lakehouse.hot_sqlite`); returns how many connections were switched.
     """
-    from lakehouse import hot_sqlite
+    from magsag.lakehouse import hot_sqlite
 
     target = Path(path).expanduser().resolve()
     switched = 0
@@ -201,7 +200,7 @@ def snapshot_of(con: duckdb.DuckDBPyConnection) -> LakeSnapshot:
     """The lake files the connection's views read."""
     ctx = _contexts.get(con)
     if ctx is None:
-        raise QueryError("not a connection made by lakehouse.connect()")
+        raise QueryError("not a connection made by magsag.lakehouse.connect()")
     return ctx.snapshot
 
 
@@ -209,7 +208,7 @@ def run_sql(
     sql: str, settings: StorageSettings | None = None, *, con: duckdb.DuckDBPyConnection | None = None
 ) -> pa.Table:
     """Run one read-only SELECT over the views; refuse anything else with a one-line QueryError."""
-    from lakehouse.sqlguard import check_sql
+    from magsag.lakehouse.sqlguard import check_sql
 
     own = con is None
     if con is None:
@@ -222,7 +221,7 @@ def run_sql(
             ctx = _contexts.get(con)
             message = _sql_error(exc)
             if ctx is not None:
-                from lakehouse.lakeread import scrub
+                from magsag.lakehouse.lakeread import scrub
 
                 message = scrub(ctx.lake, message)
             raise QueryError(message) from None

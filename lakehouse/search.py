@@ -27,7 +27,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from backends.errors import QueryError
+from magsag.backends.errors import QueryError
 
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 K1, B, AVGDL = 1.2, 0.75, 10.0

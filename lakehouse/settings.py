@@ -1,7 +1,7 @@
 """Settings from ``MAGSAG_STORAGE_*`` environment variables or a ``.env`` file.
 
 One :class:`StorageSettings` configures every layer: which hot store, where the lake is,
-how to reach S3. Invalid values are a :class:`~backends.errors.ConfigError` naming the
+how to reach S3. Invalid values are a :class:`~magsag.backends.errors.ConfigError` naming the
 variable, never a traceback.
 """
 
@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
+from magsag.backends.base import StorageBackend
+from magsag.backends.errors import ConfigError, redact_dsn
+from magsag.backends.registry import resolve_backend_class
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from backends.base import StorageBackend
-from backends.errors import ConfigError, redact_dsn
-from backends.registry import resolve_backend_class
 
 ENV_PREFIX = "MAGSAG_STORAGE_"
 

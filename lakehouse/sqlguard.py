@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from backends.errors import QueryError
+from magsag.backends.errors import QueryError
 
 if TYPE_CHECKING:
     import duckdb
@@ -78,7 +78,7 @@ def check_sql(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     if kind != duckdb.StatementType.SELECT:
         name = getattr(kind, "name", str(kind))
         raise _fail(f"only read-only SELECT queries are allowed, got {name}")
-    from lakehouse.duck import sql_string
+    from magsag.lakehouse.duck import sql_string
 
     raw = con.execute(f"SELECT json_serialize_sql({sql_string(sql)})").fetchone()[0]
     tree = json.loads(raw)

@@ -13,28 +13,28 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from backends.base import StorageBackend
-from backends.schema import US_PER_DAY, day_of_us, iso_from_us
-from lakehouse import duck
-from lakehouse.lakefiles import LakeFile, SnapshotReader
-from lakehouse.objstore import Lake
+from magsag.backends.base import StorageBackend
+from magsag.backends.schema import US_PER_DAY, day_of_us, iso_from_us
+from magsag.lakehouse import duck
+from magsag.lakehouse.lakefiles import LakeFile, SnapshotReader
+from magsag.lakehouse.objstore import Lake
 
-SMALL_FILE_ROWS = 1_000_000  # compaction's target (lakehouse.compact.DEFAULT_TARGET_ROWS)
+SMALL_FILE_ROWS = 1_000_000  # compaction's target (magsag.lakehouse.compact.DEFAULT_TARGET_ROWS)
 SMALL_FILES_MIN = 2
 
 
 def _kind(hot: StorageBackend) -> str | None:
     for cls in type(hot).__mro__:
-        if cls.__module__ == "backends.sqlite":
+        if cls.__module__ == "magsag.backends.sqlite.store":
             return "sqlite"
-        if cls.__module__ == "backends.postgres":
+        if cls.__module__ == "magsag.backends.postgres.store":
             return "postgres"
     return None
 
 
 async def hot_stats(hot: StorageBackend) -> dict[str, Any]:
     """Totals and per-day rows of the hot store."""
-    from lakehouse.tiered import unwrap
+    from magsag.lakehouse.tiered_backend import unwrap
 
     hot = unwrap(hot)
     info: dict[str, Any] = {"backend": hot.name}
@@ -71,7 +71,7 @@ async def hot_stats(hot: StorageBackend) -> dict[str, Any]:
             return [tuple(r) for r in ev], [tuple(r) for r in rn], [tuple(r) for r in sizes]
 
         ev, rn, raw_sizes = await hot.read(q_pg)  # type: ignore[attr-defined]
-        from backends.postgres_schema import day_date, partition_day
+        from magsag.backends.postgres.schema import day_date, partition_day
 
         sizes = {}
         for name, size in raw_sizes:

@@ -1,4 +1,4 @@
-"""The SQL views of :func:`lakehouse.connect`: hot + lake as one, each row once.
+"""The SQL views of :func:`magsag.lakehouse.connect`: hot + lake as one, each row once.
 
 ``hot_events``/``hot_runs`` read the hot store through DuckDB's scanners (SQLite or
 PostgreSQL, attached read-only), ``lake_events``/``lake_runs`` read the lake's live
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
-from backends.schema import EVENT_COLUMNS, RUN_COLUMNS
-from lakehouse.duck import sql_list, sql_string
-from lakehouse.lakefiles import LakeSnapshot
+from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS
+from magsag.lakehouse.duck import sql_list, sql_string
+from magsag.lakehouse.lakefiles import LakeSnapshot
 
 if TYPE_CHECKING:
     import duckdb

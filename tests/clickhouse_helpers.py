@@ -19,10 +19,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-
-from backends.schema import Event, Run
-from lakehouse.clickhouse.engines import Engine, open_engine
-from lakehouse.settings import StorageSettings, load_settings
+from magsag.backends.schema import Event, Run
+from magsag.lakehouse.clickhouse.engines import Engine, open_engine
+from magsag.lakehouse.settings import StorageSettings, load_settings
 
 REMOTE_URL = os.environ.get("MAGSAG_TEST_CLICKHOUSE_URL")
 NO_REMOTE = "no ClickHouse server: set MAGSAG_TEST_CLICKHOUSE_URL to run the clickhouse-connect path"
@@ -38,7 +37,7 @@ def chdb_dir() -> str:
     first session and stops it with the last, which would cost seconds per test.
     """
     if not _dir:
-        from lakehouse.clickhouse.engines import ChdbEngine
+        from magsag.lakehouse.clickhouse.engines import ChdbEngine
 
         path = tempfile.mkdtemp(prefix="magsag-chdb-")
         keeper = ChdbEngine(path, "default")

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from backends.base import StorageBackend
+from magsag.backends.base import StorageBackend
 
 pytest_plugins = ["tests.lake_fixtures"]
 
@@ -40,8 +39,7 @@ def pg_unavailable() -> str | None:
         reason = None
         try:
             import asyncpg
-
-            import backends.postgres  # noqa: F401
+            import magsag.backends.postgres.store  # noqa: F401
 
             async def probe() -> None:
                 conn = await asyncpg.connect(PG_DSN, timeout=5)
@@ -69,7 +67,7 @@ async def _drop_pg_schema(schema: str) -> None:
 
 
 def make_sqlite(tmp_path: Path) -> tuple[StorageBackend, dict[str, str], Callable[[], Any] | None]:
-    from backends.sqlite import SQLiteStorageBackend
+    from magsag.backends.sqlite.store import SQLiteStorageBackend
 
     db = tmp_path / "hot.db"
     return (
@@ -83,7 +81,7 @@ def make_postgres(tmp_path: Path) -> tuple[StorageBackend, dict[str, str], Calla
     reason = pg_unavailable()
     if reason:
         _missing(reason)
-    from backends.postgres import PostgresStorageBackend
+    from magsag.backends.postgres.store import PostgresStorageBackend
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
     env = {"MAGSAG_STORAGE_BACKEND": "postgres", "MAGSAG_STORAGE_DSN": PG_DSN, "MAGSAG_STORAGE_PG_SCHEMA": schema}
@@ -95,7 +93,8 @@ def tiered(make: Callable[[Path], Any]) -> Callable[[Path], Any]:
     lake before every read (tests/tier_sim.py): the contract must hold across tiers."""
 
     def make_tiered(tmp_path: Path) -> tuple[StorageBackend, dict[str, str], Callable[[], Any] | None]:
-        from lakehouse.objstore import open_lake
+        from magsag.lakehouse.objstore import open_lake
+
         from tests.tier_sim import HalfTieredBackend
 
         hot, env, cleanup = make(tmp_path)

@@ -13,12 +13,11 @@ from datetime import date
 from typing import Any
 
 import pyarrow as pa
-
-from backends.arrow import events_table, runs_table
-from backends.schema import Event, Run, day_of_us
-from lakehouse import manifest
-from lakehouse.lakewriter import SORT_KEYS, PartitionWriter, publish
-from lakehouse.objstore import Lake, open_lake
+from magsag.backends.arrow import events_table, runs_table
+from magsag.backends.schema import Event, Run, day_of_us
+from magsag.lakehouse import manifest
+from magsag.lakehouse.lakewriter import SORT_KEYS, PartitionWriter, publish
+from magsag.lakehouse.objstore import Lake, open_lake
 
 _SORT = {ds: [(c, "ascending") for c in keys] for ds, keys in SORT_KEYS.items()}
 

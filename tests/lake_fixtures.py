@@ -10,7 +10,7 @@ Fixtures
 ``s3_lake_url``      function: a fresh ``s3://lake/t-<hex>`` prefix on the shared server.
 ``s3_env``           function: the ``MAGSAG_STORAGE_*`` variables that select ``s3_lake_url``.
 ``lake_case``        function, parametrized ``["local", "s3"]``: a :class:`LakeCase` with
-                     ``kind``, ``url``, ``lake`` (an opened :class:`~lakehouse.objstore.Lake`),
+                     ``kind``, ``url``, ``lake`` (an opened :class:`~magsag.lakehouse.objstore.Lake`),
                      ``settings`` and ``env`` (for CLI subprocesses; ``apply(monkeypatch)``
                      sets them in-process).
 ``lake``, ``lake_env``  function: ``lake_case.lake`` / ``lake_case.env``.
@@ -281,8 +281,8 @@ def clear_fs_caches() -> None:
 
 def open_test_lake(env: dict[str, str]) -> tuple[Any, Any]:
     """``(lake, settings)`` from an env dict, as the CLI would build them."""
-    from lakehouse.objstore import open_lake
-    from lakehouse.settings import load_settings
+    from magsag.lakehouse.objstore import open_lake
+    from magsag.lakehouse.settings import load_settings
 
     kw = {k.removeprefix("MAGSAG_STORAGE_").lower(): v for k, v in env.items() if k.startswith("MAGSAG_STORAGE_")}
     settings = load_settings(**kw)

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from magsag.backends.errors import ConfigError, NotFoundError
+from magsag.backends.sqlite.store import SQLiteStorageBackend
 
-from backends.errors import ConfigError, NotFoundError
-from backends.sqlite import SQLiteStorageBackend
 from magsag.ingest import ImportReport, import_legacy
 from magsag.ingest.legacy import LegacyImporter
 from tests.legacy_trees import T0, jsonl, log_line, new_format_run, old_format_run, sample_tree, write_run

@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 
 import pytest
+from magsag.backends.schema import derived_event_id
 
-from backends.schema import derived_event_id
 from magsag.ingest.legacy_costs import parse_cost
 from magsag.ingest.legacy_mapping import parse_run
 from magsag.ingest.legacy_reader import BadValue, Rejection, read_json_document, read_jsonl

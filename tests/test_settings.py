@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from magsag.backends.errors import ConfigError
+from magsag.backends.sqlite.store import SQLiteStorageBackend
+from magsag.lakehouse.settings import backend_from_settings, load_settings
 
-from backends.errors import ConfigError
-from backends.sqlite import SQLiteStorageBackend
-from lakehouse.settings import backend_from_settings, load_settings
 from magsag.storage import get_storage_backend
 
 

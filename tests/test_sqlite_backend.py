@@ -11,11 +11,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
-from backends.errors import BackendUnavailable, ConfigError
-from backends.schema import EVENT_COLUMNS, RUN_COLUMNS, event_arrow_schema, run_arrow_schema
-from backends.sqlite import SQLiteStorageBackend
-from backends.sqlite_schema import SQLITE_SCHEMA_VERSION
+from magsag.backends.errors import BackendUnavailable, ConfigError
+from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS, event_arrow_schema, run_arrow_schema
+from magsag.backends.sqlite.schema import SQLITE_SCHEMA_VERSION
+from magsag.backends.sqlite.store import SQLiteStorageBackend
 
 NOW = datetime(2025, 10, 23, 8, tzinfo=UTC)
 
@@ -100,7 +99,7 @@ def test_single_appends_survive_a_crash(sqlite_path: Path) -> None:
         f"""
         import asyncio, os
         from datetime import datetime, timezone
-        from backends.sqlite import SQLiteStorageBackend
+        from magsag.backends.sqlite.store import SQLiteStorageBackend
 
         async def main():
             s = SQLiteStorageBackend({str(sqlite_path)!r})

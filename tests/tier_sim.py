@@ -13,17 +13,18 @@ import asyncio
 import itertools
 from typing import Any
 
-from backends.base import StorageBackend
-from backends.schema import EVENT_COLUMNS, RUN_COLUMNS
-from lakehouse.objstore import Lake
-from lakehouse.tiered import TieredBackend, unwrap
+from magsag.backends.base import StorageBackend
+from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS
+from magsag.lakehouse.objstore import Lake
+from magsag.lakehouse.tiered_backend import TieredBackend, unwrap
+
 from tests.lake_builder import write_lake
 
 _jobs = itertools.count(1)
 
 
 def _kind(hot: StorageBackend) -> str:
-    return "postgres" if type(hot).__module__.startswith("backends.postgres") else "sqlite"
+    return "postgres" if type(hot).__module__.startswith("magsag.backends.postgres.store") else "sqlite"
 
 
 async def move_rows(

@@ -3,14 +3,14 @@
 Selected like any backend (``--backend clickhouse`` or ``MAGSAG_STORAGE_BACKEND=clickhouse``;
 the registry names it by a dotted path, so ``backends/`` never imports this module). It
 answers ``list_runs``, ``get_run``, ``get_events``, ``search_text`` and ``query_metrics``
-from ClickHouse (chDB or a server, see :mod:`lakehouse.clickhouse.engines`); its
+from ClickHouse (chDB or a server, see :mod:`magsag.lakehouse.clickhouse.engines`); its
 capabilities say it cannot append, and every write raises
-:class:`~backends.errors.UnsupportedOperation`: data arrives only through the lake.
+:class:`~magsag.backends.errors.UnsupportedOperation`: data arrives only through the lake.
 
 Search: by default the query's words must all be tokens of ``msg`` (case-insensitive,
 served by the ``tokenbf_v1`` index); results are ranked by how often the words occur.
 ``raw=True`` takes an RE2 regular expression instead (a malformed one raises
-:class:`~backends.errors.QueryError`).
+:class:`~magsag.backends.errors.QueryError`).
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from backends.base import StorageBackend, StorageCapabilities, check_aggregation, check_limit
-from backends.errors import BackendUnavailable, QueryError, UnsupportedOperation
-from backends.schema import Event, coerce_datetime, event_record, normalize_status, run_record, to_us
-from lakehouse.clickhouse import sql
-from lakehouse.clickhouse.engines import Engine, open_engine
-from lakehouse.clickhouse.schema import ensure_schema
+from magsag.backends.base import StorageBackend, StorageCapabilities, check_aggregation, check_limit
+from magsag.backends.errors import BackendUnavailable, QueryError, UnsupportedOperation
+from magsag.backends.schema import Event, coerce_datetime, event_record, normalize_status, run_record, to_us
+from magsag.lakehouse.clickhouse import sql
+from magsag.lakehouse.clickhouse.engines import Engine, open_engine
+from magsag.lakehouse.clickhouse.schema import ensure_schema
 
 if TYPE_CHECKING:
-    from lakehouse.settings import StorageSettings
+    from magsag.lakehouse.settings import StorageSettings
 
 T = TypeVar("T")
 PAGE = 5000
@@ -63,7 +63,7 @@ class ClickHouseBackend(StorageBackend):
 
     def __init__(self, settings: StorageSettings | None = None, *, engine: Engine | None = None):
         if settings is None and engine is None:
-            from lakehouse.settings import load_settings
+            from magsag.lakehouse.settings import load_settings
 
             settings = load_settings()
         self.settings = settings

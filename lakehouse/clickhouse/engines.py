@@ -4,7 +4,7 @@
 ClickHouse server through ``clickhouse-connect``; unset means chDB in
 ``MAGSAG_CLICKHOUSE_PATH``, so a laptop gets ClickHouse with no server. Both offer the
 same small surface (:class:`Engine`): run a statement, fetch rows, insert Arrow. Every
-failure becomes one line of the :mod:`backends.errors` family, credentials removed.
+failure becomes one line of the :mod:`magsag.backends.errors` family, credentials removed.
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from backends.errors import BackendUnavailable, ConfigError, QueryError, StorageError, redact_dsn
+from magsag.backends.errors import BackendUnavailable, ConfigError, QueryError, StorageError, redact_dsn
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-    from lakehouse.settings import StorageSettings
+    from magsag.lakehouse.settings import StorageSettings
 
 
 class AuthenticationError(BackendUnavailable, PermissionError):
@@ -178,8 +177,7 @@ class ChdbEngine(Engine):
 
     def insert_arrow(self, table: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> int:
         import pyarrow as pa
-
-        from lakehouse.clickhouse.sql import insert_head
+        from magsag.lakehouse.clickhouse.sql import insert_head
 
         if self._closed:
             raise BackendUnavailable(f"{self.describe()} is closed")

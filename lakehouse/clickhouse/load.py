@@ -3,7 +3,7 @@
 The protocol, per partition (one UTC day of ``events`` or ``runs``):
 
 1. **plan** — the manifest's live files for the day give its rows and a
-   :func:`~lakehouse.manifest.fingerprint`; the ledger table says what was loaded last.
+   :func:`~magsag.lakehouse.manifest.fingerprint`; the ledger table says what was loaded last.
    New or changed fingerprints are loaded, current ones skipped (``force`` reloads them).
 2. **stage** — the day's files go into a private staging table with the target's exact
    structure: server-side (ClickHouse reads the Parquet itself with ``file()`` or ``s3()``)
@@ -29,16 +29,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from backends.errors import BackendUnavailable, StorageError
-from backends.schema import event_arrow_schema, run_arrow_schema
-from lakehouse import layout, manifest
-from lakehouse.clickhouse import sql
-from lakehouse.clickhouse.engines import Engine, open_engine
-from lakehouse.clickhouse.schema import ensure_schema, tables
-from lakehouse.objstore import Lake, open_lake
+from magsag.backends.errors import BackendUnavailable, StorageError
+from magsag.backends.schema import event_arrow_schema, run_arrow_schema
+from magsag.lakehouse import layout, manifest
+from magsag.lakehouse.clickhouse import sql
+from magsag.lakehouse.clickhouse.engines import Engine, open_engine
+from magsag.lakehouse.clickhouse.schema import ensure_schema, tables
+from magsag.lakehouse.objstore import Lake, open_lake
 
 if TYPE_CHECKING:
-    from lakehouse.settings import StorageSettings
+    from magsag.lakehouse.settings import StorageSettings
 
 SERVER, CLIENT = "server", "client"
 BATCH_ROWS = 131_072

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lakehouse.clickhouse import sql
-from lakehouse.clickhouse.engines import Engine, SchemaMismatch, open_engine
+from magsag.lakehouse.clickhouse import sql
+from magsag.lakehouse.clickhouse.engines import Engine, SchemaMismatch, open_engine
 
 if TYPE_CHECKING:
-    from lakehouse.settings import StorageSettings
+    from magsag.lakehouse.settings import StorageSettings
 
 _KEYS = {
     sql.EVENTS: ("toDate(ts)", ", ".join(sql.SPECS[sql.EVENTS].order_by)),

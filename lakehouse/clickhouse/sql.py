@@ -4,7 +4,7 @@ One module, two engines: chDB and a remote server run exactly these strings. Val
 as ClickHouse query parameters (``{name:Type}``), which both engines bind; only names
 (validated identifiers) and lake paths (quoted literals) are written into the text.
 
-The tables follow the canonical Arrow schemas of :mod:`backends.schema`: a column added
+The tables follow the canonical Arrow schemas of :mod:`magsag.backends.schema`: a column added
 there appears here (DDL, loads, reads) without an edit, and the schema check of
 ``magsag data clickhouse init`` then reports the existing table as out of date.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from backends.schema import event_arrow_schema, run_arrow_schema
+from magsag.backends.schema import event_arrow_schema, run_arrow_schema
 
 SCHEMA_VERSION = 1  # of the ClickHouse tables; bump when the DDL below changes
 EVENTS, RUNS = "events", "runs"

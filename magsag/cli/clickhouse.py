@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from backends.errors import ConfigError
+from magsag.backends.errors import ConfigError
 from magsag.cli.common import (
     JsonOpt,
     command,
@@ -48,7 +48,7 @@ def init(database: DatabaseOpt = None, json_out: JsonOpt = False) -> None:
     Safe to run again. Uses the server in MAGSAG_CLICKHOUSE_URL, else embedded chDB in
     MAGSAG_CLICKHOUSE_PATH. Tables that exist with other columns or keys are an error.
     """
-    from lakehouse.clickhouse.schema import init_from_settings
+    from magsag.lakehouse.clickhouse.schema import init_from_settings
 
     info = init_from_settings(settings_from(clickhouse_database=database))
     if json_out:
@@ -62,7 +62,7 @@ def init(database: DatabaseOpt = None, json_out: JsonOpt = False) -> None:
 @command
 def status(database: DatabaseOpt = None, json_out: JsonOpt = False) -> None:
     """Show the load ledger: each loaded lake partition with its rows and load time."""
-    from lakehouse.clickhouse.schema import ledger_from_settings
+    from magsag.lakehouse.clickhouse.schema import ledger_from_settings
 
     rows = ledger_from_settings(settings_from(clickhouse_database=database))
     if json_out:
@@ -111,7 +111,7 @@ def load_clickhouse(
     the old state. ClickHouse reads the Parquet itself when it can reach the lake
     (file() / s3()), otherwise the files are read here and sent as Arrow.
     """
-    from lakehouse.clickhouse.load import load_from_settings
+    from magsag.lakehouse.clickhouse.load import load_from_settings
 
     datasets = tuple(dataset or ("events", "runs"))
     for ds in datasets:

@@ -22,8 +22,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from backends.errors import ConfigError, StorageError, redact_dsn
-from lakehouse.settings import StorageSettings, load_settings
+from magsag.backends.errors import ConfigError, StorageError, redact_dsn
+from magsag.lakehouse.settings import StorageSettings, load_settings
 
 T = TypeVar("T")
 

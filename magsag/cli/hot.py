@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from backends.errors import NotFoundError
+from magsag.backends.errors import NotFoundError
 from magsag.cli.common import (
     AgentOpt,
     BackendOpt,

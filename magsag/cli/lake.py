@@ -13,11 +13,8 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from backends.errors import ConfigError, StorageError
-from backends.tiering import COPY, MOVE, tier_source
-from lakehouse.objstore import Lake, open_lake
-from lakehouse.settings import StorageSettings
-from lakehouse.tier_report import TierProgress, TierReport
+from magsag.backends.errors import ConfigError, StorageError
+from magsag.backends.tiering.protocol import COPY, MOVE, tier_source
 from magsag.cli.common import (
     AgentOpt,
     BackendOpt,
@@ -35,6 +32,9 @@ from magsag.cli.common import (
     run,
     settings_from,
 )
+from magsag.lakehouse.objstore import Lake, open_lake
+from magsag.lakehouse.settings import StorageSettings
+from magsag.lakehouse.tiering.report import TierProgress, TierReport
 from magsag.storage import open_storage
 
 LakeOpt = Annotated[
@@ -231,7 +231,7 @@ async def _job(
     stop: Callable[[], bool],
     prefix: str,
 ) -> TierReport:
-    from lakehouse.tiering import run_tier
+    from magsag.lakehouse.tiering.job import run_tier
 
     async with open_storage(settings) as storage:
         return await run_tier(
@@ -253,9 +253,9 @@ def _run_once(settings: StorageSettings, lake: Lake, *, json_out: bool, stop: th
 
 
 def _tier_command(settings: StorageSettings, lake: Lake, *, every: float | None, json_out: bool, **kw: Any) -> None:
-    from backends.memory import lean_process
+    from magsag.backends.allocator import lean_process
 
-    lean_process()  # a bulk job: allocator settings that give memory back (backends/memory.py)
+    lean_process()  # a bulk job: allocator settings that give memory back (backends/allocator.py)
     with _stop_on_signals() as stop:
         if every is None:
             rep = _run_once(settings, lake, json_out=json_out, stop=stop, **kw)
@@ -390,7 +390,7 @@ def compact(
     async def go() -> list[dict[str, Any]]:
         import asyncio
 
-        from lakehouse.tiering import compact_lake, new_job_id
+        from magsag.lakehouse.tiering.job import compact_lake, new_job_id
 
         async with open_storage(settings) as storage:
             src = tier_source(storage)
@@ -422,7 +422,7 @@ def report(
 
     Exit code 1 when the lake holds no data yet.
     """
-    from lakehouse.lake_report import lake_summary
+    from magsag.lakehouse.lake_report import lake_summary
 
     settings = settings_from(lake_url=lake)
     result = lake_summary(open_lake(settings.lake_url, settings), days=days, agent=agent)

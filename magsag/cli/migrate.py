@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from backends.errors import ConfigError
+from magsag.backends.errors import ConfigError
 from magsag.cli.common import (
     BackendOpt,
     DbPathOpt,

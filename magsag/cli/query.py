@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from backends.errors import ConfigError
+from magsag.backends.errors import ConfigError
 from magsag.cli.common import (
     BackendOpt,
     DbPathOpt,
@@ -60,7 +60,7 @@ def sql(
     dt (a DATE) to read only those days of the lake. Anything but one SELECT, and any
     reading of files or databases other than the views, is refused.
     """
-    from lakehouse.query import run_sql
+    from magsag.lakehouse.query import run_sql
 
     fmt = fmt.lower()
     if fmt not in FORMATS:
@@ -73,7 +73,7 @@ def sql(
 
 
 def write_result(table: Any, fmt: str, output: Path | None, max_rows: int) -> None:
-    from lakehouse.query import arrow_rows
+    from magsag.lakehouse.query import arrow_rows
 
     if fmt == "parquet":
         import pyarrow.parquet as pq
@@ -122,8 +122,8 @@ def stats(
 
     Lake partitions holding several small files are flagged (compaction merges them).
     """
-    from lakehouse.objstore import open_lake
-    from lakehouse.stats import data_stats
+    from magsag.lakehouse.objstore import open_lake
+    from magsag.lakehouse.stats import data_stats
     from magsag.storage import open_storage
 
     settings = settings_from(backend, db_path, dsn, lake_url=lake)

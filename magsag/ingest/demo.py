@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from backends.base import StorageBackend
-from backends.schema import (
+from magsag.backends.base import StorageBackend
+from magsag.backends.schema import (
     ARTIFACT,
     DELEGATION,
     LOG,

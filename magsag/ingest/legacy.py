@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backends.base import StorageBackend
-from backends.errors import ConfigError, NotFoundError
-from backends.schema import SUCCEEDED, Event, from_us, iso_from_us
+from magsag.backends.base import StorageBackend
+from magsag.backends.errors import ConfigError, NotFoundError
+from magsag.backends.schema import SUCCEEDED, Event, from_us, iso_from_us
 from magsag.ingest.legacy_costs import CostRecords, cost_row, cost_sources, read_ledgers
 from magsag.ingest.legacy_fields import LEGACY_TAG, UNKNOWN_AGENT, ParsedRun, Row, valid_id
 from magsag.ingest.legacy_mapping import parse_run

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from backends.schema import derived_event_id
+from magsag.backends.schema import derived_event_id
 from magsag.ingest.legacy_fields import UNATTRIBUTED_RUN, Row, opt_int, opt_number, opt_text, valid_id
 from magsag.ingest.legacy_messages import COST, cost_message
 from magsag.ingest.legacy_reader import BadValue, Rejection, dumps_payload, epoch_us, kind, read_jsonl

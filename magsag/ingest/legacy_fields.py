@@ -1,8 +1,8 @@
 """What every part of the legacy importer shares: file names, field checks, the parse result.
 
 A parsed run folder is a :class:`ParsedRun`: event rows (plain tuples in
-:data:`backends.schema.EVENT_COLUMNS` order, already validated against the rules of
-:meth:`backends.schema.Event.create`, so they can travel between processes cheaply), the
+:data:`magsag.backends.schema.EVENT_COLUMNS` order, already validated against the rules of
+:meth:`magsag.backends.schema.Event.create`, so they can travel between processes cheaply), the
 run record, and the rejections.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backends.schema import LEVELS, MAX_ID_LEN, RUNNING
+from magsag.backends.schema import LEVELS, MAX_ID_LEN, RUNNING
 from magsag.ingest.legacy_reader import BadValue, Rejection, kind
 
 UNKNOWN_AGENT = "unknown"

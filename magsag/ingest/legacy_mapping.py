@@ -11,10 +11,10 @@ The mapping is documented in docs/migration.md; this module is its single defini
   ``events.jsonl`` line keeps its own type.
 * The run: slug, parent, times, status and metrics as described in :func:`parse_run`.
 
-Event ids are derived from the source record (:func:`backends.schema.derived_event_id`),
+Event ids are derived from the source record (:func:`magsag.backends.schema.derived_event_id`),
 so importing twice stores nothing twice and a file that grew adds only its new lines.
-Rows are plain tuples in :data:`backends.schema.EVENT_COLUMNS` order, already validated
-against the same rules as :meth:`backends.schema.Event.create`, so a parse can run in a
+Rows are plain tuples in :data:`magsag.backends.schema.EVENT_COLUMNS` order, already validated
+against the same rules as :meth:`magsag.backends.schema.Event.create`, so a parse can run in a
 worker process and travel back cheaply.
 """
 
@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from backends.schema import CANCELED, FAILED, RUNNING, SUCCEEDED, derived_event_id
+from magsag.backends.schema import CANCELED, FAILED, RUNNING, SUCCEEDED, derived_event_id
 from magsag.ingest.legacy_fields import (
     LOGS,
     PLAN,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from backends.schema import DELEGATION, LOG, MCP_CALL
+from magsag.backends.schema import DELEGATION, LOG, MCP_CALL
 
 COST = "cost"
 _MSG_MAX = 240

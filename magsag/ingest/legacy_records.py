@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.schema import MAX_ID_LEN, MAX_TYPE_LEN, MCP_CALL, METRIC, derived_event_id
+from magsag.backends.schema import MAX_ID_LEN, MAX_TYPE_LEN, MCP_CALL, METRIC, derived_event_id
 from magsag.ingest.legacy_fields import (
     EVENTS,
     LOGS,

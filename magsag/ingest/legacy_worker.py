@@ -21,7 +21,6 @@ import pickle
 import struct
 import sys
 from collections import deque
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from magsag.ingest.legacy_fields import ParsedRun
@@ -142,9 +141,7 @@ class ParserPool:
 
     async def start(self) -> bool:
         """Start the processes; False (and nothing running) if they cannot be started."""
-        root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         try:
             for _ in range(self.n):
                 proc = await asyncio.create_subprocess_exec(

@@ -4,7 +4,7 @@
 >>> runs = await storage.list_runs(limit=10)        # doctest: +SKIP
 
 Settings come from ``MAGSAG_STORAGE_*`` environment variables or ``.env`` (see
-:class:`lakehouse.settings.StorageSettings`); keyword overrides win.
+:class:`magsag.lakehouse.settings.StorageSettings`); keyword overrides win.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from backends.base import StorageBackend, StorageCapabilities
-from backends.errors import (
+from magsag.backends.base import StorageBackend, StorageCapabilities
+from magsag.backends.errors import (
     BackendUnavailable,
     ConfigError,
     NotFoundError,
@@ -22,10 +22,10 @@ from backends.errors import (
     StorageError,
     ValidationError,
 )
-from backends.schema import ARTIFACT, DELEGATION, LOG, MCP_CALL, METRIC, Event
-from lakehouse.settings import StorageSettings, backend_from_settings, load_settings
-from lakehouse.sync import SyncStorage
-from lakehouse.tiered import TieredBackend
+from magsag.backends.schema import ARTIFACT, DELEGATION, LOG, MCP_CALL, METRIC, Event
+from magsag.lakehouse.blocking import SyncStorage
+from magsag.lakehouse.settings import StorageSettings, backend_from_settings, load_settings
+from magsag.lakehouse.tiered_backend import TieredBackend
 
 
 @asynccontextmanager
@@ -50,12 +50,12 @@ async def vacuum_storage(
 
     With ``MAGSAG_STORAGE_ARCHIVE_ENABLED=true`` days not archived yet (to
     ``MAGSAG_STORAGE_ARCHIVE_DESTINATION``, or anywhere when unset) are kept and listed in
-    ``refused_days`` (see :func:`lakehouse.tiering.guarded_vacuum`).
+    ``refused_days`` (see :func:`magsag.lakehouse.tiering.job.guarded_vacuum`).
     """
     hot_days = settings.hot_days if hot_days is None else hot_days
     if not settings.archive_enabled:
         return await storage.vacuum(hot_days=hot_days, max_disk_mb=max_disk_mb, dry_run=dry_run)
-    from lakehouse.tiering import guarded_vacuum
+    from magsag.lakehouse.tiering.job import guarded_vacuum
 
     return await guarded_vacuum(storage, settings, hot_days=hot_days, max_disk_mb=max_disk_mb, dry_run=dry_run)
 
@@ -64,7 +64,7 @@ async def get_storage_backend(settings: StorageSettings | None = None, **overrid
     """Open the configured store, initialized and ready (close it with ``await storage.close()``).
 
     Reads see the hot store and the lake (``MAGSAG_STORAGE_LAKE_URL``) as one; writes go
-    to the hot store (see :class:`lakehouse.tiered.TieredBackend`). ``storage.hot`` is
+    to the hot store (see :class:`magsag.lakehouse.tiered_backend.TieredBackend`). ``storage.hot`` is
     the hot store itself. A read-only backend (``clickhouse``) is returned as it is.
     """
     settings = settings or load_settings(**overrides)

@@ -1,5 +1,5 @@
-"""``from magsag.storage.base import StorageBackend, StorageCapabilities`` (defined in :mod:`backends.base`)."""
+"""``from magsag.storage.base import StorageBackend, StorageCapabilities`` (defined in :mod:`magsag.backends.base`)."""
 
-from backends.base import StorageBackend, StorageCapabilities
+from magsag.backends.base import StorageBackend, StorageCapabilities
 
 __all__ = ["StorageBackend", "StorageCapabilities"]

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from magsag.backends.schema import Event, Run
+from magsag.lakehouse.clickhouse.engines import Engine
+from magsag.lakehouse.objstore import Lake, open_lake
 
-from backends.schema import Event, Run
-from lakehouse.clickhouse.engines import Engine
-from lakehouse.objstore import Lake, open_lake
 from tests.clickhouse_helpers import demo_data, fresh_engine
 from tests.lake_builder import write_lake
 from tests.lake_fixtures import open_test_lake

@@ -6,16 +6,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from magsag.backends.base import AGGREGATIONS
+from magsag.backends.errors import UnsupportedOperation
+from magsag.backends.schema import Event, Run
+from magsag.backends.sqlite.store import SQLiteStorageBackend
+from magsag.lakehouse.clickhouse import backend as ch_backend
+from magsag.lakehouse.clickhouse.backend import ClickHouseBackend, search_tokens
+from magsag.lakehouse.clickhouse.engines import Engine
+from magsag.lakehouse.clickhouse.load import load_lake
+from magsag.lakehouse.objstore import Lake, open_lake
 
-from backends.base import AGGREGATIONS
-from backends.errors import UnsupportedOperation
-from backends.schema import Event, Run
-from backends.sqlite import SQLiteStorageBackend
-from lakehouse.clickhouse import backend as ch_backend
-from lakehouse.clickhouse.backend import ClickHouseBackend, search_tokens
-from lakehouse.clickhouse.engines import Engine
-from lakehouse.clickhouse.load import load_lake
-from lakehouse.objstore import Lake, open_lake
 from tests.lake_builder import write_lake
 
 Demo = tuple[list[Event], list[Run]]
@@ -128,8 +128,12 @@ async def test_documented_api_returns_it_unwrapped(local_lake: Lake, monkeypatch
         await storage.close()
 
 
-def test_backend_is_found_by_name_without_backends_importing_lakehouse() -> None:
-    from backends.registry import BUILTIN, resolve_backend_class
+def test_backend_is_found_by_name_through_its_entry_point() -> None:
+    from importlib.metadata import entry_points
+
+    from magsag.backends.registry import BUILTIN, ENTRY_POINT_GROUP, known_backends, resolve_backend_class
 
     assert resolve_backend_class("clickhouse") is ClickHouseBackend
-    assert BUILTIN["clickhouse"] == "lakehouse.clickhouse.backend:ClickHouseBackend"
+    assert "clickhouse" not in BUILTIN and "clickhouse" in known_backends()
+    (ep,) = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == "clickhouse"]
+    assert ep.value == "magsag.lakehouse.clickhouse.backend:ClickHouseBackend"

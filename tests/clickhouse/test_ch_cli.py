@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from magsag.lakehouse import manifest
+from magsag.lakehouse.clickhouse import sql
+from magsag.lakehouse.objstore import Lake
 
-from lakehouse import manifest
-from lakehouse.clickhouse import sql
-from lakehouse.objstore import Lake
 from tests.cli_helpers import Result, magsag
 from tests.clickhouse_helpers import NO_REMOTE, REMOTE_URL, ch_env, ch_settings, new_database
 
@@ -139,7 +139,7 @@ def test_unreachable_server_is_one_line_without_the_password(env: dict[str, str]
 
 
 def test_schema_mismatch_stops_the_load(env: dict[str, str]) -> None:
-    from lakehouse.clickhouse.engines import open_engine
+    from magsag.lakehouse.clickhouse.engines import open_engine
 
     assert magsag("data", "clickhouse", "init", env=env).code == 0
     with open_engine(ch_settings("chdb", env["MAGSAG_CLICKHOUSE_DATABASE"])) as engine:

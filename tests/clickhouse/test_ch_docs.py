@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from magsag.lakehouse.clickhouse import sql
+from magsag.lakehouse.objstore import Lake
 
-from lakehouse.clickhouse import sql
-from lakehouse.objstore import Lake
 from tests.clickhouse_helpers import ch_env, new_database
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "clickhouse.md"

@@ -7,9 +7,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from backends.sqlite import SQLiteStorageBackend
-from lakehouse.clickhouse.backend import ClickHouseBackend
-from lakehouse.settings import StorageSettings, load_settings
+from magsag.backends.sqlite.store import SQLiteStorageBackend
+from magsag.lakehouse.clickhouse.backend import ClickHouseBackend
+from magsag.lakehouse.settings import StorageSettings, load_settings
+
 from tests.cli_helpers import magsag
 from tests.clickhouse_helpers import ch_env, new_database
 

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from magsag.backends.arrow import events_table
+from magsag.backends.errors import ConfigError
+from magsag.backends.schema import event_arrow_schema
+from magsag.lakehouse.clickhouse import sql
+from magsag.lakehouse.clickhouse.engines import ChdbEngine, Engine, error_code, first_line, open_engine
+from magsag.lakehouse.clickhouse.schema import init_schema
+from magsag.lakehouse.settings import load_settings
 
-from backends.arrow import events_table
-from backends.errors import ConfigError
-from backends.schema import event_arrow_schema
-from lakehouse.clickhouse import sql
-from lakehouse.clickhouse.engines import ChdbEngine, Engine, error_code, first_line, open_engine
-from lakehouse.clickhouse.schema import init_schema
-from lakehouse.settings import load_settings
 from tests.clickhouse_helpers import chdb_dir
 
 TRICKY = ["plain", "tab\there", "new\nline", "back\\slash", 'quote\'s "double"', "{w0:String}", "日本語 エラー", ""]

@@ -9,14 +9,14 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from magsag.backends.arrow import events_table
+from magsag.backends.schema import Event, Run, day_of_us, event_record, run_record
+from magsag.lakehouse import layout, manifest
+from magsag.lakehouse.clickhouse import sql
+from magsag.lakehouse.clickhouse.engines import Engine
+from magsag.lakehouse.clickhouse.load import VerificationError, load_lake, plan_load, read_ledger
+from magsag.lakehouse.objstore import Lake, open_lake
 
-from backends.arrow import events_table
-from backends.schema import Event, Run, day_of_us, event_record, run_record
-from lakehouse import layout, manifest
-from lakehouse.clickhouse import sql
-from lakehouse.clickhouse.engines import Engine
-from lakehouse.clickhouse.load import VerificationError, load_lake, plan_load, read_ledger
-from lakehouse.objstore import Lake, open_lake
 from tests.clickhouse_helpers import fresh_engine
 from tests.lake_builder import write_lake, write_table
 

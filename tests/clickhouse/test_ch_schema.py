@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-from backends.schema import EVENT_COLUMNS, RUN_COLUMNS
-from lakehouse.clickhouse import sql
-from lakehouse.clickhouse.engines import Engine, SchemaMismatch
-from lakehouse.clickhouse.schema import ensure_schema, init_schema
+from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS
+from magsag.lakehouse.clickhouse import sql
+from magsag.lakehouse.clickhouse.engines import Engine, SchemaMismatch
+from magsag.lakehouse.clickhouse.schema import ensure_schema, init_schema
 
 
 def _columns(engine: Engine, table: str) -> dict[str, tuple[str, str]]:

@@ -1,7 +1,7 @@
 """ClickHouse as the contract suite sees it: the real read backend, fed through the lake.
 
 The contract tests write through the backend they test. ClickHouse is read-only, so this
-subclass of :class:`~lakehouse.clickhouse.backend.ClickHouseBackend` sends each write to a
+subclass of :class:`~magsag.lakehouse.clickhouse.backend.ClickHouseBackend` sends each write to a
 SQLite hot store and then does what production does: export the store's days to a lake
 (Parquet + manifest, via tests/lake_builder.py; a day whose rows changed gets a new file
 replacing the old one) and run the real loader, which reloads exactly the changed days.
@@ -17,14 +17,15 @@ from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
 
-from backends.arrow import events_table, runs_table
-from backends.schema import EVENT_COLUMNS, RUN_COLUMNS, Event, Run, day_of_us
-from backends.sqlite import SQLiteStorageBackend
-from lakehouse import layout
-from lakehouse.clickhouse.backend import ClickHouseBackend
-from lakehouse.clickhouse.load import load_lake
-from lakehouse.objstore import Lake
-from lakehouse.settings import StorageSettings
+from magsag.backends.arrow import events_table, runs_table
+from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS, Event, Run, day_of_us
+from magsag.backends.sqlite.store import SQLiteStorageBackend
+from magsag.lakehouse import layout
+from magsag.lakehouse.clickhouse.backend import ClickHouseBackend
+from magsag.lakehouse.clickhouse.load import load_lake
+from magsag.lakehouse.objstore import Lake
+from magsag.lakehouse.settings import StorageSettings
+
 from tests.lake_builder import write_table
 
 _TS = {"events": EVENT_COLUMNS.index("ts"), "runs": RUN_COLUMNS.index("started_at")}

@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from magsag.backends.base import StorageBackend
 
-from backends.base import StorageBackend
 from tests.conftest import BACKENDS, BackendCase, open_case
 
 
 def make_clickhouse(tmp_path: Path) -> tuple[StorageBackend, dict[str, str], Callable[[], Any] | None]:
-    from backends.sqlite import SQLiteStorageBackend
-    from lakehouse.objstore import open_lake
+    from magsag.backends.sqlite.store import SQLiteStorageBackend
+    from magsag.lakehouse.objstore import open_lake
+
     from tests.clickhouse_helpers import ch_env, ch_settings, new_database
     from tests.contract.clickhouse_harness import LakeLoadedClickHouse
 
@@ -30,7 +31,7 @@ def make_clickhouse(tmp_path: Path) -> tuple[StorageBackend, dict[str, str], Cal
     )
 
     async def drop() -> None:
-        from lakehouse.clickhouse.engines import open_engine
+        from magsag.lakehouse.clickhouse.engines import open_engine
 
         with open_engine(settings) as engine:
             engine.command(f"DROP DATABASE IF EXISTS `{database}`")

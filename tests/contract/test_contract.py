@@ -9,10 +9,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-
-from backends.base import StorageBackend, StorageCapabilities
-from backends.errors import NotFoundError, QueryError, ValidationError
-from backends.schema import EVENT_COLUMNS, RUN_COLUMNS
+from magsag.backends.base import StorageBackend, StorageCapabilities
+from magsag.backends.errors import NotFoundError, QueryError, ValidationError
+from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS
 
 T0 = datetime(2025, 10, 23, 8, 0, 0, tzinfo=UTC)
 

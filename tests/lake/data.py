@@ -11,11 +11,11 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from magsag.backends.arrow import event_rows, events_table, run_rows, runs_table
+from magsag.backends.schema import day_of_us
+from magsag.lakehouse import lakewriter, manifest
+from magsag.lakehouse.objstore import Lake
 
-from backends.arrow import event_rows, events_table, run_rows, runs_table
-from backends.schema import day_of_us
-from lakehouse import lakewriter, manifest
-from lakehouse.objstore import Lake
 from magsag.ingest.demo import DemoGenerator
 
 END = datetime(2026, 3, 10, 12, tzinfo=UTC)

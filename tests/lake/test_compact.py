@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from magsag.lakehouse import compact, lakewriter, layout, manifest
+from magsag.lakehouse.faults import FAULT_ENV, FAULT_EXIT_CODE
 
-from lakehouse import compact, lakewriter, layout, manifest
-from lakehouse.faults import FAULT_ENV, FAULT_EXIT_CODE
 from tests.lake import data
 from tests.lake_fixtures import LakeCase, open_test_lake
 
@@ -119,10 +119,11 @@ def test_runs_compact_and_leftovers_are_listed(lake, demo) -> None:
 
 def _compact_in_child(env: dict[str, str], dataset: str, day: str) -> None:
     """Runs in a child process: the settings come from ``env``, like the CLI's."""
-    import lakehouse
-    from lakehouse.compact import compact_partition
-    from lakehouse.objstore import open_lake
-    from lakehouse.settings import load_settings
+    from magsag.lakehouse.compact import compact_partition
+    from magsag.lakehouse.objstore import open_lake
+    from magsag.lakehouse.settings import load_settings
+
+    from magsag import lakehouse
 
     assert lakehouse.__file__.startswith(env["MAGSAG_TEST_ROOT"]), lakehouse.__file__
     os.environ.update(env)
@@ -131,7 +132,14 @@ def _compact_in_child(env: dict[str, str], dataset: str, day: str) -> None:
 
 
 ROOT = str(Path(__file__).resolve().parents[2])
-_PRELOAD = ["lakehouse.compact", "lakehouse.settings", "duckdb", "pyarrow.parquet", "s3fs", "tests.lake.test_compact"]
+_PRELOAD = [
+    "magsag.lakehouse.compact",
+    "magsag.lakehouse.settings",
+    "duckdb",
+    "pyarrow.parquet",
+    "s3fs",
+    "tests.lake.test_compact",
+]
 
 
 def _noop() -> None:

@@ -11,7 +11,7 @@ from tests.tier.helpers import ROOT
 PROBE = """
 import json
 import pyarrow as pa
-from backends.memory import lean_process
+from magsag.backends.allocator import lean_process
 done = lean_process()
 print(json.dumps({**done, "pool": pa.default_memory_pool().backend_name}))
 """

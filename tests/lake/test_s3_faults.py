@@ -9,10 +9,10 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from magsag.backends.errors import BackendUnavailable, ConfigError, StorageError
+from magsag.lakehouse import lakewriter, layout, manifest
+from magsag.lakehouse.lakewriter import PartitionWriter, publish
 
-from backends.errors import BackendUnavailable, ConfigError, StorageError
-from lakehouse import lakewriter, layout, manifest
-from lakehouse.lakewriter import PartitionWriter, publish
 from tests.lake import data
 from tests.lake_fixtures import S3Server, clear_fs_caches, open_test_lake
 

@@ -10,11 +10,11 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+from magsag.backends.errors import IntegrityError, NotFoundError, StorageError, ValidationError
+from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS, event_arrow_schema, iso_from_us, run_arrow_schema
+from magsag.lakehouse import faults, lakestore, lakewriter, layout, manifest
+from magsag.lakehouse.lakewriter import PartitionWriter, StagedFile, publish
 
-from backends.errors import IntegrityError, NotFoundError, StorageError, ValidationError
-from backends.schema import EVENT_COLUMNS, RUN_COLUMNS, event_arrow_schema, iso_from_us, run_arrow_schema
-from lakehouse import faults, lakestore, lakewriter, layout, manifest
-from lakehouse.lakewriter import PartitionWriter, StagedFile, publish
 from tests.lake import data
 
 

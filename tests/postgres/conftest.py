@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-
-from backends.errors import redact_dsn
+from magsag.backends.errors import redact_dsn
 
 PG_DSN = os.environ.get("MAGSAG_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -94,7 +93,7 @@ MakeBackend = Callable[..., Awaitable[Any]]
 @pytest.fixture
 async def make_backend(pg_dsn: str, pg_schemas: Schemas) -> AsyncIterator[MakeBackend]:
     """``await make_backend()`` opens the module schema; ``make_backend("x")`` a fresh sibling."""
-    from backends.postgres import PostgresStorageBackend
+    from magsag.backends.postgres.store import PostgresStorageBackend
 
     opened: list[Any] = []
 
@@ -119,8 +118,7 @@ async def backend(make_backend: MakeBackend) -> Any:
 async def admin(pg_dsn: str) -> AsyncIterator[Any]:
     """A plain asyncpg connection for checking what the backend did (catalog, raw rows)."""
     import asyncpg
-
-    from backends.postgres_conn import init_connection
+    from magsag.backends.postgres.conn import init_connection
 
     conn = await asyncpg.connect(pg_dsn)
     await init_connection(conn)

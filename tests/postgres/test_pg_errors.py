@@ -20,9 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from backends.errors import BackendUnavailable, ConfigError, QueryError, StorageError
-from backends.postgres import PostgresStorageBackend
+from magsag.backends.errors import BackendUnavailable, ConfigError, QueryError, StorageError
+from magsag.backends.postgres.store import PostgresStorageBackend
 
 pytestmark = pytest.mark.postgres
 

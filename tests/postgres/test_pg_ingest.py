@@ -7,9 +7,8 @@ import secrets
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from backends.errors import ValidationError
-from backends.schema import Event
+from magsag.backends.errors import ValidationError
+from magsag.backends.schema import Event
 
 pytestmark = pytest.mark.postgres
 

@@ -6,9 +6,8 @@ import asyncio
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-
-from backends.postgres_schema import partition_name
-from backends.schema import Event
+from magsag.backends.postgres.schema import partition_name
+from magsag.backends.schema import Event
 
 pytestmark = pytest.mark.postgres
 

@@ -6,11 +6,10 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
-
-from backends import postgres_schema
-from backends.errors import ConfigError
-from backends.postgres import PostgresStorageBackend
-from lakehouse.settings import backend_from_settings, load_settings
+from magsag.backends.errors import ConfigError
+from magsag.backends.postgres import schema as postgres_schema
+from magsag.backends.postgres.store import PostgresStorageBackend
+from magsag.lakehouse.settings import backend_from_settings, load_settings
 
 pytestmark = pytest.mark.postgres
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from backends.errors import QueryError
-from backends.postgres import websearch_words
-from backends.schema import Event
+from magsag.backends.errors import QueryError
+from magsag.backends.postgres.store import websearch_words
+from magsag.backends.schema import Event
 
 pytestmark = pytest.mark.postgres
 

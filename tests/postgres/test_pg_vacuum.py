@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-
-from backends.errors import ValidationError
-from backends.schema import Event
+from magsag.backends.errors import ValidationError
+from magsag.backends.schema import Event
 
 pytestmark = pytest.mark.postgres
 

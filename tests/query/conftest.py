@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from magsag.backends.base import StorageBackend
+from magsag.backends.schema import to_us
+from magsag.lakehouse.objstore import open_lake
+from magsag.lakehouse.settings import StorageSettings, load_settings
+from magsag.lakehouse.tiered_backend import TieredBackend
 
-from backends.base import StorageBackend
-from backends.schema import to_us
-from lakehouse.objstore import open_lake
-from lakehouse.settings import StorageSettings, load_settings
-from lakehouse.tiered import TieredBackend
 from magsag.ingest.demo import load_demo
 from tests.conftest import make_postgres, make_sqlite
 from tests.tier_sim import every_other_event, kind_of, move_rows, ts_before
@@ -97,8 +97,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     the lake (split)."""
     import asyncio
 
-    from backends.sqlite import SQLiteStorageBackend
-    from lakehouse.objstore import open_lake
+    from magsag.backends.sqlite.store import SQLiteStorageBackend
+    from magsag.lakehouse.objstore import open_lake
+
     from magsag.ingest.demo import load_demo
 
     root = tmp_path_factory.mktemp("guard")

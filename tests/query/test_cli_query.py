@@ -139,7 +139,8 @@ def test_stats_per_tier_and_partition(env: dict[str, str]) -> None:
 def test_stats_flags_small_files(tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from backends.schema import Event
+    from magsag.backends.schema import Event
+
     from tests.lake_builder import write_lake
 
     t0 = datetime(2026, 1, 5, tzinfo=UTC)

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from magsag.lakehouse import query
+from magsag.lakehouse.settings import load_settings
+from magsag.lakehouse.tiered_backend import TieredBackend
 
-from lakehouse import query
-from lakehouse.settings import load_settings
-from lakehouse.tiered import TieredBackend
 from magsag.ingest.demo import load_demo
 from tests.cli_helpers import magsag
 from tests.conftest import make_postgres, make_sqlite

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from magsag.backends.schema import Event, Run, to_us
+from magsag.lakehouse import layout, manifest, query
+from magsag.lakehouse.lakefiles import SnapshotReader
+from magsag.lakehouse.objstore import open_lake
+from magsag.lakehouse.settings import load_settings
+from magsag.lakehouse.tiered_backend import TieredBackend
 
-from backends.schema import Event, Run, to_us
-from lakehouse import layout, manifest, query
-from lakehouse.lakefiles import SnapshotReader
-from lakehouse.objstore import open_lake
-from lakehouse.settings import load_settings
-from lakehouse.tiered import TieredBackend
 from tests.cli_helpers import magsag
 from tests.lake_builder import write_lake, write_table
 
@@ -34,7 +34,7 @@ def _count(settings: Any, sql: str = "SELECT count(*) AS n FROM events") -> int:
 
 
 def test_compacted_and_uncommitted_files_are_not_read(tmp_path: Path) -> None:
-    from backends.arrow import events_table
+    from magsag.backends.arrow import events_table
 
     lake = open_lake(str(tmp_path / "lake"))
     events = _events()
@@ -135,8 +135,8 @@ print(json.dumps({{"duckdb": "duckdb" in sys.modules, "pandas": "pandas" in sys.
 
 
 async def test_tiered_update_of_a_lake_run_says_so(tmp_path: Path) -> None:
-    from backends.errors import NotFoundError
-    from backends.sqlite import SQLiteStorageBackend
+    from magsag.backends.errors import NotFoundError
+    from magsag.backends.sqlite.store import SQLiteStorageBackend
 
     write_lake(str(tmp_path / "lake"), _events(), [Run("run-a", "agent", None, "succeeded", to_us(T0), None, "{}", ())])
     storage = TieredBackend(SQLiteStorageBackend(tmp_path / "hot.db"), lake_url=str(tmp_path / "lake"))
@@ -157,7 +157,7 @@ async def test_tiered_update_of_a_lake_run_says_so(tmp_path: Path) -> None:
 def test_sync_storage_works_inside_a_running_loop(tmp_path: Path) -> None:
     import asyncio
 
-    from lakehouse import open_storage_sync
+    from magsag.lakehouse import open_storage_sync
 
     write_lake(str(tmp_path / "lake"), _events())
 
@@ -206,8 +206,8 @@ def test_connect_imports_no_pandas(tmp_path: Path) -> None:
     write_lake(str(tmp_path / "lake"), _events())
     code = f"""
 import json, sys
-import lakehouse
-from lakehouse.settings import load_settings
+from magsag import lakehouse
+from magsag.lakehouse.settings import load_settings
 settings = load_settings(db_path={str(tmp_path / "hot.db")!r}, lake_url={str(tmp_path / "lake")!r})
 con = lakehouse.connect(settings)
 n = con.sql("SELECT count(*) FROM events WHERE dt = DATE '2026-04-02'").fetchone()[0]

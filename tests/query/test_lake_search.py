@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from magsag.backends.errors import QueryError
+from magsag.backends.schema import Event
+from magsag.backends.sqlite.store import SQLiteStorageBackend
+from magsag.lakehouse import search
+from magsag.lakehouse.tiered_backend import TieredBackend
 
-from backends.errors import QueryError
-from backends.schema import Event
-from backends.sqlite import SQLiteStorageBackend
-from lakehouse import search
-from lakehouse.tiered import TieredBackend
 from tests.lake_builder import write_lake
 
 T0 = datetime(2026, 4, 1, 9, tzinfo=UTC)
@@ -104,7 +104,7 @@ async def test_filters_prune_and_apply(lake_only: TieredBackend) -> None:
 )
 def test_raw_mode_on_the_lake(lake_only: TieredBackend, raw: str, expected: set[int]) -> None:
     """Both hot dialects' operators work on the lake (FTS5's and to_tsquery's)."""
-    from lakehouse.lakeread import LakeReader
+    from magsag.lakehouse.lakeread import LakeReader
 
     reader = LakeReader(lake_only.lake)  # type: ignore[arg-type]
     try:

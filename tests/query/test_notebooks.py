@@ -44,9 +44,10 @@ def demo_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         res = magsag("data", "tier", "--json", env=env)
         assert res.code == 0, res.err
     else:  # before the tiering job exists: the same move, by the test helper
-        from backends.schema import to_us
-        from backends.sqlite import SQLiteStorageBackend
-        from lakehouse.objstore import open_lake
+        from magsag.backends.schema import to_us
+        from magsag.backends.sqlite.store import SQLiteStorageBackend
+        from magsag.lakehouse.objstore import open_lake
+
         from tests.tier_sim import move_rows
 
         now = datetime.now(UTC)

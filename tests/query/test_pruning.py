@@ -13,11 +13,11 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from magsag.backends.schema import Event, Run, to_us
+from magsag.lakehouse import query
+from magsag.lakehouse.lakefiles import SnapshotReader
+from magsag.lakehouse.tiered_backend import TieredBackend
 
-from backends.schema import Event, Run, to_us
-from lakehouse import query
-from lakehouse.lakefiles import SnapshotReader
-from lakehouse.tiered import TieredBackend
 from tests.lake_builder import write_lake
 
 FIRST = date(2026, 2, 1)
@@ -102,7 +102,7 @@ async def test_api_reads_only_the_days_asked(lake30: Any) -> None:
     for f in SnapshotReader(lake).snapshot().of("events"):
         if f.day != keep:
             lake.fs.pipe_file(lake.path(f.rel), b"not parquet at all")  # any read of it fails
-    from lakehouse.settings import backend_from_settings
+    from magsag.lakehouse.settings import backend_from_settings
 
     storage = TieredBackend(backend_from_settings(settings), lake_url=settings.lake_url, settings=settings)
     await storage.initialize()
@@ -120,7 +120,7 @@ async def test_api_reads_only_the_days_asked(lake30: Any) -> None:
 
 
 def test_polars_prunes_to_the_days_asked(lake30: Any) -> None:
-    from lakehouse import scan_events
+    from magsag.lakehouse import scan_events
 
     _case, settings = lake30
     lf = scan_events(settings, since="2026-02-10", until="2026-02-11")

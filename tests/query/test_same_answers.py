@@ -11,9 +11,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from magsag.backends.base import AGGREGATIONS
+from magsag.lakehouse import query
 
-from backends.base import AGGREGATIONS
-from lakehouse import query
 from tests.query.conftest import END, SPLIT_BEFORE, WHOLE_BEFORE, Pair, strip_tier
 
 
@@ -178,7 +178,7 @@ def test_views_give_the_same_answers(pair: Pair) -> None:
 
 
 def test_polars_sees_the_same_rows(pair: Pair) -> None:
-    from lakehouse import scan_events, scan_runs
+    from magsag.lakehouse import scan_events, scan_runs
 
     for scan, key in ((scan_events, "event_id"), (scan_runs, "run_id")):
         hot = scan(pair.hot.settings, hot=True).collect().sort(key)
@@ -193,7 +193,7 @@ async def test_sqlite_read_modes_agree_and_switch(pair: Pair) -> None:
     """SQLite hot stores are attached by DuckDB, or read as a snapshot while this process has them open."""
     if pair.kind != "sqlite":
         pytest.skip("SQLite read modes")
-    from lakehouse.tiered import TieredBackend
+    from magsag.lakehouse.tiered_backend import TieredBackend
 
     snapshot = [query.connect(s.settings) for s in (pair.hot, pair.tiered)]  # backends open: snapshot
     for store in (pair.hot, pair.tiered):

@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from magsag.backends.errors import QueryError
+from magsag.lakehouse import query
 
-from backends.errors import QueryError
-from lakehouse import query
 from tests.cli_helpers import magsag
 
 
 @pytest.fixture
 def settings(store: dict[str, str]) -> Any:
-    from lakehouse.settings import load_settings
+    from magsag.lakehouse.settings import load_settings
 
     return load_settings(db_path=store["MAGSAG_STORAGE_DB_PATH"], lake_url=store["MAGSAG_STORAGE_LAKE_URL"])
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lakehouse import query
-from lakehouse.settings import load_settings
+from magsag.lakehouse import query
+from magsag.lakehouse.settings import load_settings
+
 from tests.cli_helpers import magsag
 
 DOCUMENTED = {

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS
 
-from backends.schema import EVENT_COLUMNS, RUN_COLUMNS
 from tests.tier.helpers import END, HotCase, load
 from tests.tier.pg_case import make_postgres_case
 
@@ -24,7 +24,7 @@ _RUN = ", ".join(RUN_COLUMNS)
 
 
 async def make_sqlite(tmp_path: Path, name: str) -> HotCase:
-    from backends.sqlite import SQLiteStorageBackend
+    from magsag.backends.sqlite.store import SQLiteStorageBackend
 
     db = tmp_path / f"{name}.db"
     backend = SQLiteStorageBackend(db_path=db)

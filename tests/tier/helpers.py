@@ -14,12 +14,12 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+from magsag.backends.arrow import event_rows, run_rows
+from magsag.backends.base import StorageBackend
+from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS, US_PER_DAY, to_us
+from magsag.lakehouse import layout
+from magsag.lakehouse.objstore import Lake
 
-from backends.arrow import event_rows, run_rows
-from backends.base import StorageBackend
-from backends.schema import EVENT_COLUMNS, RUN_COLUMNS, US_PER_DAY, to_us
-from lakehouse import layout
-from lakehouse.objstore import Lake
 from magsag.ingest.demo import load_demo
 
 END = datetime(2026, 3, 10, 12, tzinfo=UTC)  # "now" of every tiering test
@@ -67,7 +67,7 @@ def _dataset(lake: Lake, dataset: str) -> pa.Table:
         lake.fs.invalidate_cache()
     if not lake.fs.exists(base):
         cols = EVENT_COLUMNS if dataset == layout.EVENTS else RUN_COLUMNS
-        from backends.schema import event_arrow_schema, run_arrow_schema
+        from magsag.backends.schema import event_arrow_schema, run_arrow_schema
 
         schema = event_arrow_schema() if dataset == layout.EVENTS else run_arrow_schema()
         return schema.empty_table().select(list(cols))
@@ -81,7 +81,7 @@ def multiset(rows: list[tuple[Any, ...]]) -> Counter[tuple[Any, ...]]:
 
 
 def days_of(rows: list[tuple[Any, ...]], ts_index: int = 1) -> set[Any]:
-    from backends.schema import day_of_us
+    from magsag.backends.schema import day_of_us
 
     return {day_of_us(r[ts_index]) for r in rows}
 

@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from backends.schema import EVENT_COLUMNS, RUN_COLUMNS
+from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS
+
 from tests.conftest import make_postgres
 from tests.tier.helpers import HotCase
 

@@ -23,14 +23,14 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from magsag.backends.errors import LockedError
+from magsag.backends.schema import Event
+from magsag.backends.tiering.protocol import COPY, tier_source
+from magsag.lakehouse.faults import FAULT_ENV, FAULT_EXIT_CODE
+from magsag.lakehouse.objstore import open_lake
+from magsag.lakehouse.tiering.job import dest_key, run_tier
+from magsag.lakehouse.tiering.report import TierProgress
 
-from backends.errors import LockedError
-from backends.schema import Event
-from backends.tiering import COPY, tier_source
-from lakehouse.faults import FAULT_ENV, FAULT_EXIT_CODE
-from lakehouse.objstore import open_lake
-from lakehouse.tier_report import TierProgress
-from lakehouse.tiering import dest_key, run_tier
 from tests.conftest import PG_DSN, make_postgres
 
 pytestmark = pytest.mark.postgres
@@ -60,8 +60,7 @@ async def pg(tmp_path: Path) -> AsyncIterator[Any]:
 async def admin() -> AsyncIterator[Any]:
     """A plain connection (timestamps as integer microseconds, like the backend's)."""
     import asyncpg
-
-    from backends.postgres_conn import init_connection
+    from magsag.backends.postgres.conn import init_connection
 
     conn = await asyncpg.connect(PG_DSN)
     await init_connection(conn)
@@ -169,8 +168,7 @@ async def test_the_drop_falls_back_to_chunks_when_the_table_stays_locked(pg, adm
 def _sync_insert(schema: str, rows: list[tuple[Any, ...]]) -> None:
     """Commit rows from another connection, on its own loop (called from a sync progress hook)."""
     import asyncpg
-
-    from backends.postgres_conn import init_connection
+    from magsag.backends.postgres.conn import init_connection
 
     async def go() -> None:
         conn = await asyncpg.connect(PG_DSN)
@@ -240,8 +238,7 @@ async def test_a_row_numbered_before_the_bound_but_routed_after_it_is_waited_for
     slow = Event.create("r-1", "planner", "log", at(DAY_A, 9), message="numbered, not yet routed")
 
     import asyncpg
-
-    from backends.postgres_conn import init_connection
+    from magsag.backends.postgres.conn import init_connection
 
     writer = await asyncpg.connect(PG_DSN)
     await init_connection(writer)
@@ -270,7 +267,7 @@ async def test_a_row_numbered_before_the_bound_but_routed_after_it_is_waited_for
 
 
 async def test_a_claim_gives_up_on_a_writer_that_never_ends_and_records_nothing(pg, admin) -> None:
-    from backends.postgres_tiering import PostgresTierSource
+    from magsag.backends.postgres.tiering import PostgresTierSource
 
     s = pg.schema
     await add_run(pg, "r-1", DAY_A, 3)
@@ -290,8 +287,8 @@ async def test_a_claim_gives_up_on_a_writer_that_never_ends_and_records_nothing(
 _HOLDER = textwrap.dedent(
     """
     import asyncio, sys
-    from backends.postgres import PostgresStorageBackend
-    from backends.tiering import tier_source
+    from magsag.backends.postgres.store import PostgresStorageBackend
+    from magsag.backends.tiering.protocol import tier_source
 
     async def main():
         b = PostgresStorageBackend(sys.argv[1], schema=sys.argv[2])
@@ -359,7 +356,7 @@ async def test_a_job_that_lost_its_lock_session_stops_before_changing_anything(p
 
 
 async def test_a_version_1_store_gains_the_ledger_on_init(tmp_path, admin, monkeypatch) -> None:
-    from backends import postgres_schema
+    from magsag.backends.postgres import schema as postgres_schema
 
     backend, _env, cleanup = make_postgres(tmp_path)
     monkeypatch.setattr(postgres_schema, "STEPS", {1: postgres_schema.STEPS[1]})
@@ -389,9 +386,9 @@ async def test_a_version_1_store_gains_the_ledger_on_init(tmp_path, admin, monke
 _JOB = textwrap.dedent(
     """
     import asyncio, sys
-    from backends.postgres import PostgresStorageBackend
-    from lakehouse.objstore import open_lake
-    from lakehouse.tiering import run_tier
+    from magsag.backends.postgres.store import PostgresStorageBackend
+    from magsag.lakehouse.objstore import open_lake
+    from magsag.lakehouse.tiering.job import run_tier
 
     async def main():
         b = PostgresStorageBackend(sys.argv[1], schema=sys.argv[2])

@@ -1,5 +1,5 @@
 """The SQLite hot store's two ways to delete tiered claims: in chunks, and by rebuilding the
-table (``backends/sqlite_tier_delete.py``). Both must delete exactly the claims' frozen
+table (``backends/sqlite/tier_delete.py``). Both must delete exactly the claims' frozen
 selections and leave a store that works as before: same schema, indexes, full-text index
 in step with the rows, ``seq`` numbers never reused."""
 
@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from magsag.backends.schema import US_PER_DAY, from_us
+from magsag.backends.sqlite.store import SQLiteStorageBackend
+from magsag.backends.sqlite.tiering import SQLiteTierSource
 
-from backends.schema import US_PER_DAY, from_us
-from backends.sqlite import SQLiteStorageBackend
-from backends.sqlite_tiering import SQLiteTierSource
 from tests.tier.helpers import END, day_us
 
 pytestmark = pytest.mark.asyncio

@@ -6,10 +6,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
-from backends.errors import StorageError
-from backends.sqlite_export import ExportWorker
-from backends.sqlite_tiering import sqlite_scanner_path
+from magsag.backends.errors import StorageError
+from magsag.backends.sqlite.export_worker import ExportWorker
+from magsag.backends.sqlite.tiering import sqlite_scanner_path
 
 
 @pytest.fixture

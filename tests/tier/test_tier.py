@@ -13,11 +13,11 @@ import duckdb
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
+from magsag.backends.schema import EVENT_COLUMNS, Event, day_of_us, from_us, to_us
+from magsag.backends.tiering.protocol import tier_source
+from magsag.lakehouse import layout, manifest
+from magsag.lakehouse.tiering.job import run_tier
 
-from backends.schema import EVENT_COLUMNS, Event, day_of_us, from_us, to_us
-from backends.tiering import tier_source
-from lakehouse import layout, manifest
-from lakehouse.tiering import run_tier
 from tests.lake_fixtures import LakeCase
 from tests.tier.helpers import CUTOFF_US, END, HOT_DAYS, HotCase, day_us, lake_events, lake_runs, old
 

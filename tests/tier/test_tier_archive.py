@@ -6,13 +6,13 @@ import asyncio
 from collections import Counter
 
 import pytest
+from magsag.backends.schema import Event, from_us
+from magsag.backends.tiering.protocol import COPY, MOVE
+from magsag.lakehouse import layout, manifest
+from magsag.lakehouse.objstore import open_lake
+from magsag.lakehouse.settings import load_settings
+from magsag.lakehouse.tiering.job import dest_key, run_tier
 
-from backends.schema import Event, from_us
-from backends.tiering import COPY, MOVE
-from lakehouse import layout, manifest
-from lakehouse.objstore import open_lake
-from lakehouse.settings import load_settings
-from lakehouse.tiering import dest_key, run_tier
 from magsag.storage import vacuum_storage
 from tests.cli_helpers import magsag
 from tests.lake_fixtures import LakeCase
@@ -100,7 +100,7 @@ async def test_archive_picks_up_runs_that_ended_later(hot: HotCase, tmp_path) ->
     copied once it ends (and the day counts as archived only then)."""
     from datetime import date, timedelta
 
-    from backends.tiering import tier_source
+    from magsag.backends.tiering.protocol import tier_source
 
     b = hot.backend
     start = from_us(day_us(3))  # 2026-03-07
@@ -127,8 +127,8 @@ async def test_archive_picks_up_runs_that_ended_later(hot: HotCase, tmp_path) ->
 async def test_unwritable_destination_claims_nothing(hot: HotCase, tmp_path, mode: str) -> None:  # type: ignore[no-untyped-def]
     """A destination the job cannot write to fails before any claim: no day is held for it,
     and the next job to a good lake moves everything."""
-    from backends.errors import StorageError
-    from backends.tiering import tier_source
+    from magsag.backends.errors import StorageError
+    from magsag.backends.tiering.protocol import tier_source
 
     (tmp_path / "not-a-folder").write_text("a file where the lake should be")
     bad = open_lake(str(tmp_path / "not-a-folder" / "lake"))

@@ -117,9 +117,10 @@ def test_compact_merges_late_files(demo_env: dict[str, str]) -> None:
     import asyncio
     from collections import Counter
 
-    from backends.schema import Event, hot_cutoff
-    from backends.sqlite import SQLiteStorageBackend
-    from lakehouse.objstore import open_lake
+    from magsag.backends.schema import Event, hot_cutoff
+    from magsag.backends.sqlite.store import SQLiteStorageBackend
+    from magsag.lakehouse.objstore import open_lake
+
     from tests.tier.helpers import lake_events
 
     assert magsag("data", "tier", env=demo_env).code == 0

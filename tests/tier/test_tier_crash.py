@@ -19,29 +19,36 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from magsag.backends.schema import hot_cutoff, to_us
+from magsag.backends.tiering.protocol import tier_source
+from magsag.lakehouse.compact import uncommitted_files
+from magsag.lakehouse.faults import FAULT_EXIT_CODE
+from magsag.lakehouse.lakewriter import staged_jobs
+from magsag.lakehouse.objstore import open_lake
+from magsag.lakehouse.tiering.job import run_tier
 
-from backends.schema import hot_cutoff, to_us
-from backends.tiering import tier_source
-from lakehouse.compact import uncommitted_files
-from lakehouse.faults import FAULT_EXIT_CODE
-from lakehouse.lakewriter import staged_jobs
-from lakehouse.objstore import open_lake
-from lakehouse.tiering import run_tier
 from tests.lake_fixtures import LakeCase, open_test_lake
 from tests.tier.helpers import END, HOT_DAYS, ROOT, HotCase, lake_events, lake_runs
 
 pytestmark = pytest.mark.asyncio
 MAX_STEPS = 200
 PARALLEL = 2
-_PRELOAD = ["lakehouse.tiering", "lakehouse.settings", "magsag.storage", "backends.sqlite", "backends.sqlite_tiering"]
+_PRELOAD = [
+    "magsag.lakehouse.tiering.job",
+    "magsag.lakehouse.settings",
+    "magsag.storage",
+    "magsag.backends.sqlite.store",
+    "magsag.backends.sqlite.tiering",
+]
 
 
 def _tier_in_child(env: dict[str, str], hot_days: int, now: str) -> None:
     """Runs in a child process: settings from ``env``, like the CLI's."""
-    import lakehouse
-    from lakehouse.objstore import open_lake
-    from lakehouse.settings import load_settings
-    from lakehouse.tiering import run_tier
+    from magsag.lakehouse.objstore import open_lake
+    from magsag.lakehouse.settings import load_settings
+    from magsag.lakehouse.tiering.job import run_tier
+
+    from magsag import lakehouse
     from magsag.storage import open_storage
 
     assert lakehouse.__file__.startswith(str(ROOT)), lakehouse.__file__

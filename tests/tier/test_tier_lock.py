@@ -9,11 +9,11 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+from magsag.backends.errors import LockedError
+from magsag.backends.schema import Event, from_us
+from magsag.backends.tiering.protocol import tier_source
+from magsag.lakehouse.tiering.job import run_tier
 
-from backends.errors import LockedError
-from backends.schema import Event, from_us
-from backends.tiering import tier_source
-from lakehouse.tiering import run_tier
 from tests.lake_fixtures import LakeCase
 from tests.tier.helpers import END, HOT_DAYS, HotCase, day_us, lake_events, old, run_tier_process
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.asyncio
 
 
 async def test_held_lock_fails_fast_or_waits(hot: HotCase, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from lakehouse.objstore import open_lake
+    from magsag.lakehouse.objstore import open_lake
 
     lake = open_lake(str(tmp_path / "lake"))
     src = tier_source(hot.backend)
@@ -65,7 +65,7 @@ async def test_two_jobs_at_once(hot: HotCase, lake_case: LakeCase) -> None:
 
 async def test_appends_while_tiering_are_not_lost(hot: HotCase, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """New and late events keep arriving (group-committed between the job's delete chunks)."""
-    from lakehouse.objstore import open_lake
+    from magsag.lakehouse.objstore import open_lake
 
     lake = open_lake(str(tmp_path / "lake"))
     original = await hot.event_rows()
@@ -107,8 +107,8 @@ async def test_appends_while_tiering_are_not_lost(hot: HotCase, tmp_path) -> Non
 
 
 async def test_stop_while_waiting_for_the_lock(hot: HotCase, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from lakehouse.objstore import open_lake
-    from lakehouse.tier_report import TierProgress
+    from magsag.lakehouse.objstore import open_lake
+    from magsag.lakehouse.tiering.report import TierProgress
 
     class Said(TierProgress):
         def __init__(self) -> None:

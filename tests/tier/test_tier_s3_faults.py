@@ -7,12 +7,12 @@ from collections import Counter
 from datetime import date
 
 import pytest
+from magsag.backends.errors import BackendUnavailable, StorageError
+from magsag.backends.schema import day_of_us
+from magsag.backends.tiering.protocol import tier_source
+from magsag.lakehouse.tiering.job import run_tier
+from magsag.lakehouse.tiering.report import TierProgress
 
-from backends.errors import BackendUnavailable, StorageError
-from backends.schema import day_of_us
-from backends.tiering import tier_source
-from lakehouse.tier_report import TierProgress
-from lakehouse.tiering import run_tier
 from tests.lake_fixtures import clear_fs_caches, open_test_lake
 from tests.tier.helpers import END, HOT_DAYS, HotCase, lake_events, old
 

@@ -13,10 +13,11 @@ import json
 import sys
 from datetime import datetime
 
-from backends.errors import LockedError
-from lakehouse.objstore import open_lake
-from lakehouse.settings import load_settings
-from lakehouse.tiering import run_tier
+from magsag.backends.errors import LockedError
+from magsag.lakehouse.objstore import open_lake
+from magsag.lakehouse.settings import load_settings
+from magsag.lakehouse.tiering.job import run_tier
+
 from magsag.storage import open_storage
 
 

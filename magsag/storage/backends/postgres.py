@@ -1,5 +1,5 @@
-"""``magsag.storage.backends.postgres.PostgresStorageBackend`` (defined in :mod:`backends.postgres`)."""
+"""``magsag.storage.backends.postgres.PostgresStorageBackend`` (defined in :mod:`magsag.backends.postgres.store`)."""
 
-from backends.postgres import PostgresStorageBackend
+from magsag.backends.postgres.store import PostgresStorageBackend
 
 __all__ = ["PostgresStorageBackend"]

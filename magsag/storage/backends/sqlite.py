@@ -1,5 +1,5 @@
-"""``magsag.storage.backends.sqlite.SQLiteStorageBackend`` (defined in :mod:`backends.sqlite`)."""
+"""``magsag.storage.backends.sqlite.SQLiteStorageBackend`` (defined in :mod:`magsag.backends.sqlite.store`)."""
 
-from backends.sqlite import SQLiteStorageBackend
+from magsag.backends.sqlite.store import SQLiteStorageBackend
 
 __all__ = ["SQLiteStorageBackend"]

@@ -1,4 +1,4 @@
-"""The SQLite hot store's side of tiering (:class:`~backends.tiering.TierSource`).
+"""The SQLite hot store's side of tiering (:class:`~magsag.backends.tiering.protocol.TierSource`).
 
 * **Lock**: an OS file lock (``flock``) on ``<db>.tier-lock`` next to the database. The
   kernel releases it when the holder dies, kill -9 included, so a crashed job never
@@ -14,9 +14,9 @@
   sqlite_scanner extension, loaded from the ``duckdb-extension-sqlite-scanner`` package by
   path, never from the network), so SQLite's ``ts`` index picks the day and SQLite's
   sorter (spilling to temporary files) orders it; DuckDB streams Arrow batches, in a child
-  process (see ``backends/sqlite_export.py``). Without the extension, a plain ``sqlite3``
+  process (see ``backends/sqlite/export_worker.py``). Without the extension, a plain ``sqlite3``
   cursor with the same query does it, slower.
-* **Delete** (``backends/sqlite_tier_delete.py``): the job hands over every exported claim
+* **Delete** (``backends/sqlite/tier_delete.py``): the job hands over every exported claim
   at once (:meth:`SQLiteTierSource.delete_claims`). When they select a large share of the
   table (:attr:`~SQLiteTierSource.rebuild_fraction`, a quarter by default), ``events`` is
   rebuilt without them in one transaction; otherwise each claim is deleted in chunks of
@@ -41,8 +41,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from backends.errors import LockedError, StorageError, ValidationError
-from backends.schema import (
+from magsag.backends.errors import LockedError, StorageError, ValidationError
+from magsag.backends.schema import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
     US_PER_DAY,
@@ -51,13 +51,13 @@ from backends.schema import (
     to_us,
     utc_now,
 )
-from backends.sqlite_tier_delete import (
+from magsag.backends.sqlite.tier_delete import (
     delete_in_chunks,
     delete_runs,
     rebuild_without,
     rebuild_worthwhile,
 )
-from backends.sqlite_tier_ledger import (
+from magsag.backends.sqlite.tier_ledger import (
     BATCH_COLUMNS,
     check_id,
     claim_from_row,
@@ -69,7 +69,7 @@ from backends.sqlite_tier_ledger import (
     uncovered_counts,
     used_bytes,
 )
-from backends.tiering import (
+from magsag.backends.tiering.protocol import (
     CLAIMED,
     COPY,
     DONE,
@@ -86,8 +86,7 @@ from backends.tiering import (
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-    from backends.sqlite import SQLiteStorageBackend
+    from magsag.backends.sqlite.store import SQLiteStorageBackend
 
 EXPORT_ENGINES = ("duckdb", "sqlite")
 BULK_WAL_PAGES = 65_536  # checkpoint interval while the job deletes (256 MB of 4 kB pages)
@@ -110,7 +109,7 @@ def sqlite_scanner_path() -> str | None:
 
 
 class SQLiteTierSource:
-    """:class:`~backends.tiering.TierSource` over a :class:`~backends.sqlite.SQLiteStorageBackend`."""
+    """:class:`~magsag.backends.tiering.protocol.TierSource` over a SQLite hot store."""
 
     def __init__(
         self,
@@ -435,7 +434,7 @@ class SQLiteTierSource:
             ro.close()
 
     def _export_worker(self) -> Any:
-        from backends.sqlite_export import ExportWorker
+        from magsag.backends.sqlite.export_worker import ExportWorker
 
         if self._worker is None:
             ext = sqlite_scanner_path() or ""
@@ -446,8 +445,7 @@ class SQLiteTierSource:
 
     def _duckdb_batches(self, claim: Claim, batch_rows: int) -> Any:
         import pyarrow as pa
-
-        from backends.schema import event_arrow_schema
+        from magsag.backends.schema import event_arrow_schema
 
         worker = self._export_worker()
         schema = event_arrow_schema()
@@ -471,7 +469,7 @@ class SQLiteTierSource:
             raise StorageError(f"exporting {claim.day} from {self.backend.db_path}: {exc}") from None
 
     def _sqlite_batches(self, claim: Claim, batch_rows: int) -> Any:
-        from backends.arrow import events_table
+        from magsag.backends.arrow import events_table
 
         conn = sqlite3.connect(self.backend.db_path, timeout=30, check_same_thread=False)
         try:
@@ -486,7 +484,7 @@ class SQLiteTierSource:
             conn.close()
 
     async def export_runs(self, claim: Claim) -> pa.Table:
-        from backends.arrow import runs_table
+        from magsag.backends.arrow import runs_table
 
         await self.backend.read(lambda c: None)
         sql = (
@@ -501,8 +499,7 @@ class SQLiteTierSource:
     def _duckdb_runs(self, inner: str) -> pa.Table:
         """The runs through the export worker: Arrow straight from DuckDB (tags parsed there)."""
         import pyarrow as pa
-
-        from backends.schema import run_arrow_schema
+        from magsag.backends.schema import run_arrow_schema
 
         schema = run_arrow_schema()
         cols = {
@@ -559,7 +556,7 @@ class SQLiteTierSource:
     ) -> dict[str, dict[str, int]]:
         """Delete several exported claims at once: by rebuilding ``events`` in one transaction
         when they select at least :attr:`rebuild_fraction` of it, else claim by claim in
-        chunks (see ``backends/sqlite_tier_delete.py``)."""
+        chunks (see ``backends/sqlite/tier_delete.py``)."""
         for claim in claims:
             check_deletable(claim)
         if not claims:

@@ -1,6 +1,6 @@
 """Blocking access to the async store, for notebooks and scripts.
 
-:class:`SyncStorage` runs an async :class:`~backends.base.StorageBackend` on a private
+:class:`SyncStorage` runs an async :class:`~magsag.backends.base.StorageBackend` on a private
 event loop in a background thread, so every method can be called without ``await``,
 also inside Jupyter, whose own loop is already running (``asyncio.run`` would fail
 there). Coroutine methods return their result; async iterators (``get_events``) return
@@ -19,7 +19,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from backends.base import StorageBackend
+from magsag.backends.base import StorageBackend
 
 T = TypeVar("T")
 

@@ -1,7 +1,7 @@
 """The SQL of the SQLite tiering ledger (``tier_batches``): claim rows, the frozen selection
 of a claim as one WHERE clause, and what finished claims cover (copy mode, vacuum guard).
 
-Used by :mod:`backends.sqlite_tiering`; every query of a claim's events (count, export,
+Used by :mod:`magsag.backends.sqlite.tiering`; every query of a claim's events (count, export,
 delete) is :func:`selection_sql` over the ledger row, so they can never disagree.
 """
 
@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from datetime import date
 from typing import Any
 
-from backends.errors import ValidationError
-from backends.schema import US_PER_DAY, day_start_us, from_us
-from backends.tiering import DONE, Claim, dumps
+from magsag.backends.errors import ValidationError
+from magsag.backends.schema import US_PER_DAY, day_start_us, from_us
+from magsag.backends.tiering.protocol import DONE, Claim, dumps
 
 BATCH_COLUMNS = (
     "batch_id, dest, day, mode, state, seq_lo, seq_hi, excluded_runs, run_ids, event_rows, run_rows, info, "

@@ -1,10 +1,10 @@
 """Connecting to PostgreSQL: DSN checks, the asyncpg pool, and one-line errors.
 
 Every asyncpg or socket error is turned into one error of the
-:mod:`backends.errors` family whose message names the problem in one line (server
+:mod:`magsag.backends.errors` family whose message names the problem in one line (server
 unreachable, wrong password, missing database, permission denied, statement timeout)
 and never contains a password: messages name the server as ``user@host:port/db`` and
-everything else passes through :func:`~backends.errors.redact_dsn`. Errors are raised
+everything else passes through :func:`~magsag.backends.errors.redact_dsn`. Errors are raised
 ``from None``, so a printed traceback does not carry the driver's exception either.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from backends.errors import BackendUnavailable, ConfigError, LockedError, QueryError, StorageError, redact_dsn
+from magsag.backends.errors import BackendUnavailable, ConfigError, LockedError, QueryError, StorageError, redact_dsn
 
 try:
     import asyncpg

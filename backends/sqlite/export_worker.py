@@ -4,7 +4,7 @@ DuckDB's sqlite_scanner carries its own copy of the SQLite library. Two copies o
 in one process do not see each other's POSIX locks, and closing a file in one copy drops
 the locks of the other; on a WAL database that corrupts the shared-memory index (seen
 here as a bus error). So DuckDB never opens the hot store inside the process that holds
-the backend: :class:`ExportWorker` starts ``python -m backends.sqlite_export`` once per
+the backend: :class:`ExportWorker` starts ``python -m magsag.backends.sqlite.export_worker`` once per
 tiering job and sends it one query per claim; the child runs it (SQLite selects and sorts
 the day inside ``sqlite_query``; DuckDB, under a memory limit, converts) and streams the
 result back as an Arrow IPC stream.
@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from backends.errors import StorageError
+from magsag.backends.errors import StorageError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -50,14 +50,12 @@ class ExportWorker:
 
     def _start(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
-            root = str(Path(__file__).resolve().parent.parent)
             env = dict(os.environ)
-            env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
             config = {"extension": self.extension, "memory_limit": self.memory_limit, "threads": self.threads}
             if self._stderr is None:
                 self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - kept for the worker's lifetime
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "backends.sqlite_export", json.dumps(config)],
+                [sys.executable, "-m", "magsag.backends.sqlite.export_worker", json.dumps(config)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=self._stderr,
@@ -143,10 +141,9 @@ def _message(stream: IO[bytes]) -> str:
 def _serve(config: dict[str, Any]) -> None:
     import duckdb
     import pyarrow as pa
+    from magsag.backends.allocator import lean_process
 
-    from backends.memory import lean_process
-
-    lean_process()  # a streaming process: give freed memory back (backends/memory.py)
+    lean_process()  # a streaming process: give freed memory back (backends/allocator.py)
 
     out = sys.stdout.buffer
     tmp = tempfile.mkdtemp(prefix="magsag-tier-")

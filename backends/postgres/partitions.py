@@ -13,13 +13,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from backends.postgres_schema import (
+from magsag.backends.postgres.schema import (
     LIST_PARTITIONS,
     create_partition_sql,
     day_date,
     partition_day,
 )
-from backends.schema import US_PER_DAY
+from magsag.backends.schema import US_PER_DAY
 
 log = logging.getLogger(__name__)
 

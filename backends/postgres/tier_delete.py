@@ -19,14 +19,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from backends.postgres_conn import require_asyncpg
-from backends.postgres_partitions import NATIVE, drop_partition
-from backends.postgres_schema import date_day, partition_bounds
-from backends.schema import day_start_us
-from backends.tiering import Claim
+from magsag.backends.postgres.conn import require_asyncpg
+from magsag.backends.postgres.partitions import NATIVE, drop_partition
+from magsag.backends.postgres.schema import date_day, partition_bounds
+from magsag.backends.schema import day_start_us
+from magsag.backends.tiering.protocol import Claim
 
 if TYPE_CHECKING:
-    from backends.postgres import PostgresStorageBackend
+    from magsag.backends.postgres.store import PostgresStorageBackend
 
 log = logging.getLogger(__name__)
 

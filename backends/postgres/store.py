@@ -6,17 +6,17 @@
   terminated session); a write is retried only when the driver proves nothing was sent,
   otherwise it fails with one line saying that appending again is safe (stored events
   are skipped).
-* **Schema.** See :mod:`backends.postgres_schema`: JSONB ``payload``/``metrics`` with GIN
+* **Schema.** See :mod:`magsag.backends.postgres.schema`: JSONB ``payload``/``metrics`` with GIN
   indexes, a generated ``tsvector`` over ``msg`` with a GIN index, events partitioned by
   UTC day (created ahead at ``init`` and on demand for late or early timestamps), or a
   TimescaleDB hypertable when that extension is available at the first ``init``.
-* **Ingest.** See :mod:`backends.postgres_ingest`: ``append_events`` is one binary
+* **Ingest.** See :mod:`magsag.backends.postgres.ingest`: ``append_events`` is one binary
   ``COPY`` per batch (a staging table and ``ON CONFLICT DO NOTHING`` when the batch holds
   stored event ids); ``append_event`` is one prepared statement, and concurrent
   calls share commits.
 * **Search.** ``websearch_to_tsquery`` over quoted words (default; no input can raise a
   syntax error) or ``to_tsquery`` syntax with ``raw=True``; ranked by ``ts_rank``.
-* **Retention.** See :mod:`backends.postgres_retention`: ``vacuum`` drops whole day
+* **Retention.** See :mod:`magsag.backends.postgres.retention`: ``vacuum`` drops whole day
   partitions when a whole day goes and DELETEs only on days that keep rows.
 """
 
@@ -30,10 +30,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from datetime import date, datetime
 from typing import Any, ClassVar, TypeVar
 
-from backends import postgres_partitions as parts_mod
-from backends.base import StorageBackend, StorageCapabilities, check_aggregation, check_limit
-from backends.errors import ConfigError, NotFoundError, QueryError, StorageError
-from backends.postgres_conn import (
+from magsag.backends.base import StorageBackend, StorageCapabilities, check_aggregation, check_limit
+from magsag.backends.errors import ConfigError, NotFoundError, QueryError, StorageError
+from magsag.backends.postgres import partitions as parts_mod
+from magsag.backends.postgres.conn import (
     DsnInfo,
     create_pool,
     is_connection_loss,
@@ -41,9 +41,9 @@ from backends.postgres_conn import (
     query_error,
     require_asyncpg,
 )
-from backends.postgres_ingest import CopyPath, GroupCommit, insert_events
-from backends.postgres_partitions import NATIVE, TIMESCALE, DayPartition
-from backends.postgres_schema import (
+from magsag.backends.postgres.ingest import CopyPath, GroupCommit, insert_events
+from magsag.backends.postgres.partitions import NATIVE, TIMESCALE, DayPartition
+from magsag.backends.postgres.schema import (
     FTS_CONFIG,
     check_schema_name,
     date_day,
@@ -51,7 +51,7 @@ from backends.postgres_schema import (
     read_meta,
     target_version,
 )
-from backends.schema import (
+from magsag.backends.schema import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
     RUNNING,
@@ -677,7 +677,7 @@ class PostgresStorageBackend(StorageBackend):
         is dropped with ``DROP TABLE`` (no bloat, no vacuum debt); a day that keeps some
         events gets a ``DELETE`` of the others. ``keep_days`` are left untouched.
         """
-        from backends.postgres_retention import run_vacuum
+        from magsag.backends.postgres.retention import run_vacuum
 
         return await run_vacuum(self, hot_days, max_disk_mb, dry_run, now=now, keep_days=keep_days)
 
@@ -687,7 +687,7 @@ class PostgresStorageBackend(StorageBackend):
         For tiering, after that day is safely in the lake. Raises :class:`LockedError` if
         the table stays locked by others longer than ``lock_timeout_ms``.
         """
-        from backends.postgres_retention import drop_whole_day
+        from magsag.backends.postgres.retention import drop_whole_day
 
         await self._refresh_partitions()
         part = self._parts.get(date_day(day))

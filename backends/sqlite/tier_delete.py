@@ -1,7 +1,7 @@
 """Deleting tiered rows from the SQLite hot store: in chunks, or by rebuilding the table.
 
 Two ways to take the selections of exported claims out of ``events``
-(:meth:`~backends.sqlite_tiering.SQLiteTierSource.delete_claims` picks one):
+(:meth:`~magsag.backends.sqlite.tiering.SQLiteTierSource.delete_claims` picks one):
 
 * **In chunks** (:func:`delete_in_chunks`): ``chunk_rows`` events per writer transaction,
   full-text entries first, then the rows. Appends from other tasks interleave between
@@ -29,18 +29,18 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from backends.sqlite_tier_ledger import selection_sql
-from backends.tiering import Claim, dumps
+from magsag.backends.sqlite.tier_ledger import selection_sql
+from magsag.backends.tiering.protocol import Claim, dumps
 
 if TYPE_CHECKING:
-    from backends.sqlite import SQLiteStorageBackend
+    from magsag.backends.sqlite.store import SQLiteStorageBackend
 
 KEEP_TABLE = "events_tier_keep"
 _TABLE_HEAD = re.compile(r'CREATE TABLE\s+(?:"events"|events)\s*', re.IGNORECASE)
 
 
 def claim_where(claim: Claim) -> str:
-    """The claim's selection over ``events`` (see :func:`~backends.sqlite_tier_ledger.selection_sql`)."""
+    """The claim's selection over ``events`` (see :func:`~magsag.backends.sqlite.tier_ledger.selection_sql`)."""
     return selection_sql(claim.batch_id, claim.day, claim.snapshot["seq_hi"], claim.snapshot.get("covered_by") or ())
 
 
@@ -80,7 +80,7 @@ def count_selected(c: sqlite3.Connection, claim: Claim) -> int:
     """How many events the claim's selection holds now (index only in the common case)."""
     snap = claim.snapshot
     if not snap.get("excluded_runs") and not snap.get("covered_by"):
-        from backends.schema import US_PER_DAY, day_start_us
+        from magsag.backends.schema import US_PER_DAY, day_start_us
 
         lo = day_start_us(claim.day)
         sql = "SELECT count(*) FROM events WHERE ts >= ? AND ts < ? AND seq <= ?"

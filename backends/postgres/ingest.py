@@ -21,8 +21,8 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from backends.postgres_schema import EVENT_COLUMN_LIST
-from backends.schema import EVENT_COLUMNS, Event
+from magsag.backends.postgres.schema import EVENT_COLUMN_LIST
+from magsag.backends.schema import EVENT_COLUMNS, Event
 
 _STAGE_DDL = (
     "CREATE TEMP TABLE magsag_stage (event_id text, ts timestamptz, run_id text, agent_slug text, type text, "

@@ -7,7 +7,7 @@ bring it to ``done``:
    yet, drop what an interrupted attempt left (its staging area, an uncommitted final
    file), export the claim's selection, skip rows the destination partition already
    holds (keys read back from its committed files), write one sorted Parquet file,
-   and :func:`~lakehouse.lakewriter.publish` it (verified from the store, then committed
+   and :func:`~magsag.lakehouse.lakewriter.publish` it (verified from the store, then committed
    by its manifest entry). A committed file is never written again.
 2. ``exported`` (recorded once both files are committed or had no rows).
 3. move mode: delete exactly the claim's selection from the hot store, in chunks.
@@ -28,11 +28,10 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from backends.tiering import CLAIMED, DONE, EVENTS, EXPORTED, MOVE, RUNS, Claim, TierSource
-from lakehouse import layout, manifest
-from lakehouse.faults import fault_point
-from lakehouse.lakewriter import (
+from magsag.backends.tiering.protocol import CLAIMED, DONE, EVENTS, EXPORTED, MOVE, RUNS, Claim, TierSource
+from magsag.lakehouse import layout, manifest
+from magsag.lakehouse.faults import fault_point
+from magsag.lakehouse.lakewriter import (
     KEY_COLUMNS,
     PartitionWriter,
     StagedFile,
@@ -41,8 +40,8 @@ from lakehouse.lakewriter import (
     publish,
     read_keys,
 )
-from lakehouse.objstore import Lake, retry
-from lakehouse.tier_report import DayResult, TierProgress
+from magsag.lakehouse.objstore import Lake, retry
+from magsag.lakehouse.tiering.report import DayResult, TierProgress
 
 
 @dataclass
@@ -101,7 +100,7 @@ async def settle_claims(ctx: ClaimContext, items: list[tuple[Claim, DayResult]])
     """Steps 3-4 of committed claims: delete their selections (move mode), mark them ``done``.
 
     Every claim of the job is handed to the hot store at once
-    (:meth:`~backends.tiering.TierSource.delete_claims`): SQLite then rebuilds its table
+    (:meth:`~magsag.backends.tiering.protocol.TierSource.delete_claims`): SQLite then rebuilds its table
     once instead of deleting day by day when that is cheaper.
     """
     moving = [c for c, _ in items if c.state == EXPORTED and c.mode == MOVE]

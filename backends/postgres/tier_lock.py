@@ -20,11 +20,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from backends.errors import LockedError, StorageError
-from backends.postgres_conn import connect_error, query_error, require_asyncpg
+from magsag.backends.errors import LockedError, StorageError
+from magsag.backends.postgres.conn import connect_error, query_error, require_asyncpg
 
 if TYPE_CHECKING:
-    from backends.postgres import PostgresStorageBackend
+    from magsag.backends.postgres.store import PostgresStorageBackend
 
 
 class AdvisoryJobLock:

@@ -1,10 +1,10 @@
 """What a hot store offers the tiering job: :class:`TierSource`, a backend-neutral protocol.
 
-The tiering job (``lakehouse/tiering.py``) moves complete UTC days out of a hot store into
+The tiering job (``lakehouse/tiering/job.py``) moves complete UTC days out of a hot store into
 a Parquet lake (``mode="move"``: ``magsag data tier``, ``magsag data archive --delete``) or
 copies them to another destination (``mode="copy"``: ``magsag data archive``). Each hot
-store implements this protocol once (``backends/sqlite_tiering.py``,
-``backends/postgres_tiering.py``); the job never touches a store's tables itself.
+store implements this protocol once (``backends/sqlite/tiering.py``,
+``backends/postgres/tiering.py``); the job never touches a store's tables itself.
 
 Exactly once rests on a **ledger of claims** kept in the hot store (one row per
 destination, day and attempt) and on the lake's manifest (a file is committed when its
@@ -46,8 +46,8 @@ placeholder rows are not exported (the lake has the real record) and are deleted
 hot event refers to them (move mode).
 
 All methods are coroutines; ``export_events`` is an async iterator. Errors are
-:class:`~backends.errors.StorageError` subclasses with one-line messages; a held lock is
-:class:`~backends.errors.LockedError`.
+:class:`~magsag.backends.errors.StorageError` subclasses with one-line messages; a held lock is
+:class:`~magsag.backends.errors.LockedError`.
 """
 
 from __future__ import annotations
@@ -60,12 +60,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from backends.errors import StorageError, UnsupportedOperation
+from magsag.backends.errors import StorageError, UnsupportedOperation
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-    from backends.base import StorageBackend
+    from magsag.backends.base import StorageBackend
 
 MOVE, COPY = "move", "copy"
 MODES = (MOVE, COPY)
@@ -179,7 +178,7 @@ class TierSource(Protocol):
         One tiering job (tier or archive, any destination) runs per hot store at a time.
         With ``wait=True`` the call waits until the lock is free (at most ``timeout``
         seconds if given); with ``wait=False``, or when the timeout passes, it raises
-        :class:`~backends.errors.LockedError` naming who holds it when known. The lock
+        :class:`~magsag.backends.errors.LockedError` naming who holds it when known. The lock
         is released when the block exits and also when the process dies (kill -9):
         SQLite uses an OS file lock next to the database, PostgreSQL a session advisory
         lock.
@@ -188,7 +187,7 @@ class TierSource(Protocol):
 
     async def tierable_days(self, cutoff: datetime, *, dest: str, orphan_runs: Iterable[str] = ()) -> list[TierDay]:
         """Every complete UTC day before ``cutoff`` (a UTC midnight, see
-        :func:`backends.schema.hot_cutoff`) on which the hot store holds any event or any
+        :func:`magsag.backends.schema.hot_cutoff`) on which the hot store holds any event or any
         run start, oldest first, with the counts a claim for ``dest`` would select now.
         Read-only: a dry run calls only this."""
         ...
@@ -216,13 +215,13 @@ class TierSource(Protocol):
 
     def export_events(self, claim: Claim, *, batch_rows: int = 65_536) -> AsyncIterator[pa.RecordBatch]:
         """The claim's selected events as record batches of the canonical
-        :func:`~backends.schema.event_arrow_schema` (``ts`` as ``timestamp[us, UTC]``),
+        :func:`~magsag.backends.schema.event_arrow_schema` (``ts`` as ``timestamp[us, UTC]``),
         sorted by :data:`EVENT_SORT`, at most ``batch_rows`` rows each. Memory stays
         bounded whatever the day's size. Read-only; may be called again after a crash."""
         ...
 
     async def export_runs(self, claim: Claim) -> pa.Table:
-        """The claim's runs (current values, canonical :func:`~backends.schema.run_arrow_schema`),
+        """The claim's runs (current values, canonical :func:`~magsag.backends.schema.run_arrow_schema`),
         sorted by :data:`RUN_SORT`. Orphan placeholders are never exported. Read-only."""
         ...
 
@@ -301,9 +300,9 @@ def tier_source(backend: StorageBackend) -> TierSource:
 
 
 _BUILTIN = {
-    "sqlite": "backends.sqlite_tiering:SQLiteTierSource",
-    "postgres": "backends.postgres_tiering:PostgresTierSource",
-    "timescale": "backends.postgres_tiering:PostgresTierSource",
+    "sqlite": "magsag.backends.sqlite.tiering:SQLiteTierSource",
+    "postgres": "magsag.backends.postgres.tiering:PostgresTierSource",
+    "timescale": "magsag.backends.postgres.tiering:PostgresTierSource",
 }
 
 

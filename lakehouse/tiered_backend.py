@@ -28,16 +28,16 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from backends.base import StorageBackend, StorageCapabilities, check_aggregation, check_limit
-from backends.errors import NotFoundError, QueryError, UnsupportedOperation
-from backends.schema import Event, Run, coerce_datetime, event_record, normalize_status, run_record, to_us
-from lakehouse import search
-from lakehouse.lakefiles import SnapshotReader
-from lakehouse.lakeread import LakeReader, day_range
+from magsag.backends.base import StorageBackend, StorageCapabilities, check_aggregation, check_limit
+from magsag.backends.errors import NotFoundError, QueryError, UnsupportedOperation
+from magsag.backends.schema import Event, Run, coerce_datetime, event_record, normalize_status, run_record, to_us
+from magsag.lakehouse import search
+from magsag.lakehouse.lakefiles import SnapshotReader
+from magsag.lakehouse.lakeread import LakeReader, day_range
 
 if TYPE_CHECKING:
-    from lakehouse.objstore import Lake
-    from lakehouse.settings import StorageSettings
+    from magsag.lakehouse.objstore import Lake
+    from magsag.lakehouse.settings import StorageSettings
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -53,9 +53,9 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def _hot_kind(hot: StorageBackend) -> str | None:
     for cls in type(hot).__mro__:
-        if cls.__module__ == "backends.sqlite":
+        if cls.__module__ == "magsag.backends.sqlite.store":
             return "sqlite"
-        if cls.__module__ == "backends.postgres":
+        if cls.__module__ == "magsag.backends.postgres.store":
             return "postgres"
     return None
 
@@ -80,7 +80,7 @@ class TieredBackend(StorageBackend):
 
     @classmethod
     def from_settings(cls, settings: StorageSettings) -> TieredBackend:
-        from lakehouse.settings import backend_from_settings
+        from magsag.lakehouse.settings import backend_from_settings
 
         return cls(backend_from_settings(settings), lake_url=settings.lake_url, settings=settings)
 
@@ -95,15 +95,15 @@ class TieredBackend(StorageBackend):
 
     def tier_source(self) -> Any:
         """The hot store's tiering source (the tiering job moves hot data, never lake data)."""
-        from backends.tiering import tier_source
+        from magsag.backends.tiering.protocol import tier_source
 
         return tier_source(self.hot)
 
     # ------------------------------------------------------------ lifecycle
     async def initialize(self) -> None:
-        if _hot_kind(self.hot) == "sqlite" and "lakehouse.query" in sys.modules:
+        if _hot_kind(self.hot) == "sqlite" and "magsag.lakehouse.query" in sys.modules:
             # DuckDB must not keep reading this file through its own SQLite once ours opens it.
-            from lakehouse.query import release_sqlite
+            from magsag.lakehouse.query import release_sqlite
 
             release_sqlite(self.hot.db_path)  # type: ignore[attr-defined]
         await self.hot.initialize()
@@ -124,7 +124,7 @@ class TieredBackend(StorageBackend):
     @property
     def lake(self) -> Lake | None:
         if self._lake is None and self._lake_url:
-            from lakehouse.objstore import open_lake
+            from magsag.lakehouse.objstore import open_lake
 
             self._lake = open_lake(self._lake_url, self._settings)
         return self._lake

@@ -1,6 +1,6 @@
 """Streaming a PostgreSQL tier claim's events out as canonical Arrow batches, sorted.
 
-Two engines, same rows, same order (:data:`~backends.tiering.EVENT_SORT`, byte-wise
+Two engines, same rows, same order (:data:`~magsag.backends.tiering.protocol.EVENT_SORT`, byte-wise
 string order), bounded memory:
 
 * ``duckdb`` (default when ``duckdb-extension-postgres-scanner`` is installed; it is part of
@@ -32,8 +32,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from backends.errors import StorageError, ValidationError, redact_dsn
-from backends.schema import EVENT_COLUMNS
+from magsag.backends.errors import StorageError, ValidationError, redact_dsn
+from magsag.backends.schema import EVENT_COLUMNS
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -141,8 +141,7 @@ class DuckExporter:
         DuckDB and yield canonical batches. A generator: run it in a thread."""
         import duckdb
         import pyarrow as pa
-
-        from backends.schema import event_arrow_schema
+        from magsag.backends.schema import event_arrow_schema
 
         schema = event_arrow_schema()
         ts_type = schema.field("ts").type
@@ -173,7 +172,7 @@ class DuckExporter:
 async def cursor_batches(conn: Any, select_sql: str, batch_rows: int) -> AsyncIterator[pa.RecordBatch]:
     """The asyncpg engine: ``select_sql`` sorted by PostgreSQL, fetched ``batch_rows`` at a time
     through a server-side cursor (``conn`` is a pooled connection: ts as int microseconds)."""
-    from backends.arrow import events_table
+    from magsag.backends.arrow import events_table
 
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         # One FETCH may sort a whole day: no statement timeout, room to sort in memory.

@@ -14,7 +14,7 @@ and ``event_id`` is a UUIDv7 derived from ``ts``, so a reload of the same events
 the same key and is skipped.
 
 Version 2 adds ``tier_batches``, the ledger of the tiering job
-(:mod:`backends.postgres_tiering`), and pins ``events_seq`` to ``CACHE 1``.
+(:mod:`magsag.backends.postgres.tiering`), and pins ``events_seq`` to ``CACHE 1``.
 
 Full-text search indexes a generated ``tsvector`` over ``msg`` with the ``simple``
 configuration (lower-casing, no stemming, no stop words). Before parsing, every run of
@@ -31,8 +31,8 @@ from collections.abc import Callable
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
-from backends.errors import ConfigError
-from backends.schema import EVENT_COLUMNS, US_PER_DAY
+from magsag.backends.errors import ConfigError
+from magsag.backends.schema import EVENT_COLUMNS, US_PER_DAY
 
 if TYPE_CHECKING:
     import asyncpg
@@ -200,7 +200,7 @@ EVENT_INDEXES = (
 
 
 def _v2(schema: str, timescale: bool) -> list[str]:
-    """The tiering ledger (``backends/postgres_tiering.py``): one row per claim of a day.
+    """The tiering ledger (``backends/postgres/tiering.py``): one row per claim of a day.
 
     ``seq_hi`` is the frozen bound of the claim's selection; the partial unique index
     makes a second unfinished claim of the same day impossible, whatever the job lock

@@ -4,16 +4,16 @@
 (copy to another destination, or move with ``--delete``) both run :func:`run_tier`:
 
 1. take the hot store's tiering lock (wait, or fail fast with
-   :class:`~backends.errors.LockedError`);
+   :class:`~magsag.backends.errors.LockedError`);
 2. commit every claim an interrupted job left for this destination
-   (:func:`~lakehouse.tier_export.commit_claim` resumes at whatever step it stopped);
+   (:func:`~magsag.lakehouse.tiering.commit.commit_claim` resumes at whatever step it stopped);
 3. find orphan placeholder runs (below) and plan: every complete UTC day before the
-   cutoff (:func:`~backends.schema.hot_cutoff`) that holds something to move;
+   cutoff (:func:`~magsag.backends.schema.hot_cutoff`) that holds something to move;
 4. per day, oldest first: claim it (the hot store freezes the selection), export events and
    runs into sorted Parquet files, verify them from the store and commit them (manifest
    entries), mark the claim exported;
 5. move mode: delete exactly the selections of every committed claim from the hot store,
-   all at once (:func:`~lakehouse.tier_export.settle_claims`), then finish the claims;
+   all at once (:func:`~magsag.lakehouse.tiering.commit.settle_claims`), then finish the claims;
 6. report days, rows, bytes, the lake/hot size ratio and seconds.
 
 Exactly once: a row leaves the hot store only after the file holding it is committed, and
@@ -36,8 +36,8 @@ is deleted once no hot event refers to it. A running run that is not a placehold
 its events hot until it ends, even if an earlier record of it is in the lake.
 
 Fault injection for the crash tests: every step boundary is a
-:func:`~lakehouse.faults.fault_point` in scope ``tier`` (``MAGSAG_LAKE_FAULT=tier:k`` exits
-hard at the k-th), including the points inside :func:`~lakehouse.lakewriter.publish`.
+:func:`~magsag.lakehouse.faults.fault_point` in scope ``tier`` (``MAGSAG_LAKE_FAULT=tier:k`` exits
+hard at the k-th), including the points inside :func:`~magsag.lakehouse.lakewriter.publish`.
 """
 
 from __future__ import annotations
@@ -52,20 +52,19 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
-from backends.errors import LockedError
-from backends.schema import hot_cutoff, utc_now
-from backends.tiering import DONE, MOVE, RUNS, Claim, TierDay, check_mode, tier_source
-from lakehouse import manifest
-from lakehouse.faults import fault_point, fault_scope
-from lakehouse.lakestore import check_writable
-from lakehouse.objstore import Lake, open_lake, retry
-from lakehouse.tier_export import ClaimContext, commit_claim, planned_files, settle_claims
-from lakehouse.tier_report import DayResult, TierProgress, TierReport
+from magsag.backends.errors import LockedError
+from magsag.backends.schema import hot_cutoff, utc_now
+from magsag.backends.tiering.protocol import DONE, MOVE, RUNS, Claim, TierDay, check_mode, tier_source
+from magsag.lakehouse import manifest
+from magsag.lakehouse.faults import fault_point, fault_scope
+from magsag.lakehouse.lakestore import check_writable
+from magsag.lakehouse.objstore import Lake, open_lake, retry
+from magsag.lakehouse.tiering.commit import ClaimContext, commit_claim, planned_files, settle_claims
+from magsag.lakehouse.tiering.report import DayResult, TierProgress, TierReport
 
 if TYPE_CHECKING:
-    from backends.base import StorageBackend
-    from lakehouse.settings import StorageSettings
+    from magsag.backends.base import StorageBackend
+    from magsag.lakehouse.settings import StorageSettings
 
 
 def dest_key(lake: Lake) -> str:
@@ -99,7 +98,7 @@ async def run_tier(
     See the module docstring. ``dry_run`` only plans: nothing is locked, claimed, written
     or deleted. ``should_stop`` is polled between steps; when it returns True the job
     stops cleanly (an unfinished claim is finished by the next run) and the report says
-    ``stopped``. Errors are :class:`~backends.errors.StorageError` subclasses.
+    ``stopped``. Errors are :class:`~magsag.backends.errors.StorageError` subclasses.
     """
     check_mode(mode)
     started = time.monotonic()
@@ -314,7 +313,7 @@ async def guarded_vacuum(
 
 def compact_lake(lake: Lake, *, partition: date | None = None, job_id: str | None = None) -> list[dict[str, Any]]:
     """Merge the small files of every partition holding more than one (or of ``partition``)."""
-    from lakehouse.compact import compact_partition, small_file_partitions
+    from magsag.lakehouse.compact import compact_partition, small_file_partitions
 
     out = []
     for p in small_file_partitions(lake):

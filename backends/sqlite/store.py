@@ -1,6 +1,6 @@
 """SQLite hot store: the zero-config default (WAL, FTS5, one writer thread, reader pool).
 
-All writes go through one :class:`~backends.sqlite_writer.SQLiteWriter` (group commit,
+All writes go through one :class:`~magsag.backends.sqlite.writer.SQLiteWriter` (group commit,
 crash journal); reads run in a small thread pool, each thread with its own connection,
 so the event loop never blocks and concurrent readers and writers never meet
 "database is locked".
@@ -21,10 +21,9 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from backends import sqlite_schema as ddl
-from backends.base import StorageBackend, StorageCapabilities, check_aggregation, check_limit
-from backends.errors import BackendUnavailable, NotFoundError, QueryError
-from backends.schema import (
+from magsag.backends.base import StorageBackend, StorageCapabilities, check_aggregation, check_limit
+from magsag.backends.errors import BackendUnavailable, NotFoundError, QueryError
+from magsag.backends.schema import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
     RUNNING,
@@ -44,7 +43,8 @@ from backends.schema import (
     to_us,
     utc_now,
 )
-from backends.sqlite_writer import SQLiteWriter, orphan_journals, read_journal
+from magsag.backends.sqlite import schema as ddl
+from magsag.backends.sqlite.writer import SQLiteWriter, orphan_journals, read_journal
 
 T = TypeVar("T")
 _WORD = re.compile(r"\w+", re.UNICODE)

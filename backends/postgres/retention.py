@@ -1,6 +1,6 @@
 """Retention of the PostgreSQL hot store: ``vacuum`` by whole day partitions.
 
-Same rules as the SQLite store (see :meth:`backends.base.StorageBackend.vacuum`): data
+Same rules as the SQLite store (see :meth:`magsag.backends.base.StorageBackend.vacuum`): data
 before the cutoff goes, except events of runs still ``running`` and the ``keep_days``.
 The difference is how: a day whose events all go is a ``DROP TABLE`` of its partition
 (instant, no dead rows, no vacuum debt); only a day that keeps some events gets a
@@ -8,7 +8,7 @@ The difference is how: a day whose events all go is a ``DROP TABLE`` of its part
 
 Dropping a partition needs a short ACCESS EXCLUSIVE lock on ``events``, taken first (the
 order every writer uses, so no deadlock) with ``lock_timeout``; a store kept busy by
-long queries makes ``vacuum`` raise :class:`~backends.errors.LockedError` rather than
+long queries makes ``vacuum`` raise :class:`~magsag.backends.errors.LockedError` rather than
 stall ingest behind a queued lock.
 """
 
@@ -19,14 +19,14 @@ from collections.abc import Iterable
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from backends.errors import LockedError, ValidationError
-from backends.postgres_conn import require_asyncpg
-from backends.postgres_partitions import NATIVE, DayPartition, drop_partition, partition_sizes
-from backends.postgres_schema import date_day
-from backends.schema import US_PER_DAY, hot_cutoff, iso_from_us, to_us
+from magsag.backends.errors import LockedError, ValidationError
+from magsag.backends.postgres.conn import require_asyncpg
+from magsag.backends.postgres.partitions import NATIVE, DayPartition, drop_partition, partition_sizes
+from magsag.backends.postgres.schema import date_day
+from magsag.backends.schema import US_PER_DAY, hot_cutoff, iso_from_us, to_us
 
 if TYPE_CHECKING:
-    from backends.postgres import PostgresStorageBackend
+    from magsag.backends.postgres.store import PostgresStorageBackend
 
 _LOCK_ATTEMPTS = 3
 

@@ -17,7 +17,7 @@ import functools
 import sqlite3
 from collections.abc import Callable
 
-from backends.schema import EVENT_COLUMNS
+from magsag.backends.schema import EVENT_COLUMNS
 
 SQLITE_SCHEMA_VERSION = 2
 
@@ -95,7 +95,7 @@ CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
 """
 
 # v2: the tiering ledger (claims of day partitions being moved to the lake, and what
-# has been archived where). See backends/sqlite_tiering.py.
+# has been archived where). See backends/sqlite/tiering.py.
 _V2 = """
 CREATE TABLE IF NOT EXISTS tier_batches (
     batch_id      TEXT PRIMARY KEY,
@@ -157,7 +157,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     """Create or upgrade the schema; return the version found before."""
     found = conn.execute("PRAGMA user_version").fetchone()[0]
     if found > SQLITE_SCHEMA_VERSION:
-        from backends.errors import ConfigError
+        from magsag.backends.errors import ConfigError
 
         raise ConfigError(
             f"the SQLite store has schema version {found}, newer than this magsag "

@@ -1,6 +1,6 @@
 """What a tiering job reports: per-day results, totals, and the progress hooks it calls.
 
-The job (``lakehouse/tiering.py``) fills a :class:`TierReport`; the CLI prints it as a
+The job (``lakehouse/tiering/job.py``) fills a :class:`TierReport`; the CLI prints it as a
 table or ``--json``. Progress goes through :class:`TierProgress`, a tiny interface the CLI
 implements with Rich bars (days, rows, bytes) and library callers may ignore.
 """
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from backends.tiering import TierDay
+from magsag.backends.tiering.protocol import TierDay
 
 
 class TierProgress:

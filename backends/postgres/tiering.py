@@ -1,11 +1,11 @@
-"""The PostgreSQL hot store's side of tiering (:class:`~backends.tiering.TierSource`).
+"""The PostgreSQL hot store's side of tiering (:class:`~magsag.backends.tiering.protocol.TierSource`).
 
-**Job lock** (:mod:`backends.postgres_tier_lock`). A session advisory lock keyed by the
+**Job lock** (:mod:`magsag.backends.postgres.tier_lock`). A session advisory lock keyed by the
 schema name, held on a dedicated connection for the whole job; released by the server when
 that session ends (``kill -9`` included). The job pings it before every claim and every
 delete, and stops if its session is gone.
 
-**Ledger.** ``<schema>.tier_batches`` (schema version 2, :mod:`backends.postgres_schema`):
+**Ledger.** ``<schema>.tier_batches`` (schema version 2, :mod:`magsag.backends.postgres.schema`):
 one row per claim with the frozen bound ``seq_hi``, ``excluded_runs`` (runs that were
 ``running``), ``run_ids`` (runs to move), ``orphan_runs``, ``covered_by`` (copy mode: the
 finished claims whose rows it skips), the planned ``files`` and the claim's ``info``. A
@@ -25,7 +25,7 @@ safe like this (:meth:`PostgresTierSource._freeze`):
 1. ``seq_hi := nextval(events_seq)``;
 2. read from ``pg_locks`` every transaction that holds a writer's lock (ROW EXCLUSIVE or
    stronger) on ``events`` or on the day's partition, then wait until each of them has
-   ended (polling ``pg_locks``; a deadline raises :class:`~backends.errors.LockedError`).
+   ended (polling ``pg_locks``; a deadline raises :class:`~magsag.backends.errors.LockedError`).
 
 Why that suffices: a writer takes ROW EXCLUSIVE on the table it names (``events``, or a
 partition when addressed directly) when its statement is parsed or its cached plan is
@@ -47,12 +47,12 @@ wait in step 2 blocks no one. Snapshot ``xmin``/``xip`` bounds need the rows' 32
 ``xmin`` mapped to 64-bit ids, which is ambiguous for rows older than 2^31 transactions
 (frozen tuples keep their raw ``xmin``), and give no key to delete in chunks by.
 
-**Export** (:mod:`backends.postgres_tier_export`). DuckDB scans the day's partition in
+**Export** (:mod:`magsag.backends.postgres.tier_rows`). DuckDB scans the day's partition in
 parallel ctid ranges with ``seq <= seq_hi`` pushed down and the run lists of the ledger
 row as filters, and sorts; without a partition (TimescaleDB) it runs :func:`selection_sql`
 through ``postgres_query``; without DuckDB's extension an asyncpg cursor does it.
 
-**Delete** (:mod:`backends.postgres_tier_delete`). When nothing outside the selection is
+**Delete** (:mod:`magsag.backends.postgres.tier_delete`). When nothing outside the selection is
 in the day's partition (a complete old day, no running run: the usual case), the partition
 is dropped under a short ACCESS EXCLUSIVE lock with ``lock_timeout``: no dead rows, no
 vacuum debt. Otherwise (late rows, running runs, the lock not granted) the selection is
@@ -81,15 +81,15 @@ from contextlib import AbstractAsyncContextManager
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from backends.errors import LockedError, StorageError, ValidationError
-from backends.postgres_conn import query_error
-from backends.postgres_partitions import NATIVE, DayPartition
-from backends.postgres_schema import date_day, partition_bounds
-from backends.postgres_tier_delete import delete_in_chunks, delete_runs, drop_whole_day
-from backends.postgres_tier_export import SELECT_COLUMNS, DuckExporter, choose_engine, cursor_batches
-from backends.postgres_tier_lock import AdvisoryJobLock
-from backends.schema import RUN_COLUMNS, US_PER_DAY, from_us, to_us, utc_now
-from backends.tiering import (
+from magsag.backends.errors import LockedError, StorageError, ValidationError
+from magsag.backends.postgres.conn import query_error
+from magsag.backends.postgres.partitions import NATIVE, DayPartition
+from magsag.backends.postgres.schema import date_day, partition_bounds
+from magsag.backends.postgres.tier_delete import delete_in_chunks, delete_runs, drop_whole_day
+from magsag.backends.postgres.tier_lock import AdvisoryJobLock
+from magsag.backends.postgres.tier_rows import SELECT_COLUMNS, DuckExporter, choose_engine, cursor_batches
+from magsag.backends.schema import RUN_COLUMNS, US_PER_DAY, from_us, to_us, utc_now
+from magsag.backends.tiering.protocol import (
     CLAIMED,
     COPY,
     DONE,
@@ -106,8 +106,7 @@ from backends.tiering import (
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-    from backends.postgres import PostgresStorageBackend
+    from magsag.backends.postgres.store import PostgresStorageBackend
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +183,7 @@ def _claim_from_row(r: Any) -> Claim:
 
 
 class PostgresTierSource:
-    """:class:`~backends.tiering.TierSource` over a :class:`~backends.postgres.PostgresStorageBackend`.
+    """:class:`~magsag.backends.tiering.protocol.TierSource` over a PostgreSQL hot store.
 
     ``freeze_timeout``: how long a claim waits for transactions that were writing events
     when it froze its bound. ``drop_lock_timeout_ms``: how long one try to lock the table
@@ -480,7 +479,7 @@ class PostgresTierSource:
         return duck.partition_sql(part.table.split(".", 1)[1], int(claim.snapshot["seq_hi"]), excluded, covered)
 
     async def export_runs(self, claim: Claim) -> pa.Table:
-        from backends.arrow import runs_table
+        from magsag.backends.arrow import runs_table
 
         cols = ", ".join("metrics::text" if c == "metrics" else c for c in RUN_COLUMNS)
         lo, hi = day_bounds(claim.day)
@@ -619,6 +618,6 @@ async def _done_batches(c: Any, ledger: str, dest: str, day: date) -> list[str]:
 
 
 async def _sizes(c: Any, parts: list[DayPartition]) -> dict[int, int]:
-    from backends.postgres_partitions import partition_sizes
+    from magsag.backends.postgres.partitions import partition_sizes
 
     return await partition_sizes(c, parts)
