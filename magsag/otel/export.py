@@ -234,7 +234,7 @@ async def export_otel(
         if client is not None:
             client.close()
         report.seconds = time.perf_counter() - t0
-    if continuous or after != START:
+    if continuous:
         from magsag.backends.schema import iso_from_us
 
         report.watermark = {"ended_at": iso_from_us(after[0]) if after != START else None, "run_id": after[1] or None}

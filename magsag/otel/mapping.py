@@ -202,7 +202,12 @@ SPAN_IN_TABLE = (
         "its run id",
         f"`{M_RUN_ID}`, else `{RUN_ID_PREFIX}<trace_id>` for the trace's root run",
     ),
-    ("a child span's run", "the nearest ancestor run in the request or the store, else the trace's root run"),
+    (
+        "a child span's run",
+        f"the nearest ancestor run span in the same request, else the trace's root run (set `{M_RUN_ID}` on spans"
+        " of nested runs that are sent in separate requests)",
+    ),
+    ("a run span's parent run", f"`{M_PARENT_RUN_ID}`, else the run of its parent span (as above)"),
     (
         "a tool span",
         f"`{OI_SPAN_KIND}` `TOOL`, `{GEN_AI_OPERATION}` `execute_tool` or `{MCP_METHOD}` set → an `mcp.call` event",

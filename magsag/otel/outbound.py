@@ -209,9 +209,7 @@ def _mcp_span(e: Mapping[str, Any], trace_id: str, span_id: str, parent: str) ->
     p = _payload_of(e)
     start = us(e["ts"])
     latency = p.get("latency_ms")
-    dur = (
-        int(round(float(latency) * 1000)) if isinstance(latency, (int, float)) and not isinstance(latency, bool) else 0
-    )
+    dur = round(float(latency) * 1000) if isinstance(latency, (int, float)) and not isinstance(latency, bool) else 0
     tool = str(p.get("tool") or "unknown")
     span = _new_span(trace_id, span_id, parent, m.MCP_SPAN_NAME.format(tool=tool), m.KIND_CLIENT, start, start + dur)
     args = p.get("arguments")

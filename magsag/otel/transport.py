@@ -20,6 +20,10 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 PROTOBUF = "application/x-protobuf"
 
 
+class EndpointRefused(BackendUnavailable):
+    """The endpoint answered with an error that another try will not fix (4xx other than 429)."""
+
+
 class _Retryable(Exception):
     """A failure worth another try (connection trouble, 429, 502-504)."""
 
@@ -92,6 +96,8 @@ class OtlpHttp:
         message = f"{shown(self.url)} answered HTTP {resp.status}" + (f": {first}" if first else "")
         if resp.status in RETRY_STATUSES:
             raise _Retryable(message)
+        if 400 <= resp.status < 500:
+            raise EndpointRefused(message)
         raise BackendUnavailable(message)
 
     def post(self, payload: bytes) -> tuple[bytes, int]:
