@@ -16,10 +16,14 @@ from magsag.otel.mapping import TABLES
 _BLOCK = re.compile(r"(<!-- mapping:(\w+) -->\n)(.*?)(<!-- /mapping -->)", re.DOTALL)
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
 def table(name: str) -> str:
     _title, (left, right), rows = TABLES[name]
     lines = [f"| {left} | {right} |", "| --- | --- |"]
-    lines += [f"| {a.replace('|', '\\|')} | {b.replace('|', '\\|')} |" for a, b in rows]
+    lines += [f"| {_cell(a)} | {_cell(b)} |" for a, b in rows]
     return "\n".join(lines) + "\n"
 
 
