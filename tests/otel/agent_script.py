@@ -30,7 +30,9 @@ def main(endpoint: str, tag: str, headers: dict[str, str]) -> None:
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces", headers=headers)))
     logs = LoggerProvider(resource=resource)
-    logs.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter(endpoint=f"{endpoint}/v1/logs", headers=headers)))
+    logs.add_log_record_processor(
+        BatchLogRecordProcessor(OTLPLogExporter(endpoint=f"{endpoint}/v1/logs", headers=headers))
+    )
     set_logger_provider(logs)
     log = logging.getLogger("quote-agent")
     log.addHandler(LoggingHandler(level=logging.INFO, logger_provider=logs))
