@@ -1,10 +1,11 @@
 """An agent instrumented with the OpenTelemetry SDK, as a user would write it.
 
-Run as ``python agent_script.py ENDPOINT RUN_TAG``: one agent run (a root span), an LLM
+Run as ``python agent_script.py ENDPOINT TAG TRUTH.json [Header=value ...]``: one agent run (a root span), an LLM
 call with GenAI/OpenInference usage attributes, an OpenInference-style tool span (an MCP
 tools/call), a failing tool call, a plain step with a span event, and a log record in the
 run's context. Everything goes out through the real OTLP/HTTP exporters; the script
-prints the trace id and exits once both exporters have flushed.
+prints the trace id and exits once the exporters have flushed. The spans as the SDK finished
+them are also written to TRUTH.json (what a re-export must reproduce).
 """
 
 from __future__ import annotations
@@ -21,14 +22,17 @@ from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
 
-def main(endpoint: str, tag: str, headers: dict[str, str]) -> None:
-    resource = Resource.create({"service.name": "quote-agent", "openinference.project.name": tag})
+def main(endpoint: str, tag: str, truth: str, headers: dict[str, str]) -> None:
+    resource = Resource.create({"service.name": "quote-agent", "openinference.project.name": f"direct-{tag}"})
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces", headers=headers)))
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
     logs = LoggerProvider(resource=resource)
     logs.add_log_record_processor(
         BatchLogRecordProcessor(OTLPLogExporter(endpoint=f"{endpoint}/v1/logs", headers=headers))
@@ -80,11 +84,26 @@ def main(endpoint: str, tag: str, headers: dict[str, str]) -> None:
         trace_id = format(root.get_span_context().trace_id, "032x")
     provider.force_flush()
     logs.force_flush()
+    spans = [
+        {
+            "trace_id": format(sp.context.trace_id, "032x"),
+            "span_id": format(sp.context.span_id, "016x"),
+            "parent_id": format(sp.parent.span_id, "016x") if sp.parent else None,
+            "name": sp.name,
+            "start_ns": sp.start_time,
+            "end_ns": sp.end_time,
+            "status": sp.status.status_code.name,
+            "status_message": sp.status.description or "",
+            "events": [ev.name for ev in sp.events],
+        }
+        for sp in memory.get_finished_spans()
+    ]
+    with open(truth, "w") as f:
+        json.dump(spans, f)
     provider.shutdown()
     logs.shutdown()
     print(trace_id)
 
 
 if __name__ == "__main__":
-    hdrs = dict(h.split("=", 1) for h in sys.argv[3:])
-    main(sys.argv[1], sys.argv[2], hdrs)
+    main(sys.argv[1], sys.argv[2], sys.argv[3], dict(h.split("=", 1) for h in sys.argv[4:]))

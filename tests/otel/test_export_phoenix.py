@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 from magsag.backends.schema import to_us
+
 from magsag.ingest import import_legacy
 from magsag.ingest.demo import load_demo
 from magsag.otel import ids
 from magsag.otel.export import export_otel
 from magsag.otel.select import Selection
 from magsag.storage import open_storage
-
 from tests.otel.conftest import Phoenix, iso_us
 
 pytestmark = [pytest.mark.phoenix, pytest.mark.xdist_group("phoenix")]
