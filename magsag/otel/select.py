@@ -18,7 +18,7 @@ from magsag.backends.schema import RUN_COLUMNS, run_record, to_us
 from magsag.lakehouse.tiered_backend import TieredBackend
 
 Key = tuple[int, str]  # (ended_at µs, run_id)
-START: Key = (-(2**62), "")
+START: Key = (-(2**53), "")  # before any run (year 1684), inside every engine's timestamp range
 
 
 @dataclass(frozen=True)

@@ -189,3 +189,22 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
     finally:
         stop(proc)
         out.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads the developer's own endpoint, headers or token."""
+    for key in list(os.environ):
+        if key.startswith(("MAGSAG_OTEL_", "OTEL_EXPORTER_OTLP_")) or key == "MAGSAG_SERVE_TOKEN":
+            monkeypatch.delenv(key, raising=False)
+
+
+@pytest.fixture
+def fresh_receiver(tmp_path: Path) -> Iterator[Receiver]:
+    """A receiver of its own (no token) for one test."""
+    rec, (proc, out) = start_receiver(tmp_path / "peer" if (tmp_path / "peer").mkdir() is None else tmp_path)
+    try:
+        yield rec
+    finally:
+        stop(proc)
+        out.close()
