@@ -1,7 +1,9 @@
 """The OTLP/HTTP receiver: ``POST /v1/traces`` and ``POST /v1/logs`` into the store.
 
-``routes(get_storage)`` gives Starlette routes that ``magsag data serve`` mounts; ``app()``
-is the same as a standalone ASGI application that opens the configured store itself.
+``create_app(get_storage)`` is the sub-application ``magsag data serve`` mounts at ``/v1``
+(its routes are ``POST /traces`` and ``POST /logs``; serve checks the token and its
+read-only switch first); ``routes(...)`` are the same routes for any Starlette app; ``app()``
+is a standalone receiver that opens the configured store itself.
 Bodies are protobuf (``application/x-protobuf``) or JSON (``application/json``), plain or
 gzip; the reply uses the request's encoding. A body that cannot be decoded gets HTTP 400
 with a one-line reason and writes nothing; spans or records that cannot be stored are
@@ -124,7 +126,7 @@ def routes(
     *,
     token: str | None = None,
     max_body: int = DEFAULT_MAX_BODY,
-    prefix: str = "",
+    prefix: str = "/v1",
 ) -> list[Route]:
     """``POST {prefix}/v1/traces`` and ``POST {prefix}/v1/logs`` writing into ``get_storage()``."""
 
