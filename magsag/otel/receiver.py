@@ -128,7 +128,7 @@ def routes(
     max_body: int = DEFAULT_MAX_BODY,
     prefix: str = "/v1",
 ) -> list[Route]:
-    """``POST {prefix}/v1/traces`` and ``POST {prefix}/v1/logs`` writing into ``get_storage()``."""
+    """``POST {prefix}/traces`` and ``POST {prefix}/logs`` writing into ``get_storage()``."""
 
     async def storage() -> StorageBackend:
         got = get_storage()
@@ -169,8 +169,8 @@ def routes(
         return await handle(request, "logs")
 
     return [
-        Route(f"{prefix}/v1/traces", traces, methods=["POST"]),
-        Route(f"{prefix}/v1/logs", logs, methods=["POST"]),
+        Route(f"{prefix}/traces", traces, methods=["POST"]),
+        Route(f"{prefix}/logs", logs, methods=["POST"]),
     ]
 
 
