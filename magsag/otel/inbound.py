@@ -21,7 +21,18 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from magsag.backends.errors import ValidationError
-from magsag.backends.schema import LOG, MCP_CALL, METRIC, RUN_STATUSES, Event, Run, derived_event_id
+from magsag.backends.schema import (
+    LOG,
+    MAX_ID_LEN,
+    MCP_CALL,
+    METRIC,
+    RUN_STATUSES,
+    Event,
+    Run,
+    _format_uuid,
+    _uuid7_int,
+    derived_event_id,
+)
 from magsag.otel import mapping as m
 
 
@@ -169,6 +180,8 @@ class _Span:
     attrs: dict[str, Any]
     service: str | None
     run_id: str | None = None  # set for a run span
+    owner: Any = False  # the nearest run span at or above (False: not worked out yet)
+    agent: str | None = None  # a run span's agent, once worked out
 
 
 def _kind_of(attrs: Mapping[str, Any]) -> str:
@@ -211,15 +224,24 @@ def map_traces(req: trace_service_pb2.ExportTraceServiceRequest) -> Mapped:
                 order.append(s)
 
     def run_span_of(s: _Span) -> _Span | None:
-        """The nearest run span at or above ``s`` within this request."""
+        """The nearest run span at or above ``s`` within this request (remembered per span)."""
+        if s.owner is not False:
+            return s.owner  # type: ignore[no-any-return]
+        path: list[_Span] = []
         cur: _Span | None = s
-        hops = 0
-        while cur is not None and hops < 1000:
+        found: _Span | None = None
+        while cur is not None and len(path) < 1000:
+            if cur.owner is not False:
+                found = cur.owner
+                break
+            path.append(cur)
             if cur.run_id is not None:
-                return cur
+                found = cur
+                break
             cur = spans.get((cur.trace, cur.parent)) if cur.parent else None
-            hops += 1
-        return None
+        for p in path:
+            p.owner = found
+        return found
 
     for s in order:
         try:
@@ -227,6 +249,13 @@ def map_traces(req: trace_service_pb2.ExportTraceServiceRequest) -> Mapped:
         except ValidationError as exc:
             out.reject(f"span {s.span.name[:60]!r}: {exc}")
     return out
+
+
+def span_event_id(ts_us: int, trace: str, span: str) -> str:
+    """The event id of a span: UUIDv7-shaped, time bits from its start, the other 74 bits
+    from its span id (64) and trace id (10). Span ids are random, so this needs no hash."""
+    bits = (int(trace[-3:], 16) & 0x3FF) << 64 | int(span, 16)
+    return _format_uuid(_uuid7_int(ts_us // 1000, bits >> 62, bits))
 
 
 def _agent(attrs: Mapping[str, Any], service: str | None, fallback: str | None = None) -> str:
@@ -263,19 +292,18 @@ def _map_span(s: _Span, run_span_of: Any, spans: Mapping[tuple[str, str], _Span]
     if s.run_id is not None:
         run_id, agent = s.run_id, _agent(attrs, s.service)
     elif owner is not None:
-        run_id, agent = owner.run_id, _agent(attrs, s.service, _agent(owner.attrs, owner.service))
+        if owner.agent is None:
+            owner.agent = _agent(owner.attrs, owner.service)
+        run_id, agent = owner.run_id, _agent(attrs, s.service, owner.agent)
     else:
         run_id, agent = m.RUN_ID_PREFIX + s.trace, _agent(attrs, s.service)
-    eid = derived_event_id(start_us, "otel", s.trace, s.sid)
+    eid = span_event_id(start_us, s.trace, s.sid)
     kind = _kind_of(attrs)
     if s.run_id is not None:
         out.runs.append(_run_of(s, owner_parent=run_span_of, spans=spans, agent=agent, start=start_us, end=end_us))
         payload = {m.OTEL_KEY: _block(s, run=True)}
         out.events.append(
-            Event.create(
-                run_id, agent, LOG, _iso(start_us), "error" if failed else "info", sp.name, payload,
-                span_id=s.sid, parent_span_id=s.parent, event_id=eid,
-            )
+            _event(run_id, agent, LOG, start_us, "error" if failed else "info", sp.name, payload, s.sid, s.parent, eid)
         )  # fmt: skip
     elif kind == "tool":
         tool = str(_first(attrs, m.TOOL_NAME_ATTRS) or sp.name)
@@ -298,16 +326,13 @@ def _map_span(s: _Span, run_span_of: Any, spans: Mapping[tuple[str, str], _Span]
         payload[m.OTEL_KEY] = _block(s)
         msg = f"{server}.{tool} {'failed' if failed else 'ok'} in {latency:g} ms"
         out.events.append(
-            Event.create(
-                run_id, agent, MCP_CALL, _iso(start_us), "error" if failed else "info", msg, payload,
-                span_id=s.sid, parent_span_id=s.parent, event_id=eid,
-            )
+            _event(run_id, agent, MCP_CALL, start_us, "error" if failed else "info", msg, payload, s.sid, s.parent, eid)
         )  # fmt: skip
     else:
         out.events.append(
-            Event.create(
-                run_id, agent, LOG, _iso(start_us), "error" if failed else "info", sp.name, {m.OTEL_KEY: _block(s)},
-                span_id=s.sid, parent_span_id=s.parent, event_id=eid,
+            _event(
+                run_id, agent, LOG, start_us, "error" if failed else "info", sp.name, {m.OTEL_KEY: _block(s)},
+                s.sid, s.parent, eid,
             )
         )  # fmt: skip
         if kind == "llm":
@@ -317,10 +342,9 @@ def _map_span(s: _Span, run_span_of: Any, spans: Mapping[tuple[str, str], _Span]
                 if model is not None:
                     p["model"] = model
                 out.events.append(
-                    Event.create(
-                        run_id, agent, METRIC, _iso(end_us), "info", f"metric {name}={value}", p,
-                        span_id=s.sid, parent_span_id=s.parent,
-                        event_id=derived_event_id(end_us, "otel", s.trace, s.sid, "metric", name),
+                    _event(
+                        run_id, agent, METRIC, end_us, "info", f"metric {name}={value}", p, s.sid, s.parent,
+                        derived_event_id(end_us, "otel", s.trace, s.sid, "metric", name),
                     )
                 )  # fmt: skip
     for i, ev in enumerate(sp.events):
@@ -330,10 +354,9 @@ def _map_span(s: _Span, run_span_of: Any, spans: Mapping[tuple[str, str], _Span]
         text = ev_attrs.get(m.EXCEPTION_MESSAGE) if is_exc else None
         payload = {m.OTEL_KEY: {"trace_id": s.trace, "event": {"name": ev.name, "attributes": ev_attrs}}}
         out.events.append(
-            Event.create(
-                run_id, agent, LOG, _iso(ts), "error" if is_exc else "info", str(text or ev.name), payload,
-                span_id=s.sid, parent_span_id=s.parent,
-                event_id=derived_event_id(ts, "otel", s.trace, s.sid, "event", i),
+            _event(
+                run_id, agent, LOG, ts, "error" if is_exc else "info", str(text or ev.name), payload, s.sid, s.parent,
+                derived_event_id(ts, "otel", s.trace, s.sid, "event", i),
             )
         )  # fmt: skip
 
@@ -341,9 +364,10 @@ def _map_span(s: _Span, run_span_of: Any, spans: Mapping[tuple[str, str], _Span]
 def _usage(attrs: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for a, name in m.USAGE_IN.items():
-        v = _num(attrs.get(a))
-        if v is not None and name not in out:
-            out[name] = v
+        if a in attrs and name not in out:
+            v = _num(attrs[a])
+            if v is not None:
+                out[name] = v
     return out
 
 
@@ -378,6 +402,45 @@ def _run_of(
         tags=tags,
         ended_at=_iso(end),
         metrics=metrics,
+    )
+
+
+_MAX_TS_US = 253_402_300_800_000_000  # year 10000: what every tier can hold as a timestamp
+
+
+def _text(value: str, name: str) -> str:
+    if not value or not value.strip():
+        raise ValidationError(f"{name} must not be empty")
+    if len(value) > MAX_ID_LEN:
+        raise ValidationError(f"{name} is longer than {MAX_ID_LEN} characters")
+    if "\x00" in value:
+        raise ValidationError(f"{name} contains a NUL character")
+    return value
+
+
+def _event(
+    run_id: str,
+    agent: str,
+    etype: str,
+    ts_us: int,
+    level: str,
+    msg: str | None,
+    payload: dict[str, Any],
+    span_id: str | None,
+    parent: str | None,
+    event_id: str,
+) -> Event:
+    """An event built from decoded OTLP (protobuf has already checked the UTF-8): the checks
+    ``Event.create`` makes that this input can fail, at a fraction of their cost."""
+    if not 0 < ts_us < _MAX_TS_US:
+        raise ValidationError(f"timestamp {ts_us} µs is outside year 1970..9999")
+    if msg is not None and "\x00" in msg:
+        raise ValidationError("the name or message contains a NUL character")
+    text = orjson.dumps(payload).decode()
+    if "\\u0000" in text:
+        raise ValidationError("an attribute contains a NUL character")
+    return Event(
+        event_id, ts_us, _text(run_id, "run_id"), _text(agent, "agent"), etype, level, msg, text, span_id, parent
     )
 
 
@@ -440,14 +503,7 @@ def _log_event(rec: Any, service: str | None) -> Event:
         block["event_name"] = rec.event_name
     payload = {"attributes": attrs, m.OTEL_KEY: block}
     key = binascii.hexlify(rec.SerializeToString(deterministic=True)).decode()
-    return Event.create(
-        run_id,
-        _agent(attrs, service),
-        LOG,
-        _iso(ts),
-        _level(rec),
-        msg,
-        payload,
-        span_id=sid,
-        event_id=derived_event_id(ts, "otel-log", service or "", key),
-    )
+    return _event(
+        run_id, _agent(attrs, service), LOG, ts, _level(rec), msg, payload, sid, None,
+        derived_event_id(ts, "otel-log", service or "", key),
+    )  # fmt: skip
