@@ -216,9 +216,8 @@ def main() -> None:
     if args.json:
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        print(
-            f"spans: {len(spans)} in batches of {args.batch} ({stored} events stored; load {result['machine']['load_1m']:.1f})"
-        )
+        load = result["machine"]["load_1m"]
+        print(f"spans: {len(spans)} in batches of {args.batch} ({stored} events stored; load average {load:.1f})")
         print(f"append_events (same events, same batches):       {base:,.0f} events/s")
         print(
             f"receiver (SDK-encoded bodies -> HTTP -> store):  {ev_rate:,.0f} events/s "
