@@ -202,7 +202,9 @@ def _no_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def fresh_receiver(tmp_path: Path) -> Iterator[Receiver]:
     """A receiver of its own (no token) for one test."""
-    rec, (proc, out) = start_receiver(tmp_path / "peer" if (tmp_path / "peer").mkdir() is None else tmp_path)
+    work = tmp_path / "receiver"
+    work.mkdir(exist_ok=True)
+    rec, (proc, out) = start_receiver(work)
     try:
         yield rec
     finally:
