@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from magsag.backends.errors import ValidationError
+from magsag.backends.errors import UnsupportedOperation, ValidationError
 from magsag.backends.schema import Event, Run, event_row, from_us
 
 AGGREGATIONS = ("avg", "sum", "min", "max", "count", "p50", "p90", "p95", "p99")
@@ -240,6 +240,29 @@ class StorageBackend(abc.ABC):
         Returns ``{"metric", "aggregation", "value", "count"}``; ``value`` is None when no
         sample matches. Aggregations: avg, sum, min, max, count, p50, p90, p95, p99.
         """
+
+    def stream_events(
+        self,
+        run_id: str | None = None,
+        agent_slug: str | None = None,
+        event_type: str | None = None,
+        level: str | None = None,
+        since: datetime | None = None,
+        *,
+        cursor: str | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Events as they are committed, in commit order, forever (``async for``; break to stop).
+
+        Each event carries ``cursor``; pass the last one received as ``cursor=`` to resume
+        exactly after it (nothing missed, nothing twice). Without ``cursor`` the stream
+        starts at the end of the store (only new events), or with ``since`` at the first
+        stored event whose ``ts`` is at or after it: past events are replayed from the hot
+        store, then new ones follow. ``since`` also filters: every event yielded has
+        ``ts >= since``. Backends without ``capabilities.streaming`` raise
+        :class:`~magsag.backends.errors.UnsupportedOperation`. See
+        :mod:`magsag.backends.stream`.
+        """
+        raise UnsupportedOperation(f"the {self.name} backend cannot stream events (capabilities.streaming is false)")
 
     # ------------------------------------------------------------ retention
     @abc.abstractmethod
