@@ -8,7 +8,7 @@ rowid, assigned under SQLite's write lock, so commit order; PostgreSQL: the writ
 transaction's id and ``seq``, read only below the oldest transaction still running, see
 :mod:`magsag.backends.postgres.stream`).
 
-The consumer loop (:func:`follow`) is the same for every store: read a page after the
+The consumer loop (:func:`follow_stream`) is the same for every store: read a page after the
 cursor; if the page is short, wait for a wake-up or the poll interval, whichever comes
 first, and read again. Wake-ups only shorten the wait: nothing is ever read from a
 notification, so a lost one costs at most one poll interval, never an event.
@@ -165,7 +165,7 @@ class WakeHub:
 PageReader = Callable[[Any, int], Awaitable[tuple[list[dict[str, Any]], Any, bool]]]
 
 
-async def follow(
+async def follow_stream(
     hub: WakeHub,
     start: Callable[[], Awaitable[Any]],
     read_page: PageReader,
@@ -173,8 +173,10 @@ async def follow(
     *,
     before_wait: Callable[[], Awaitable[None]] | None = None,
     page_rows: int = PAGE_ROWS,
+    forever: bool = True,
 ) -> AsyncIterator[dict[str, Any]]:
-    """Yield records from ``start()``'s position on, forever (see the module docstring).
+    """Yield records from ``start()``'s position on, forever (see the module docstring);
+    with ``forever=False``, until the first short page (caught up).
 
     The subscription is taken before the start position is read, so a commit between
     the two is never slept through. ``before_wait`` runs before each wait (PostgreSQL
@@ -191,6 +193,8 @@ async def follow(
                 yield rec
             if more:
                 continue
+            if not forever:
+                return
             if before_wait is not None:
                 await before_wait()
             await sub.wait(poll_interval)

@@ -287,9 +287,12 @@ class TieredBackend(StorageBackend):
         since: datetime | None = None,
         *,
         cursor: str | None = None,
+        follow: bool = True,
     ) -> AsyncIterator[dict[str, Any]]:
         """The hot store's stream (events are committed there; ``since`` replays what is still hot)."""
-        return _tagged_hot(self.hot.stream_events(run_id, agent_slug, event_type, level, since, cursor=cursor))
+        return _tagged_hot(
+            self.hot.stream_events(run_id, agent_slug, event_type, level, since, cursor=cursor, follow=follow)
+        )
 
     async def list_runs(
         self,

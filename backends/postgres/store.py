@@ -567,9 +567,10 @@ class PostgresStorageBackend(StorageBackend):
         since: datetime | None = None,
         *,
         cursor: str | None = None,
+        follow: bool = True,
     ) -> AsyncIterator[dict[str, Any]]:
         self._require()
-        return self._stream.events(stream_filter(run_id, agent_slug, event_type, level, since), cursor)
+        return self._stream.events(stream_filter(run_id, agent_slug, event_type, level, since), cursor, follow=follow)
 
     async def search_text(
         self,

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from magsag.backends.errors import ValidationError
 from magsag.backends.postgres.schema import STREAM_CHANNEL
 from magsag.backends.schema import EVENT_COLUMNS, event_record
-from magsag.backends.stream import StreamFilter, WakeHub, cursor_body, follow
+from magsag.backends.stream import StreamFilter, WakeHub, cursor_body, follow_stream
 
 if TYPE_CHECKING:
     from magsag.backends.postgres.store import PostgresStorageBackend
@@ -145,7 +145,7 @@ class PostgresStream:
                 await asyncio.wait_for(conn.close(), timeout=5)
 
     # ---------------------------------------------------------------- reading
-    def events(self, flt: StreamFilter, cursor: str | None) -> AsyncIterator[dict[str, Any]]:
+    def events(self, flt: StreamFilter, cursor: str | None, *, follow: bool = True) -> AsyncIterator[dict[str, Any]]:
         given = parse_cursor(cursor)
         s = self.backend.schema
         where, params = flt.conditions(lambda i: f"${i + 4}", lambda name: f"e.{name}")
@@ -204,4 +204,6 @@ class PostgresStream:
                 last = position.after(horizon, MAX_SEQ)
             return out, last, False
 
-        return follow(self.hub, start, read_page, self.backend.stream_poll_s, before_wait=self.ensure_listener)
+        return follow_stream(
+            self.hub, start, read_page, self.backend.stream_poll_s, before_wait=self.ensure_listener, forever=follow
+        )

@@ -449,10 +449,11 @@ class SQLiteStorageBackend(StorageBackend):
         since: datetime | None = None,
         *,
         cursor: str | None = None,
+        follow: bool = True,
     ) -> AsyncIterator[dict[str, Any]]:
         self._require()
         flt = stream_filter(run_id, agent_slug, event_type, level, since)
-        return self._stream.events(flt, cursor)
+        return self._stream.events(flt, cursor, follow=follow)
 
     async def search_text(
         self,

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from magsag.backends.errors import ValidationError
 from magsag.backends.schema import event_record
 from magsag.backends.sqlite import schema as ddl
-from magsag.backends.stream import StreamFilter, WakeHub, cursor_body, follow
+from magsag.backends.stream import StreamFilter, WakeHub, cursor_body, follow_stream
 
 if TYPE_CHECKING:
     from magsag.backends.sqlite.store import SQLiteStorageBackend
@@ -78,7 +78,7 @@ class SQLiteStream:
         if self.hub.consumers:
             self.hub.notify()
 
-    def events(self, flt: StreamFilter, cursor: str | None) -> AsyncIterator[dict[str, Any]]:
+    def events(self, flt: StreamFilter, cursor: str | None, *, follow: bool = True) -> AsyncIterator[dict[str, Any]]:
         after = parse_cursor(cursor)
         where, params = flt.conditions(lambda i: "?", lambda name: f"+e.{name}")
         extra = "".join(f" AND {w}" for w in where)
@@ -116,4 +116,4 @@ class SQLiteStream:
             scanned = min(hi, position + WINDOW)
             return out, max(position, scanned), scanned < hi
 
-        return follow(self.hub, start, read_page, self.backend.stream_poll_s)
+        return follow_stream(self.hub, start, read_page, self.backend.stream_poll_s, forever=follow)

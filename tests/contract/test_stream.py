@@ -215,3 +215,16 @@ async def test_many_events_and_concurrent_writers_arrive_once_in_order(backend: 
     for cut in (0, 137, len(events) - 2):
         rest = await take(backend.stream_events(cursor=events[cut]["cursor"]), 1)
         assert rest[0]["event_id"] == ids[cut + 1]
+
+
+async def test_follow_false_ends_once_caught_up(backend: StorageBackend) -> None:
+    streaming(backend)
+    await backend.append_events(
+        [{"run_id": "r", "agent_slug": "a", "type": "log", "ts": at(i), "msg": f"m{i}"} for i in range(3)]
+    )
+
+    async def replay(**kw: Any) -> list[str]:
+        return [e["msg"] async for e in backend.stream_events(follow=False, **kw)]
+
+    assert await asyncio.wait_for(replay(since=at(1)), GUARD_S) == ["m1", "m2"]
+    assert await asyncio.wait_for(replay(), GUARD_S) == []
