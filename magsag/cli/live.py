@@ -140,6 +140,15 @@ def serve(
     window: Annotated[
         str, typer.Option("--window", help="Trailing window of the agent-activity metrics (runs ended, cost): 1h, 24h.")
     ] = "1h",
+    hot_size_limit_mb: Annotated[
+        float | None,
+        typer.Option(
+            "--hot-size-limit-mb", min=0, help="Expose this hot-store size limit (the MagsagHotStoreTooLarge alert)."
+        ),
+    ] = None,
+    clickhouse: Annotated[
+        bool, typer.Option("--clickhouse", help="Also report the ClickHouse load lag (opens the engine per scrape).")
+    ] = False,
     backend: BackendOpt = None,
     db_path: DbPathOpt = None,
     dsn: DsnOpt = None,
@@ -167,5 +176,7 @@ def serve(
         token=os.environ.get("MAGSAG_SERVE_TOKEN") or None,
         window_s=parse_every(window) or 3600.0,
         log_level=log_level,
+        hot_size_limit_bytes=int(hot_size_limit_mb * 1024 * 1024) if hot_size_limit_mb is not None else None,
+        clickhouse=clickhouse or settings.clickhouse_url is not None,
     )
     serve_forever(settings, config)

@@ -60,6 +60,7 @@ class ServeConfig:
     max_streams: int = 64
     metrics_ttl_s: float = 15.0
     clickhouse: bool = False  # compute the ClickHouse load lag (opens the engine at scrape time)
+    hot_size_limit_bytes: int | None = None  # exposed as magsag_hot_size_limit_bytes (the HotStoreTooLarge alert)
     log_level: str = "info"
 
     def __repr__(self) -> str:  # never the token
@@ -199,6 +200,7 @@ def create_app(
             ttl_s=config.metrics_ttl_s,
             slow_ttl_s=max(config.metrics_ttl_s, 60.0),
             clickhouse=config.clickhouse,
+            hot_size_limit_bytes=config.hot_size_limit_bytes,
             clock=clock,
         )
         registry = CollectorRegistry(auto_describe=False)

@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections import Counter as Tally
 from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
 from magsag.backends import instrument
 from magsag.backends.schema import EVENT_TYPES
 
+disable_created_metrics()  # no *_created series: they double every counter for nothing here
 REGISTRY = CollectorRegistry(auto_describe=True)
 KNOWN_TYPES = frozenset(EVENT_TYPES)
 

@@ -63,11 +63,13 @@ class LiveMetrics:
         ttl_s: float = 15.0,
         slow_ttl_s: float = 60.0,
         clickhouse: bool = False,
+        hot_size_limit_bytes: int | None = None,
         clock: Callable[[], datetime] = utc_now,
     ):
         self.storage, self.settings = storage, settings
         self.window_s, self.ttl_s, self.slow_ttl_s = window_s, ttl_s, slow_ttl_s
         self.clickhouse = clickhouse
+        self.hot_size_limit_bytes = hot_size_limit_bytes
         self.clock = clock
         self._families: dict[str, list[Metric]] = {p: [] for p in PARTS}
         self._stamp: dict[str, float] = {}
@@ -130,6 +132,15 @@ class LiveMetrics:
             _gauge("magsag_hot_runs", "Runs in the hot store.", ["backend"], [(b, info.get("runs") or 0)]),
             _gauge("magsag_hot_size_bytes", "Bytes the hot store takes.", ["backend"], [(b, info.get("bytes") or 0)]),
         ]
+        if self.hot_size_limit_bytes is not None:
+            out.append(
+                _gauge(
+                    "magsag_hot_size_limit_bytes",
+                    "The size the hot store should stay under (serve --hot-size-limit-mb).",
+                    ["backend"],
+                    [(b, self.hot_size_limit_bytes)],
+                )
+            )
         if info.get("oldest"):
             oldest = datetime.fromisoformat(info["oldest"]).timestamp()
             out.append(
