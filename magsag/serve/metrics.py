@@ -26,7 +26,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 
-from magsag.backends.schema import hot_cutoff, to_us, utc_now
+from magsag.backends.schema import RUN_STATUSES, TERMINAL_STATUSES, hot_cutoff, to_us, utc_now
 from magsag.lakehouse.settings import StorageSettings
 from magsag.serve import activity
 
@@ -281,8 +281,11 @@ class LiveMetrics:
             label = tools(f"{server}\0{tool}")
             return ("other", "other") if label == "other" else (server, tool)
 
-        runs = _fold(data.runs, lambda k: (agent_of(k[0]), k[1]))
-        ended = _fold(data.ended, lambda k: (agent_of(k[0]), k[1]))
+        # Every status of every agent, zeros included: "running now" reads 0, not "no data".
+        zeros = {(agent, status): 0 for agent, _s in data.runs for status in RUN_STATUSES}
+        runs = _fold({**zeros, **data.runs}, lambda k: (agent_of(k[0]), k[1]))
+        ended_zeros = {(agent, status): 0 for agent, _s in data.ended for status in TERMINAL_STATUSES}
+        ended = _fold({**ended_zeros, **data.ended}, lambda k: (agent_of(k[0]), k[1]))
         tokens = _fold({k: v[1] for k, v in data.costs.items()}, lambda k: (agent_of(k[0]), model_of(k[1])))
         cost = _fold({k: v[2] for k, v in data.costs.items()}, lambda k: (agent_of(k[0]), model_of(k[1])))
         calls = _fold({k: v[0] for k, v in data.mcp.items()}, lambda k: (*tool_of(k[0], k[1]), k[2]))
