@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from magsag.backends.base import AGGREGATIONS
 from magsag.backends.errors import BackendUnavailable, NotFoundError, StorageError, UnsupportedOperation, redact_dsn
+from magsag.backends.schema import normalize_level
 from magsag.serve.params import BadRequest, Param, parse
 from magsag.serve.tree import run_tree
 
@@ -110,7 +111,8 @@ async def get_run(request: Request, a: dict[str, Any]) -> Any:
     run = await storage.get_run(run_id)
     if run is None:
         raise NotFoundError(f"run {run_id!r} not found")
-    events = [e async for e in storage.get_events(run_id, event_type=a["type"], level=a["level"], limit=a["limit"] + 1)]
+    level = normalize_level(a["level"]) if a["level"] is not None else None  # "loud" is a 422, not an empty list
+    events = [e async for e in storage.get_events(run_id, event_type=a["type"], level=level, limit=a["limit"] + 1)]
     return {"run": run, "events": events[: a["limit"]], "truncated": len(events) > a["limit"], "limit": a["limit"]}
 
 
