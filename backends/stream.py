@@ -161,8 +161,10 @@ class WakeHub:
 
 # ------------------------------------------------------------- the consumer loop
 
-# read_page(position, rows) -> (records with their "cursor", position after them, more to read now)
-PageReader = Callable[[Any, int], Awaitable[tuple[list[dict[str, Any]], Any, bool]]]
+# read_page(position, rows) -> (records with their "cursor", position after them, more): ``more`` is
+# True to read again at once, False to wait for a wake-up or the poll interval, or a number of
+# seconds to look again sooner than the poll interval (rows seen but not readable yet).
+PageReader = Callable[[Any, int], Awaitable[tuple[list[dict[str, Any]], Any, bool | float]]]
 
 
 async def follow_stream(
@@ -191,12 +193,12 @@ async def follow_stream(
             records, position, more = await read_page(position, page_rows)
             for rec in records:
                 yield rec
-            if more:
+            if more is True:
                 continue
-            if not forever:
-                return
+            if not forever and more is False:
+                return  # caught up (rows committed but held back are waited for, below)
             if before_wait is not None:
                 await before_wait()
-            await sub.wait(poll_interval)
+            await sub.wait(min(poll_interval, more) if more is not False else poll_interval)
     finally:
         hub.unsubscribe(sub)

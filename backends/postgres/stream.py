@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 PREFIX = "p:"
 MAX_SEQ = 2**63 - 1
 LISTEN_RETRY_S = 5.0
+HELD_RETRY_S = 0.02
 _CURSOR = re.compile(r"^(\d{1,20})\.(\d{1,19})(?:~(\d{1,20}:\d{1,20}:[\d,]*))?$")
 _COLS = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
 
@@ -152,7 +153,9 @@ class PostgresStream:
         extra = "".join(f" AND {w}" for w in where)
         page_sql = (
             "WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS x) "
-            "SELECT h.x::text AS horizon, r.* FROM h LEFT JOIN LATERAL ("
+            "SELECT h.x::text AS horizon, "
+            f"EXISTS (SELECT 1 FROM {s}.events w WHERE w.tx >= h.x AND (w.tx, w.seq) > ($1::text::xid8, $2::bigint)) "
+            "AS held, r.* FROM h LEFT JOIN LATERAL ("
             f"SELECT {_COLS}, e.tx::text AS tx_id, e.seq FROM {s}.events e "
             "WHERE (e.tx, e.seq) > ($1::text::xid8, $2::bigint) AND e.tx < h.x "
             f"AND ($3::text IS NULL OR NOT pg_visible_in_snapshot(e.tx, $3::text::pg_snapshot)){extra} "
@@ -184,7 +187,7 @@ class PostgresStream:
                 return Position(*at_horizon)
             return Position(*min((int(row["tx"]), int(row["seq"]) - 1), at_horizon))
 
-        async def read_page(position: Position, rows: int) -> tuple[list[dict[str, Any]], Position, bool]:
+        async def read_page(position: Position, rows: int) -> tuple[list[dict[str, Any]], Position, bool | float]:
             args = [str(position.tx), position.seq, position.skip, rows, *params]
             found = await self.backend._read(lambda c: c.fetch(page_sql, *args), "reading the event stream")
             out = []
@@ -194,7 +197,7 @@ class PostgresStream:
                     continue
                 values = tuple(r)
                 last = position.after(int(r["tx_id"]), int(r["seq"]))
-                rec = event_record(values[1 : 1 + len(EVENT_COLUMNS)])
+                rec = event_record(values[2 : 2 + len(EVENT_COLUMNS)])
                 rec["cursor"] = last.cursor()
                 out.append(rec)
             if len(out) == rows:
@@ -202,7 +205,9 @@ class PostgresStream:
             horizon = int(found[0]["horizon"]) - 1 if found else position.tx
             if (horizon, MAX_SEQ) > last.key():
                 last = position.after(horizon, MAX_SEQ)
-            return out, last, False
+            # Committed rows held back by an older transaction still running: look again soon
+            # (its commit may notify before these rows' own NOTIFY is read).
+            return out, last, HELD_RETRY_S if found and found[0]["held"] else False
 
         return follow_stream(
             self.hub, start, read_page, self.backend.stream_poll_s, before_wait=self.ensure_listener, forever=follow

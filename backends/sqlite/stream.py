@@ -100,7 +100,7 @@ class SQLiteStream:
 
             return await self.backend.read(first_since)
 
-        async def read_page(position: int, rows: int) -> tuple[list[dict[str, Any]], int, bool]:
+        async def read_page(position: int, rows: int) -> tuple[list[dict[str, Any]], int, bool | float]:
             def page(c: sqlite3.Connection) -> tuple[list[Any], int]:
                 hi = _high_water(c)
                 return c.execute(sql, [position, min(hi, position + WINDOW), *params, rows]).fetchall(), hi
