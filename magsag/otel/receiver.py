@@ -174,6 +174,14 @@ def routes(
     ]
 
 
+def create_app(get_storage: StorageGetter, *, token: str | None = None, max_body: int | None = None) -> Starlette:
+    """The receiver as a sub-application (``POST /traces``, ``POST /logs``) over a store the
+    host application owns (``magsag data serve`` mounts it at ``/v1`` and checks the token
+    itself); the body limit defaults to ``MAGSAG_OTEL_MAX_BODY_BYTES``."""
+    limit = max_body or settings_from_env()[1]
+    return Starlette(routes=routes(get_storage, token=token, max_body=limit, prefix=""))
+
+
 def app(storage: StorageBackend | None = None, *, token: str | None = None, max_body: int | None = None) -> Starlette:
     """A standalone receiver. Without ``storage`` it opens the configured store at start-up
     and closes it at shutdown. ``token``/``max_body`` default to the environment."""

@@ -142,7 +142,8 @@ def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phoenix]:
 
 
 class Receiver:
-    """``magsag`` serving the OTLP receiver on loopback over its own SQLite store."""
+    """``magsag data serve --allow-writes`` (which mounts the OTLP receiver at /v1) on loopback
+    over its own SQLite store."""
 
     def __init__(self, url: str, db: Path, lake: Path, token: str | None):
         self.url, self.db, self.lake, self.token = url, db, lake, token
@@ -168,13 +169,13 @@ def start_receiver(tmp: Path, token: str | None = None, max_body: int | None = N
         env["MAGSAG_OTEL_MAX_BODY_BYTES"] = str(max_body)
     log = tmp / "receiver.log"
     cmd = [
-        sys.executable, "-m", "uvicorn", "--factory", "magsag.otel.receiver:app",
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        sys.executable, "-m", "magsag", "data", "serve", "--allow-writes",
+        "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
     out = log.open("wb")
     proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp)
     try:
-        wait_http(f"http://127.0.0.1:{port}/v1/traces", proc, 60.0, log)
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc, 60.0, log)
     except BaseException:
         stop(proc)
         raise
