@@ -131,7 +131,7 @@ def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phoenix]:
     with lock, log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=work)
         try:
-            wait_http(f"http://127.0.0.1:{port}/healthz", proc, 240.0, log)
+            wait_http(f"http://127.0.0.1:{port}/healthz", proc, 600.0, log)  # ~15 s idle, minutes on a busy machine
         except BaseException:
             stop(proc)
             raise
