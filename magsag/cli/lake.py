@@ -390,7 +390,8 @@ def compact(
     async def go() -> list[dict[str, Any]]:
         import asyncio
 
-        from magsag.lakehouse.tiering.job import compact_lake, new_job_id
+        from magsag.lakehouse.compact import compact_lake
+        from magsag.lakehouse.layout import new_job_id
 
         async with open_storage(settings) as storage:
             src = tier_source(storage)
