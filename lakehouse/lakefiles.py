@@ -187,14 +187,14 @@ class SnapshotReader:
 #
 # A remote lake's manifest is one small object per file; reading them all costs a
 # request each. Entries never change once written, so the ones read before are kept in
-# this user's private temporary folder (0700, see magsag.lakehouse.duck) and a new process only
+# this user's private temporary folder (0700, see magsag.backends.duckdb_ext) and a new process only
 # lists the folder and reads the entries it has not seen. Local lakes are read directly.
 
 
 def _disk_cache_path(lake: Lake) -> Any:
     if lake.is_local:
         return None
-    from magsag.lakehouse.duck import private_dir
+    from magsag.backends.duckdb_ext import private_dir
 
     base = private_dir()
     if base is None:

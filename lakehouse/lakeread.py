@@ -17,9 +17,12 @@ from collections.abc import Callable
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from magsag.backends.duckdb_ext import new_connection
+from magsag.backends.duckdb_sql import bind, sql_list
 from magsag.backends.errors import BackendUnavailable, QueryError, StorageError, redact_dsn
 from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS, coerce_datetime, day_of_us, to_us
-from magsag.lakehouse import duck, search
+from magsag.lakehouse import search
+from magsag.lakehouse.duckdb_lake import attach_lake, lake_extensions
 from magsag.lakehouse.lakefiles import LakeSnapshot, SnapshotReader
 from magsag.lakehouse.objstore import Lake
 
@@ -72,8 +75,8 @@ class LakeReader:
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
             if self._con is None:
-                con = duck.new_connection(extensions=duck.lake_extensions(self.lake))
-                duck.attach_lake(con, self.lake)
+                con = new_connection(extensions=lake_extensions(self.lake))
+                attach_lake(con, self.lake)
                 self._con = con
             return self._con.cursor()
 
@@ -93,7 +96,7 @@ class LakeReader:
             sql, params = built
             cur = self._cursor()
             try:
-                return cur.execute(duck.bind(sql, params)).fetchall()
+                return cur.execute(bind(sql, params)).fetchall()
             except StorageError:
                 raise
             except Exception as exc:
@@ -108,7 +111,7 @@ class LakeReader:
     # ----------------------------------------------------------------- reads
     @staticmethod
     def _source(uris: list[str]) -> str:
-        return f"read_parquet({duck.sql_list(uris)}, hive_partitioning = true)"
+        return f"read_parquet({sql_list(uris)}, hive_partitioning = true)"
 
     def run(self, run_id: str) -> tuple[Any, ...] | None:
         def build(snap: LakeSnapshot) -> tuple[str, list[Any]] | None:

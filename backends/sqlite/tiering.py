@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import importlib.util
 import json
 import os
 import socket
@@ -41,6 +40,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from magsag.backends.duckdb_ext import find_extension
 from magsag.backends.errors import LockedError, StorageError, ValidationError
 from magsag.backends.schema import (
     EVENT_COLUMNS,
@@ -95,17 +95,7 @@ JOB_CACHE_KIB = 16_384  # the writer's page cache while a tiering job runs
 
 def sqlite_scanner_path() -> str | None:
     """The sqlite_scanner extension file matching the installed DuckDB, if the package is there."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:  # the version from the package metadata: loading DuckDB here would cost ~40 MB of RSS
-        duckdb_version = version("duckdb")
-        spec = importlib.util.find_spec("duckdb_extension_sqlite_scanner")
-    except (ImportError, PackageNotFoundError):
-        return None
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / "extensions" / f"v{duckdb_version}" / "sqlite_scanner.duckdb_extension"
-    return str(path) if path.is_file() else None
+    return find_extension("sqlite_scanner")
 
 
 class SQLiteTierSource:
