@@ -233,7 +233,7 @@ class LakeReader:
 def scrub(lake: Lake, text: str) -> str:
     """An engine's error message without the lake's credentials."""
     if lake.s3 is not None:
-        for secret in (lake.s3.secret, lake.s3.key):
+        for secret in lake.s3.known_secrets():
             if secret and len(secret) >= 3:
                 text = text.replace(secret, "***")
     return redact_dsn(text)
