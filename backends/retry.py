@@ -35,6 +35,7 @@ mapping in :mod:`magsag.backends.postgres.conn`.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Iterator
 from functools import cache
@@ -57,22 +58,34 @@ def _policy(
     before_sleep: Callable[[tenacity.RetryCallState], Any] | None,
     log: logging.Logger | None,
     what: str,
+    *,
+    is_async: bool = False,
 ) -> dict[str, Any]:
     def transient(exc: BaseException) -> bool:
         return not isinstance(exc, StorageError) and retry_if(exc)
 
-    def note(state: tenacity.RetryCallState) -> None:
+    def say(state: tenacity.RetryCallState) -> None:
         if log is not None and state.outcome is not None:
             exc = state.outcome.exception()
             log.info("%s: %s (try %d); retrying", what, type(exc).__name__, state.attempt_number)
+
+    def note(state: tenacity.RetryCallState) -> None:
+        say(state)
         if before_sleep is not None:
             before_sleep(state)
+
+    async def anote(state: tenacity.RetryCallState) -> None:
+        say(state)
+        if before_sleep is not None:
+            result = before_sleep(state)
+            if inspect.isawaitable(result):
+                await result
 
     return {
         "stop": tenacity.stop_after_attempt(max(1, attempts)),
         "wait": tenacity.wait_random_exponential(multiplier=first, max=cap),
         "retry": tenacity.retry_if_exception(transient),
-        "before_sleep": note,
+        "before_sleep": anote if is_async else note,
         "reraise": True,
     }
 
@@ -106,8 +119,11 @@ def async_retrying(
     log: logging.Logger | None = None,
     what: str = "",
 ) -> tenacity.AsyncRetrying:
-    """:func:`retrying` for coroutines (``async for attempt in async_retrying(...)``); waits with asyncio."""
-    return tenacity.AsyncRetrying(**_policy(retry_if, attempts, first, cap, before_sleep, log, what))
+    """:func:`retrying` for coroutines (``async for attempt in async_retrying(...)``); waits with asyncio.
+
+    ``before_sleep`` may be a coroutine function (awaited before each wait).
+    """
+    return tenacity.AsyncRetrying(**_policy(retry_if, attempts, first, cap, before_sleep, log, what, is_async=True))
 
 
 def attempts_made(policy: tenacity.BaseRetrying) -> int:

@@ -11,15 +11,16 @@ the read retry once with a fresh snapshot.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from magsag.backends import jsontext
 from magsag.backends.duckdb_ext import new_connection
 from magsag.backends.duckdb_sql import bind, sql_list
 from magsag.backends.errors import BackendUnavailable, QueryError, StorageError, redact_dsn
+from magsag.backends.retry import retrying
 from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS, coerce_datetime, day_of_us, to_us
 from magsag.lakehouse import search
 from magsag.lakehouse.duckdb_lake import attach_lake, lake_extensions
@@ -88,25 +89,31 @@ class LakeReader:
 
     def _query(self, build: Callable[[LakeSnapshot], tuple[str, list[Any]] | None]) -> list[tuple[Any, ...]]:
         """Run the query ``build(snapshot)`` makes (None: nothing to read); retry once on a vanished file."""
-        for attempt in (0, 1):
-            snap = self.snapshots.snapshot()
-            built = build(snap)
+
+        def once() -> list[tuple[Any, ...]]:
+            built = build(self.snapshots.snapshot())  # a fresh snapshot on each try
             if built is None:
                 return []
             sql, params = built
             cur = self._cursor()
             try:
                 return cur.execute(bind(sql, params)).fetchall()
-            except StorageError:
-                raise
-            except Exception as exc:
-                text = scrub(self.lake, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-                if attempt == 0 and any(m in text for m in _MISSING):
-                    continue
-                raise BackendUnavailable(f"cannot read the lake at {self.lake.url}: {text}") from None
             finally:
                 cur.close()
-        return []
+
+        def vanished(exc: BaseException) -> bool:  # compaction replaced a file of the snapshot
+            return any(m in self._reason(exc) for m in _MISSING)
+
+        try:
+            return retrying(vanished, attempts=2, first=0.0)(once)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise BackendUnavailable(f"cannot read the lake at {self.lake.url}: {self._reason(exc)}") from None
+
+    def _reason(self, exc: BaseException) -> str:
+        text = str(exc).strip()
+        return scrub(self.lake, text.splitlines()[0] if text else type(exc).__name__)
 
     # ----------------------------------------------------------------- reads
     @staticmethod
@@ -243,5 +250,5 @@ def _run_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     """Lake run row -> hot row shape (tags as JSON text)."""
     out = list(row)
     i = RUN_COLUMNS.index("tags")
-    out[i] = json.dumps(list(out[i] or []), ensure_ascii=False)
+    out[i] = jsontext.dumps(list(out[i] or []))
     return tuple(out)

@@ -371,8 +371,7 @@ _SLOW_DOWN = (
     b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
 )
 _ACCESS_DENIED = (
-    b'<?xml version="1.0" encoding="UTF-8"?>'
-    b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>'
 )
 _ANSWERS = {"503": (b"503 Slow Down", _SLOW_DOWN), "403": (b"403 Forbidden", _ACCESS_DENIED)}
 CUT_AFTER_BYTES = 32 * 1024  # "cut": the answer stops after this many bytes (headers + part of a body)
@@ -460,7 +459,9 @@ class FlakyProxy:
                 # what the client still sends so closing does not reset the answer away.
                 status, body = _ANSWERS[mode]
                 conn.sendall(
-                    b"HTTP/1.1 " + status + b"\r\nContent-Type: application/xml\r\n"
+                    b"HTTP/1.1 "
+                    + status
+                    + b"\r\nContent-Type: application/xml\r\n"
                     + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
                     + (b"" if data.startswith(b"HEAD ") else body)  # an answer to HEAD has no body
                 )

@@ -73,7 +73,6 @@ dropped whole, never DELETEd from. This source uses the chunked delete on hypert
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -81,6 +80,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
+from magsag.backends import jsontext
 from magsag.backends.errors import LockedError, StorageError, ValidationError
 from magsag.backends.postgres.conn import query_error
 from magsag.backends.postgres.partitions import NATIVE, DayPartition
@@ -165,7 +165,7 @@ def _claim_from_row(r: Any) -> Claim:
         day=r["day"],
         mode=r["mode"],
         state=r["state"],
-        files=dict(json.loads(r["files"] or "{}")),
+        files=dict(jsontext.loads(r["files"] or "{}")),
         run_ids=tuple(r["run_ids"] or ()),
         orphan_runs=tuple(r["orphan_runs"] or ()),
         event_rows=r["event_rows"],
@@ -176,7 +176,7 @@ def _claim_from_row(r: Any) -> Claim:
             "covered_by": list(r["covered_by"] or ()),
             "selected_events": r["selected_events"],
         },
-        info=json.loads(r["info"] or "{}"),
+        info=jsontext.loads(r["info"] or "{}"),
         created_at=from_us(r["created_at"]) if r["created_at"] is not None else None,
         finished_at=from_us(r["finished_at"]) if r["finished_at"] is not None else None,
     )

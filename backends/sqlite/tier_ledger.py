@@ -7,12 +7,12 @@ delete) is :func:`selection_sql` over the ledger row, so they can never disagree
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable
 from datetime import date
 from typing import Any
 
+from magsag.backends import jsontext
 from magsag.backends.errors import ValidationError
 from magsag.backends.schema import US_PER_DAY, day_start_us, from_us
 from magsag.backends.tiering.protocol import DONE, Claim, dumps
@@ -54,7 +54,7 @@ def selection_sql(batch_id: str, day: date, seq_hi: int, covered_by: Iterable[st
 
 def claim_from_row(row: tuple[Any, ...]) -> Claim:
     (batch_id, dest, day, mode, state, _lo, seq_hi, excluded, run_ids, ev_rows, run_rows, info, created, finished) = row
-    info = json.loads(info or "{}")
+    info = jsontext.loads(info or "{}")
     meta = info.pop("_claim", {})
     return Claim(
         batch_id=batch_id,
@@ -63,13 +63,13 @@ def claim_from_row(row: tuple[Any, ...]) -> Claim:
         mode=mode,
         state=state,
         files=dict(meta.get("files", {})),
-        run_ids=tuple(json.loads(run_ids or "[]")),
+        run_ids=tuple(jsontext.loads(run_ids or "[]")),
         orphan_runs=tuple(meta.get("orphan_runs", ())),
         event_rows=ev_rows,
         run_rows=run_rows,
         snapshot={
             "seq_hi": seq_hi,
-            "excluded_runs": json.loads(excluded or "[]"),
+            "excluded_runs": jsontext.loads(excluded or "[]"),
             "covered_by": list(meta.get("covered_by", ())),
             "selected_events": meta.get("selected_events"),
         },
@@ -102,7 +102,7 @@ def day_covered(c: sqlite3.Connection, day: date, dest: str | None) -> bool:
         f"SELECT 1 FROM events WHERE ts >= ? AND ts < ? AND seq > ? AND {not_running} LIMIT 1", (lo, hi, max_hi)
     ).fetchone():
         return False
-    excluded = sorted({r for b in batches for r in json.loads(b[1] or "[]")})
+    excluded = sorted({r for b in batches for r in jsontext.loads(b[1] or "[]")})
     if not excluded:
         return True
     return not c.execute(

@@ -53,13 +53,13 @@ All methods are coroutines; ``export_events`` is an async iterator. Errors are
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from magsag.backends import jsontext
 from magsag.backends.errors import StorageError, UnsupportedOperation
 
 if TYPE_CHECKING:
@@ -308,7 +308,7 @@ _BUILTIN = {
 
 def dumps(value: Any) -> str:
     """Compact JSON for ledger columns."""
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+    return jsontext.dumps(value, sort_keys=True, default=str)
 
 
 def check_mode(mode: str) -> str:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from magsag.backends import jsontext
 from magsag.backends.errors import ConfigError
 from magsag.cli.common import (
     BackendOpt,
@@ -91,16 +91,13 @@ def write_result(table: Any, fmt: str, output: Path | None, max_rows: int) -> No
         return
     rows = arrow_rows(table)
     if fmt == "json":
-        text = json.dumps(rows, ensure_ascii=False, indent=2, default=str) + "\n"
+        text = jsontext.pretty(rows, default=str) + "\n"
     else:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(table.column_names)
         for r in rows:
-            w.writerow(
-                "" if v is None else json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v
-                for v in r.values()
-            )
+            w.writerow("" if v is None else jsontext.dumps(v) if isinstance(v, (list, dict)) else v for v in r.values())
         text = buf.getvalue()
     if output is None:
         sys.stdout.write(text)
