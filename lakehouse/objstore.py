@@ -28,6 +28,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -83,7 +84,7 @@ class S3Options:
     secret: str | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
     retries: int = DEFAULT_RETRIES
-    _state: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # session, credentials used
+    _state: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # credentials used
 
     @classmethod
     def from_settings(cls, settings: StorageSettings | None) -> S3Options:
@@ -125,9 +126,7 @@ class S3Options:
         if self.explicit:
             creds = S3Credentials(self.key or "", self.secret or "", self.token)
         else:
-            if "session" not in self._state:
-                self._state["session"] = _chain_session()
-            found = self._state["session"].get_credentials()
+            found = _chain_session().get_credentials()
             if found is None:
                 return None
             frozen = found.get_frozen_credentials()
@@ -161,9 +160,7 @@ class S3Options:
             if self.token:
                 kw["token"] = self.token
         else:
-            from aiobotocore.session import AioSession
-
-            kw["session"] = AioSession()  # the AWS credential chain (env, profile, files, roles)
+            kw["session"] = _chain_session(aio=True)  # the AWS credential chain (env, profile, files, roles)
         return kw
 
     def polars_options(self) -> dict[str, str]:
@@ -182,8 +179,34 @@ class S3Options:
         return out
 
 
-def _chain_session() -> Any:
-    """A botocore session: the standard AWS credential chain and config files."""
+_CHAIN_VARIABLES = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+)
+
+
+def _chain_session(aio: bool = False) -> Any:
+    """A botocore (or, for s3fs, aiobotocore) session: the standard AWS credential chain.
+
+    One per process and environment, so credentials are resolved (and refreshed) once and
+    s3fs's instance cache keeps working; a changed ``AWS_*`` variable gets a new session.
+    """
+    return _session_for(aio, tuple(os.environ.get(v) for v in _CHAIN_VARIABLES))
+
+
+@cache
+def _session_for(aio: bool, _env: tuple[str | None, ...]) -> Any:
+    if aio:
+        from aiobotocore.session import AioSession
+
+        return AioSession()
     import botocore.session
 
     return botocore.session.Session()
