@@ -81,7 +81,7 @@ def run_rows(table: pa.Table) -> list[tuple[Any, ...]]:
         if i in _RUN_TS:
             cols.append(col.cast(pa.int64()).to_pylist())
         elif i == _RUN_TAGS:
-            cols.append([jsontext.dumps(v or []) for v in col.to_pylist()])
+            cols.append([jsontext.tags_text(v or []) for v in col.to_pylist()])
         else:
             cols.append(col.to_pylist())
     return list(zip(*cols, strict=True))

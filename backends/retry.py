@@ -25,12 +25,12 @@ denied, a missing bucket or key, a malformed request, our own :class:`StorageErr
 For object stores, :func:`store_fault` sorts a failure into one of the kinds below by the
 exception types of botocore, aiohttp, fsspec and the builtins (and, for an S3 error
 response, by its S3 error code and HTTP status). botocore retries every single request
-itself (its ``standard`` mode, configured in :mod:`magsag.lakehouse.objstore`): connection
+itself (its ``standard`` mode, which the lake's S3 client is configured with): connection
 errors, throttling and 5xx answers. :func:`retried_by_botocore` tells those apart, so the
 operation-level policy retries only what botocore could not (a response body that broke
 while being read, a filesystem without botocore) and attempts are never multiplied.
 PostgreSQL's split (a lost connection vs a refused statement) lives with its driver's error
-mapping in :mod:`magsag.backends.postgres.conn`.
+mapping in ``backends/postgres/conn.py``.
 """
 
 from __future__ import annotations

@@ -515,7 +515,7 @@ class Run:
             self.started_at_us,
             self.ended_at_us,
             self.metrics,
-            jsontext.dumps(list(self.tags)),
+            jsontext.tags_text(list(self.tags)),
         )
 
 

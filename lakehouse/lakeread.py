@@ -250,5 +250,5 @@ def _run_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     """Lake run row -> hot row shape (tags as JSON text)."""
     out = list(row)
     i = RUN_COLUMNS.index("tags")
-    out[i] = jsontext.dumps(list(out[i] or []))
+    out[i] = jsontext.tags_text(list(out[i] or []))
     return tuple(out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import sqlite3
 import threading
@@ -316,7 +317,7 @@ class SQLiteStorageBackend(StorageBackend):
                     run.parent_run_id,
                     run.status,
                     run.started_at_us,
-                    jsontext.dumps(list(run.tags)),
+                    json.dumps(list(run.tags)),  # the stored tags text, unchanged (see jsontext)
                     explicit_start,
                 ),
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -97,7 +98,10 @@ def write_result(table: Any, fmt: str, output: Path | None, max_rows: int) -> No
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(table.column_names)
         for r in rows:
-            w.writerow("" if v is None else jsontext.dumps(v) if isinstance(v, (list, dict)) else v for v in r.values())
+            w.writerow(
+                "" if v is None else json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v
+                for v in r.values()
+            )
         text = buf.getvalue()
     if output is None:
         sys.stdout.write(text)
