@@ -10,13 +10,14 @@ dicts, ``tags`` as a list.
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from magsag.backends import jsontext
-from magsag.backends.errors import ValidationError
+from magsag.backends import instrument, jsontext
+from magsag.backends.errors import UnsupportedOperation, ValidationError
 from magsag.backends.schema import Event, Run, event_row, from_us
 
 AGGREGATIONS = ("avg", "sum", "min", "max", "count", "p50", "p90", "p95", "p99")
@@ -99,7 +100,13 @@ class StorageBackend(abc.ABC):
             contract_version,
             artifact_uri,
         )
+        hook = instrument.sink
+        if hook is None:
+            await self._append_row(row)
+            return row[0]
+        started = time.perf_counter()
         await self._append_row(row)
+        hook.appended(self.name, "event", (row[4],), 1, time.perf_counter() - started)
         return row[0]
 
     async def _append_row(self, row: tuple[Any, ...]) -> None:
@@ -125,7 +132,13 @@ class StorageBackend(abc.ABC):
                 raise ValidationError(f"event #{i}: {exc}") from None
         if not batch:
             return 0
-        return await self._append_validated(batch)
+        hook = instrument.sink
+        if hook is None:
+            return await self._append_validated(batch)
+        started = time.perf_counter()
+        new = await self._append_validated(batch)
+        hook.appended(self.name, "batch", instrument.event_types(batch), new, time.perf_counter() - started)
+        return new
 
     @abc.abstractmethod
     async def _append_validated(self, events: list[Event]) -> int:
@@ -240,6 +253,31 @@ class StorageBackend(abc.ABC):
         Returns ``{"metric", "aggregation", "value", "count"}``; ``value`` is None when no
         sample matches. Aggregations: avg, sum, min, max, count, p50, p90, p95, p99.
         """
+
+    def stream_events(
+        self,
+        run_id: str | None = None,
+        agent_slug: str | None = None,
+        event_type: str | None = None,
+        level: str | None = None,
+        since: datetime | None = None,
+        *,
+        cursor: str | None = None,
+        follow: bool = True,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Events as they are committed, in commit order, forever (``async for``; break to stop).
+
+        Each event carries ``cursor``; pass the last one received as ``cursor=`` to resume
+        exactly after it (nothing missed, nothing twice). Without ``cursor`` the stream
+        starts at the end of the store (only new events), or with ``since`` at the first
+        stored event whose ``ts`` is at or after it: past events are replayed from the hot
+        store, then new ones follow. ``since`` also filters: every event yielded has
+        ``ts >= since``. With ``follow=False`` the stream ends once it has caught up with
+        what was committed when it got there (a replay, like ``tail`` without ``-f``).
+        Backends without ``capabilities.streaming`` raise
+        :class:`~magsag.backends.errors.UnsupportedOperation`. See :mod:`magsag.backends.stream`.
+        """
+        raise UnsupportedOperation(f"the {self.name} backend cannot stream events (capabilities.streaming is false)")
 
     # ------------------------------------------------------------ retention
     @abc.abstractmethod

@@ -478,7 +478,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the PostgreSQL bench schemas")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--metrics",
+        action="store_true",
+        help="with the Prometheus append counters on (magsag.serve.instrument), as in `magsag data serve`",
+    )
     args = p.parse_args(argv)
+    if args.metrics:
+        from magsag.serve.instrument import enable
+
+        enable()
     if args.events < 1 or args.batch < 1:
         p.error("--events and --batch must be positive")
 

@@ -278,6 +278,22 @@ class TieredBackend(StorageBackend):
         for e in merged if limit is None else merged[:limit]:
             yield e
 
+    def stream_events(
+        self,
+        run_id: str | None = None,
+        agent_slug: str | None = None,
+        event_type: str | None = None,
+        level: str | None = None,
+        since: datetime | None = None,
+        *,
+        cursor: str | None = None,
+        follow: bool = True,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The hot store's stream (events are committed there; ``since`` replays what is still hot)."""
+        return _tagged_hot(
+            self.hot.stream_events(run_id, agent_slug, event_type, level, since, cursor=cursor, follow=follow)
+        )
+
     async def list_runs(
         self,
         agent_slug: str | None = None,
@@ -372,6 +388,15 @@ class TieredBackend(StorageBackend):
         values = dict(lake)
         values.update(hot)
         return aggregate(metric_name, aggregation, list(values.values()))
+
+
+async def _tagged_hot(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    try:
+        async for e in events:
+            e["tier"] = "hot"
+            yield e
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
 
 
 def aggregate(metric_name: str, aggregation: str, values: list[float]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ the same key and is skipped.
 
 Version 2 adds ``tier_batches``, the ledger of the tiering job
 (:mod:`magsag.backends.postgres.tiering`), and pins ``events_seq`` to ``CACHE 1``.
+Version 3 adds what ``stream_events`` reads and listens to (:func:`_v3`).
 
 Full-text search indexes a generated ``tsvector`` over ``msg`` with the ``simple``
 configuration (lower-casing, no stemming, no stop words). Before parsing, every run of
@@ -37,7 +38,7 @@ from magsag.backends.schema import EVENT_COLUMNS, US_PER_DAY
 if TYPE_CHECKING:
     import asyncpg
 
-PG_SCHEMA_VERSION = 2
+PG_SCHEMA_VERSION = 3
 PARTITION_PREFIX = "events_"
 FTS_CONFIG = "simple"
 FTS_MAX_CHARS = 100_000
@@ -234,8 +235,37 @@ def _v2(schema: str, timescale: bool) -> list[str]:
     ]
 
 
+STREAM_CHANNEL = "magsag_events"  # NOTIFY channel of stream_events; the payload is the schema name
+
+
+def _v3(schema: str, timescale: bool) -> list[str]:
+    """``stream_events`` (:mod:`magsag.backends.postgres.stream`): commit-safe positions and a wake-up.
+
+    ``tx`` is the writing transaction's id (``xid8``, 64 bits, never wraps). Rows stored
+    before this version read ``0`` (a constant default is added without rewriting the
+    table); new rows get ``pg_current_xact_id()``. ``(tx, seq)`` is indexed for the
+    stream's keyset reads (the build locks writes out once, for the time it takes). A
+    statement trigger sends ``NOTIFY magsag_events, '<schema>'`` for every insert
+    statement: delivered at commit, one per transaction, by any client that writes.
+    """
+    s = schema
+    return [
+        f"ALTER TABLE {s}.events ADD COLUMN IF NOT EXISTS tx xid8 NOT NULL DEFAULT '0'",
+        f"ALTER TABLE {s}.events ALTER COLUMN tx SET DEFAULT pg_current_xact_id()",
+        f"CREATE INDEX IF NOT EXISTS events_stream ON {s}.events (tx, seq)",
+        f"""CREATE OR REPLACE FUNCTION {s}.magsag_notify_events() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('{STREAM_CHANNEL}', '{s}');
+            RETURN NULL;
+        END $$""",
+        f"DROP TRIGGER IF EXISTS magsag_notify_events ON {s}.events",
+        f"CREATE TRIGGER magsag_notify_events AFTER INSERT ON {s}.events "
+        f"FOR EACH STATEMENT EXECUTE FUNCTION {s}.magsag_notify_events()",
+    ]
+
+
 Step = Callable[[str, bool], list[str]]
-STEPS: dict[int, Step] = {1: _v1, 2: _v2}
+STEPS: dict[int, Step] = {1: _v1, 2: _v2, 3: _v3}
 
 
 async def read_meta(conn: asyncpg.Connection, schema: str) -> dict[str, str]:

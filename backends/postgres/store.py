@@ -51,6 +51,7 @@ from magsag.backends.postgres.schema import (
     read_meta,
     target_version,
 )
+from magsag.backends.postgres.stream import PostgresStream
 from magsag.backends.retry import async_retrying
 from magsag.backends.schema import (
     EVENT_COLUMNS,
@@ -69,6 +70,7 @@ from magsag.backends.schema import (
     to_us,
     utc_now,
 )
+from magsag.backends.stream import stream_filter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,6 +104,7 @@ class PostgresStorageBackend(StorageBackend):
     """PostgreSQL hot store living in one schema (``magsag`` by default) of the DSN's database."""
 
     name: ClassVar[str] = "postgres"
+    stream_poll_s: float = 1.0  # stream_events: reads this often even when no NOTIFY came
 
     def __init__(
         self,
@@ -137,6 +140,7 @@ class PostgresStorageBackend(StorageBackend):
         self._parts_lock = asyncio.Lock()
         self._copy_path = CopyPath()
         self._singles = GroupCommit(self._write_singles, max_inflight=min(4, pool_max))
+        self._stream = PostgresStream(self)
 
     @classmethod
     def from_settings(cls, settings: Any) -> PostgresStorageBackend:
@@ -244,6 +248,7 @@ class PostgresStorageBackend(StorageBackend):
         if self._pool is None:
             return
         await self._singles.wait_idle()
+        await self._stream.close()
         pool, self._pool = self._pool, None
         try:
             await asyncio.wait_for(pool.close(), timeout=10)
@@ -567,6 +572,20 @@ class PostgresStorageBackend(StorageBackend):
             cursor = (rows[-1]["ts"], rows[-1]["seq"])
             if remaining is not None:
                 remaining -= len(rows)
+
+    def stream_events(
+        self,
+        run_id: str | None = None,
+        agent_slug: str | None = None,
+        event_type: str | None = None,
+        level: str | None = None,
+        since: datetime | None = None,
+        *,
+        cursor: str | None = None,
+        follow: bool = True,
+    ) -> AsyncIterator[dict[str, Any]]:
+        self._require()
+        return self._stream.events(stream_filter(run_id, agent_slug, event_type, level, since), cursor, follow=follow)
 
     async def search_text(
         self,

@@ -45,7 +45,9 @@ from magsag.backends.schema import (
     utc_now,
 )
 from magsag.backends.sqlite import schema as ddl
+from magsag.backends.sqlite.stream import SQLiteStream
 from magsag.backends.sqlite.writer import SQLiteWriter, orphan_journals, read_journal
+from magsag.backends.stream import stream_filter
 
 T = TypeVar("T")
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -139,6 +141,7 @@ class SQLiteStorageBackend(StorageBackend):
     """SQLite hot store. ``db_path`` is a file path; parents are created as needed."""
 
     name: ClassVar[str] = "sqlite"
+    stream_poll_s: float = 0.25  # stream_events: how often other processes' commits are looked for
 
     def __init__(self, db_path: str | Path = ".magsag/storage.db", enable_fts: bool = True, readers: int = 4):
         self.db_path = Path(db_path).expanduser()
@@ -150,6 +153,7 @@ class SQLiteStorageBackend(StorageBackend):
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        self._stream = SQLiteStream(self)
 
     # ------------------------------------------------------------ lifecycle
     def _connect(self, *, writer: bool) -> sqlite3.Connection:
@@ -213,6 +217,7 @@ class SQLiteStorageBackend(StorageBackend):
             await asyncio.get_running_loop().run_in_executor(None, writer.start)
         except sqlite3.DatabaseError as exc:
             raise BackendUnavailable(f"cannot use {self.db_path} as a SQLite store: {exc}") from None
+        writer.on_commit = self._stream.committed
         self._writer = writer
         self._pool = ThreadPoolExecutor(max_workers=self._readers, thread_name_prefix="magsag-sqlite-read")
 
@@ -435,6 +440,21 @@ class SQLiteStorageBackend(StorageBackend):
             cursor = (rows[-1][1], rows[-1][-1])
             if remaining is not None:
                 remaining -= len(rows)
+
+    def stream_events(
+        self,
+        run_id: str | None = None,
+        agent_slug: str | None = None,
+        event_type: str | None = None,
+        level: str | None = None,
+        since: datetime | None = None,
+        *,
+        cursor: str | None = None,
+        follow: bool = True,
+    ) -> AsyncIterator[dict[str, Any]]:
+        self._require()
+        flt = stream_filter(run_id, agent_slug, event_type, level, since)
+        return self._stream.events(flt, cursor, follow=follow)
 
     async def search_text(
         self,

@@ -187,6 +187,8 @@ class SQLiteWriter:
         self._failed_rows: list[bytes] = []  # journaled rows (JSON) of a failed transaction
         self._closed = False
         self._ready: Future[None] = Future()
+        # Called by the thread after every commit (stream_events' wake-up, backends/sqlite/stream.py).
+        self.on_commit: Callable[[], None] | None = None
 
     # ---------------------------------------------------------------- control
     def start(self) -> None:
@@ -303,6 +305,7 @@ class SQLiteWriter:
         loose: list[bytes] = self._failed_rows  # journaled rows moved by this transaction
         self._failed_rows = []
         journal_mark: tuple[int, int] | None = None
+        committed = False
         try:
             conn.execute("BEGIN IMMEDIATE")
             pending: list[bytes] = list(loose)  # journaled rows, written in journal order
@@ -327,6 +330,7 @@ class SQLiteWriter:
             if pending:
                 self._write_json(conn, json_array(pending))
             conn.execute("COMMIT")
+            committed = True
         except BaseException as exc:  # the whole transaction failed (disk full, busy, ...)
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -339,6 +343,8 @@ class SQLiteWriter:
             with self._count_lock:
                 self._committed += len(items)
         self._wake(results)
+        if committed and self.on_commit is not None:
+            self.on_commit()
         if journal_mark is not None and self._journal is not None and not self._failed_rows:
             self._journal.maybe_truncate(journal_mark)
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -250,13 +251,38 @@ def _run_once(settings: StorageSettings, lake: Lake, *, json_out: bool, stop: th
         return run(_job(settings, lake, progress=bars, stop=stop.is_set, **kw))
 
 
-def _tier_command(settings: StorageSettings, lake: Lake, *, every: float | None, json_out: bool, **kw: Any) -> None:
+def _tier_command(
+    settings: StorageSettings,
+    lake: Lake,
+    *,
+    every: float | None,
+    json_out: bool,
+    metrics_file: Path | None = None,
+    metrics_port: int | None = None,
+    **kw: Any,
+) -> None:
     from magsag.backends.allocator import lean_process
 
     lean_process()  # a bulk job: allocator settings that give memory back (backends/allocator.py)
+    metrics = _job_metrics(metrics_file, metrics_port)
+
+    def once(stop: threading.Event) -> TierReport:
+        started = time.monotonic()
+        try:
+            rep = _run_once(settings, lake, json_out=json_out, stop=stop, **kw)
+        except BaseException:
+            if metrics is not None:
+                metrics.record(None, time.monotonic() - started, failed=True)
+                _write_metrics(metrics, metrics_file)
+            raise
+        if metrics is not None:
+            metrics.record(rep, time.monotonic() - started)
+            _write_metrics(metrics, metrics_file)
+        return rep
+
     with _stop_on_signals() as stop:
         if every is None:
-            rep = _run_once(settings, lake, json_out=json_out, stop=stop, **kw)
+            rep = once(stop)
             _print_report(rep, json_out)
             if rep.stopped:
                 raise typer.Exit(EXIT_INTERRUPTED)
@@ -264,7 +290,7 @@ def _tier_command(settings: StorageSettings, lake: Lake, *, every: float | None,
         while not stop.is_set():
             started = time.monotonic()
             try:
-                rep = _run_once(settings, lake, json_out=json_out, stop=stop, **kw)
+                rep = once(stop)
                 _print_report(rep, json_out)
             except ConfigError:
                 raise
@@ -272,6 +298,52 @@ def _tier_command(settings: StorageSettings, lake: Lake, *, every: float | None,
                 err_console.print(f"[bold red]error:[/] {str(exc).splitlines()[0]} (retrying in {every:.0f}s)")
             stop.wait(max(0.0, every - (time.monotonic() - started)))
         err_console.print("stopped")
+
+
+def _job_metrics(metrics_file: Path | None, metrics_port: int | None) -> Any:
+    """The job's Prometheus metrics (``--metrics-file``, ``--metrics-port``), or None."""
+    if metrics_file is None and metrics_port is None:
+        return None
+    try:
+        from magsag.serve.tier_metrics import TierJobMetrics
+    except ImportError:
+        raise ConfigError(
+            "--metrics-file/--metrics-port need prometheus-client: pip install 'magsag-storage[serve]'"
+        ) from None
+    metrics = TierJobMetrics()
+    if metrics_port is not None:
+        try:
+            metrics.serve(metrics_port)
+        except OSError as exc:
+            raise ConfigError(f"--metrics-port {metrics_port}: {exc.strerror or exc}") from None
+    return metrics
+
+
+def _write_metrics(metrics: Any, path: Path | None) -> None:
+    if path is None:
+        return
+    try:
+        metrics.write_textfile(path)
+    except OSError as exc:
+        err_console.print(f"[bold red]error:[/] --metrics-file {path}: {exc.strerror or exc}")
+
+
+MetricsFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--metrics-file",
+        help="After each job write its outcome in Prometheus text format here (node-exporter textfile collector).",
+    ),
+]
+MetricsPortOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        min=0,
+        max=65535,
+        help="With --every: serve the job's metrics at http://127.0.0.1:PORT/metrics.",
+    ),
+]
 
 
 @command
@@ -291,6 +363,8 @@ def tier(
     ] = None,
     no_wait: NoWaitOpt = False,
     lake: LakeOpt = None,
+    metrics_file: MetricsFileOpt = None,
+    metrics_port: MetricsPortOpt = None,
     backend: BackendOpt = None,
     db_path: DbPathOpt = None,
     dsn: DsnOpt = None,
@@ -301,15 +375,20 @@ def tier(
     Exactly once: a day's rows leave the hot store only after their Parquet files are
     verified and committed; a rerun finishes an interrupted job. Runs still running (and
     their events) stay hot. Exit codes: 0 done, 2 error, 3 locked (--no-wait), 130 stopped.
+    --metrics-file/--metrics-port expose the job's outcome to Prometheus (docs/operations.md).
     """
     settings = settings_from(backend, db_path, dsn, hot_days=parse_days(hot_days, "--hot-days"), lake_url=lake)
     interval = parse_every(every)
+    if metrics_port is not None and interval is None:
+        raise ConfigError("--metrics-port needs --every (a one-shot job writes --metrics-file instead)")
     the_lake = open_lake(settings.lake_url, settings)
     _tier_command(
         settings,
         the_lake,
         every=interval,
         json_out=json_out,
+        metrics_file=metrics_file,
+        metrics_port=metrics_port,
         mode=MOVE,
         hot_days=settings.hot_days,
         dry_run=dry_run,

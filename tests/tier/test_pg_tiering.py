@@ -367,7 +367,7 @@ async def test_a_version_1_store_gains_the_ledger_on_init(tmp_path, admin, monke
         assert await admin.fetchval("SELECT to_regclass($1)", f"{backend.schema}.tier_batches") is None
         monkeypatch.undo()
         await backend.initialize()
-        assert backend.schema_version == 2
+        assert backend.schema_version == postgres_schema.PG_SCHEMA_VERSION
         assert await admin.fetchval("SELECT to_regclass($1)", f"{backend.schema}.tier_batches") is not None
         cache = await admin.fetchval(
             "SELECT cache_size FROM pg_sequences WHERE schemaname = $1 AND sequencename = 'events_seq'",
