@@ -1,8 +1,10 @@
 """The SQLite hot store's side of tiering (:class:`~magsag.backends.tiering.protocol.TierSource`).
 
-* **Lock**: an OS file lock (``flock``) on ``<db>.tier-lock`` next to the database. The
-  kernel releases it when the holder dies, kill -9 included, so a crashed job never
-  blocks the next one. The file holds the holder's pid and start time for messages.
+* **Lock**: a ``filelock.FileLock`` (an OS ``flock``) on ``<db>.tier-lock`` next to the
+  database. The kernel releases it when the holder dies, kill -9 included, so a crashed
+  job never blocks the next one. The holder writes its pid, host and start time to
+  ``<db>.tier-lock.holder`` for the refusal message (a file of its own: filelock may
+  truncate or remove the lock file).
 * **Ledger**: the ``tier_batches`` table (schema v2). A claim row records the frozen
   selection: ``seq_hi`` (the highest ``events.seq`` assigned when the claim was made;
   ``AUTOINCREMENT`` never reuses a number, so later rows always have a higher one) and
@@ -27,9 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import importlib.util
-import json
 import os
 import socket
 import sqlite3
@@ -41,6 +40,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+from magsag.backends.duckdb_ext import find_extension
 from magsag.backends.errors import LockedError, StorageError, ValidationError
 from magsag.backends.schema import (
     EVENT_COLUMNS,
@@ -83,17 +84,7 @@ JOB_CACHE_KIB = 16_384  # the writer's page cache while a tiering job runs
 
 def sqlite_scanner_path() -> str | None:
     """The sqlite_scanner extension file matching the installed DuckDB, if the package is there."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:  # the version from the package metadata: loading DuckDB here would cost ~40 MB of RSS
-        duckdb_version = version("duckdb")
-        spec = importlib.util.find_spec("duckdb_extension_sqlite_scanner")
-    except (ImportError, PackageNotFoundError):
-        return None
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / "extensions" / f"v{duckdb_version}" / "sqlite_scanner.duckdb_extension"
-    return str(path) if path.is_file() else None
+    return find_extension("sqlite_scanner")
 
 
 class SQLiteTierSource(BaseTierSource):
@@ -146,36 +137,39 @@ class SQLiteTierSource(BaseTierSource):
         return db.with_name(db.name + ".tier-lock")
 
     # ------------------------------------------------------------------ lock
+    @property
+    def holder_path(self) -> Path:
+        return self.lock_path.with_name(self.lock_path.name + ".holder")
+
     @asynccontextmanager
     async def job_lock(self, *, wait: bool = True, timeout: float | None = None) -> AsyncIterator[None]:
-        path = self.lock_path
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StorageError(f"cannot open the tier lock {path}: {exc.strerror}") from None
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(self.lock_path, mode=0o644, thread_local=False)
         deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if not wait or (deadline is not None and time.monotonic() >= deadline):
-                        raise LockedError(
-                            f"another tiering job holds the lock of {self.backend.db_path}{_holder(fd)}"
-                        ) from None
-                    await asyncio.sleep(self.lock_poll)
-            holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_now().isoformat()}
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(holder).encode(), 0)
+        while True:
             try:
-                yield
-            finally:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, 0)
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                lock.acquire(timeout=0)
+                break
+            except Timeout:
+                if not wait or (deadline is not None and time.monotonic() >= deadline):
+                    raise LockedError(
+                        f"another tiering job holds the lock of {self.backend.db_path}{_holder(self.holder_path)}"
+                    ) from None
+                await asyncio.sleep(self.lock_poll)
+            except OSError as exc:
+                raise StorageError(f"cannot open the tier lock {self.lock_path}: {exc.strerror}") from None
+        try:
+            holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_now().isoformat()}
+            with contextlib.suppress(OSError):
+                tmp = self.holder_path.with_name(f"{self.holder_path.name}.{os.getpid()}")
+                tmp.write_bytes(orjson.dumps(holder))
+                os.replace(tmp, self.holder_path)
+            yield
         finally:
-            os.close(fd)
+            with contextlib.suppress(OSError):
+                self.holder_path.unlink()
+            lock.release()
 
     # -------------------------------------------------------------- planning
     async def _tierable_days(
@@ -511,11 +505,12 @@ class SQLiteTierSource(BaseTierSource):
 # ------------------------------------------------------------------ helpers
 
 
-def _holder(fd: int) -> str:
+def _holder(path: Path) -> str:
+    """`` (pid P on HOST since T)`` from the holder's file, or nothing if it cannot be read."""
     try:
-        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        info = orjson.loads(path.read_bytes()[:4096] or b"{}")
     except (OSError, ValueError):
         return ""
-    if not info.get("pid"):
+    if not isinstance(info, dict) or not info.get("pid"):
         return ""
     return f" (pid {info['pid']} on {info.get('host', '?')} since {str(info.get('since', '?'))[:19]})"
