@@ -7,10 +7,10 @@ order into Arrow tables of the canonical schemas (and the reverse for reloads).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from magsag.backends import jsontext
 from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS, event_arrow_schema, run_arrow_schema
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def runs_table(rows: Sequence[Sequence[Any]]) -> pa.Table:
         if i in _RUN_TS:
             arrays.append(pa.array(values, pa.int64()).cast(f.type))
         elif i == _RUN_TAGS:
-            arrays.append(pa.array([json.loads(v) if isinstance(v, str) else v for v in values], f.type))
+            arrays.append(pa.array([jsontext.loads(v) if isinstance(v, str) else v for v in values], f.type))
         else:
             arrays.append(pa.array(values, f.type))
     return pa.Table.from_arrays(arrays, schema=schema)
@@ -81,7 +81,7 @@ def run_rows(table: pa.Table) -> list[tuple[Any, ...]]:
         if i in _RUN_TS:
             cols.append(col.cast(pa.int64()).to_pylist())
         elif i == _RUN_TAGS:
-            cols.append([json.dumps(v or [], ensure_ascii=False) for v in col.to_pylist()])
+            cols.append([jsontext.tags_text(v or []) for v in col.to_pylist()])
         else:
             cols.append(col.to_pylist())
     return list(zip(*cols, strict=True))

@@ -10,14 +10,13 @@ dicts, ``tags`` as a list.
 from __future__ import annotations
 
 import abc
-import json
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from magsag.backends import instrument
+from magsag.backends import instrument, jsontext
 from magsag.backends.errors import UnsupportedOperation, ValidationError
 from magsag.backends.schema import Event, Run, event_row, from_us
 
@@ -177,7 +176,7 @@ class StorageBackend(abc.ABC):
                 run.run_id,
                 status=run.status,
                 ended_at=from_us(run.ended_at_us) if run.ended_at_us is not None else None,
-                metrics=json.loads(run.metrics),
+                metrics=jsontext.loads(run.metrics),
             )
         return len(batch)
 

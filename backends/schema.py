@@ -13,7 +13,6 @@ are ISO-8601 strings (``2025-10-23T08:15:02.123456+00:00``).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -26,6 +25,7 @@ from functools import cache
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any
 
+from magsag.backends import jsontext
 from magsag.backends.errors import ValidationError
 
 if TYPE_CHECKING:
@@ -252,14 +252,15 @@ def _check_json_value(value: Any, where: str, depth: int = 0) -> None:
 def dump_json(value: Any, where: str) -> str:
     """Serialize a validated JSON value compactly (UTF-8, no NaN)."""
     try:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        text.encode("utf-8")
-    except (ValueError, TypeError, UnicodeEncodeError):
+        raw = jsontext.dumpb(value)
+    except (ValueError, TypeError, RecursionError):  # lone surrogates, deep nesting, foreign types
         _check_json_value(value, where)
         raise ValidationError(f"{where} is not serializable as JSON") from None
-    if "\\u0000" in text:
+    if b"null" in raw:  # orjson writes NaN and infinities as null: refuse them as before
+        _check_json_value(value, where)
+    if b"\\u0000" in raw:
         raise ValidationError(f"{where} contains a NUL character")
-    return text
+    return raw.decode()
 
 
 def json_object_text(value: Any, name: str) -> str:
@@ -268,7 +269,7 @@ def json_object_text(value: Any, name: str) -> str:
         return "{}"
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = jsontext.loads(value)
         except ValueError:
             raise ValidationError(f"{name} is not valid JSON") from None
     if not isinstance(value, Mapping):
@@ -514,7 +515,7 @@ class Run:
             self.started_at_us,
             self.ended_at_us,
             self.metrics,
-            json.dumps(list(self.tags), ensure_ascii=False),
+            jsontext.tags_text(list(self.tags)),
         )
 
 
@@ -538,7 +539,7 @@ def _loads(text: Any, default: Any) -> Any:
     if isinstance(text, (dict, list)):
         return text
     try:
-        return json.loads(text)
+        return jsontext.loads(text)
     except (TypeError, ValueError):
         return default
 

@@ -190,9 +190,9 @@ def lake_for(events: int, rebuild: bool) -> tuple[Path, dict[str, Any]]:
 
 
 def _bare_connection(lake_url: str, s3: dict[str, str] | None) -> Any:
-    from magsag.lakehouse import duck
+    from magsag.backends.duckdb_ext import new_connection
 
-    con = duck.new_connection(extensions=("httpfs",) if s3 else ())
+    con = new_connection(extensions=("httpfs",) if s3 else ())
     if s3:
         con.execute(
             f"CREATE SECRET (TYPE s3, KEY_ID '{s3['key']}', SECRET '{s3['secret']}', REGION 'us-east-1', "
@@ -299,7 +299,7 @@ def probe(kind: str, run_id: str, lake_url: str) -> dict[str, float]:
 
         t2, n = asyncio.run(go())
     else:
-        from magsag.lakehouse import duck
+        from magsag.backends import duckdb_ext
 
         t1 = time.perf_counter()
         s3 = json.loads(os.environ["BENCH_S3"]) if os.environ.get("BENCH_S3") else None
@@ -307,7 +307,7 @@ def probe(kind: str, run_id: str, lake_url: str) -> dict[str, float]:
         t2 = time.perf_counter()
         src = _bare_sources(lake_url)["events"]
         n = con.execute(f"SELECT * FROM {src} WHERE run_id = '{run_id}' ORDER BY ts").to_arrow_table().num_rows
-        del duck
+        del duckdb_ext
     t3 = time.perf_counter()
     return {
         "import_ms": (t1 - t0) * 1000,

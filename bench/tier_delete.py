@@ -63,7 +63,7 @@ def child(db: str, way: str, cache_kib: int) -> dict[str, Any]:
                     batch_id=f"bench-{d.day:%Y%m%d}", dest="bench", day=d.day, mode="move", files={}
                 )
                 if c is not None:
-                    claims.append(await src.mark_exported(c, event_rows=0, run_rows=0))
+                    claims.append(await src.mark_exported(c, rows={}))
             await b.write(lambda c: c.execute(f"PRAGMA cache_size = -{int(cache_kib)}"))
             steps: list[tuple[str, float]] = []
             t0 = time.monotonic()

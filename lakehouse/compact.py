@@ -287,3 +287,14 @@ def uncommitted_files(lake: Lake, dataset: str | None = None) -> list[str]:
             if rel not in committed:
                 out.append(rel)
     return out
+
+
+def compact_lake(lake: Lake, *, partition: date | None = None, job_id: str | None = None) -> list[dict[str, Any]]:
+    """Merge the small files of every partition holding more than one (or of ``partition``)."""
+    out = []
+    for p in small_file_partitions(lake):
+        day = date.fromisoformat(p["dt"])
+        if partition is not None and day != partition:
+            continue
+        out.append(compact_partition(lake, p["dataset"], day, job_id=job_id))
+    return out

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from magsag.backends.arrow import events_table, runs_table
+from magsag.backends.duckdb_sql import sql_string
 from magsag.backends.errors import BackendUnavailable
 from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS, day_of_us
-from magsag.lakehouse.duck import sql_string
 from magsag.lakehouse.views import HOT, HotSource
 
 if TYPE_CHECKING:

@@ -10,7 +10,6 @@ read and only lists the folder again on the next snapshot.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 from collections.abc import Iterable
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from magsag.backends import jsontext
 from magsag.backends.errors import NotFoundError
 from magsag.lakehouse import layout, manifest
 from magsag.lakehouse.objstore import Lake, retry
@@ -187,14 +187,14 @@ class SnapshotReader:
 #
 # A remote lake's manifest is one small object per file; reading them all costs a
 # request each. Entries never change once written, so the ones read before are kept in
-# this user's private temporary folder (0700, see magsag.lakehouse.duck) and a new process only
+# this user's private temporary folder (0700, see magsag.backends.duckdb_ext) and a new process only
 # lists the folder and reads the entries it has not seen. Local lakes are read directly.
 
 
 def _disk_cache_path(lake: Lake) -> Any:
     if lake.is_local:
         return None
-    from magsag.lakehouse.duck import private_dir
+    from magsag.backends.duckdb_ext import private_dir
 
     base = private_dir()
     if base is None:
@@ -213,8 +213,8 @@ def _disk_cache_load(lake: Lake) -> dict[str, tuple[str, manifest.ManifestEntry]
     if path is None:
         return {}
     try:
-        raw = json.loads(path.read_text())
-        return {p: (v, manifest.ManifestEntry.from_json(json.dumps(e))) for p, (v, e) in raw.items()}
+        raw = jsontext.loads(path.read_bytes())
+        return {p: (v, manifest.ManifestEntry.from_json(jsontext.dumpb(e))) for p, (v, e) in raw.items()}
     except (OSError, ValueError, TypeError, KeyError):
         return {}
 
@@ -225,10 +225,10 @@ def _disk_cache_save(lake: Lake, entries: dict[str, tuple[str, manifest.Manifest
         return
     try:
         path.parent.mkdir(mode=0o700, exist_ok=True)
-        data = json.dumps({p: (v, json.loads(e.to_json())) for p, (v, e) in entries.items()})
+        data = jsontext.dumpb({p: (v, jsontext.loads(e.to_json())) for p, (v, e) in entries.items()})
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
     except OSError:

@@ -7,13 +7,13 @@ writer settings of every lake file.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from magsag.backends import jsontext
 from magsag.backends.errors import ValidationError
 from magsag.backends.schema import event_arrow_schema, run_arrow_schema
 from magsag.lakehouse import layout
@@ -72,11 +72,11 @@ class StagedFile:
         """For a job ledger: :meth:`from_json` gives the same record back."""
         d = asdict(self)
         d["day"] = self.day.isoformat()
-        return json.dumps(d, sort_keys=True)
+        return jsontext.dumps(d, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> StagedFile:
-        d = json.loads(text)
+        d = jsontext.loads(text)
         d["day"] = date.fromisoformat(d["day"])
         return cls(**d)
 
@@ -87,7 +87,7 @@ class StagedFile:
 def _parse_tags(col: pa.ChunkedArray | pa.Array, target: pa.DataType) -> pa.Array:
     values = col.to_pylist()
     try:
-        return pa.array([json.loads(v) if isinstance(v, str) else v for v in values], target)
+        return pa.array([jsontext.loads(v) if isinstance(v, str) else v for v in values], target)
     except (ValueError, pa.ArrowException):
         raise ValidationError("runs column tags: not a JSON list of strings") from None
 

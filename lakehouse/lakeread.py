@@ -11,15 +11,19 @@ the read retry once with a fresh snapshot.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from magsag.backends import jsontext
+from magsag.backends.duckdb_ext import new_connection
+from magsag.backends.duckdb_sql import bind, sql_list
 from magsag.backends.errors import BackendUnavailable, QueryError, StorageError, redact_dsn
+from magsag.backends.retry import retrying
 from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS, coerce_datetime, day_of_us, to_us
-from magsag.lakehouse import duck, search
+from magsag.lakehouse import search
+from magsag.lakehouse.duckdb_lake import attach_lake, lake_extensions
 from magsag.lakehouse.lakefiles import LakeSnapshot, SnapshotReader
 from magsag.lakehouse.objstore import Lake
 
@@ -72,8 +76,8 @@ class LakeReader:
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
             if self._con is None:
-                con = duck.new_connection(extensions=duck.lake_extensions(self.lake))
-                duck.attach_lake(con, self.lake)
+                con = new_connection(extensions=lake_extensions(self.lake))
+                attach_lake(con, self.lake)
                 self._con = con
             return self._con.cursor()
 
@@ -85,30 +89,36 @@ class LakeReader:
 
     def _query(self, build: Callable[[LakeSnapshot], tuple[str, list[Any]] | None]) -> list[tuple[Any, ...]]:
         """Run the query ``build(snapshot)`` makes (None: nothing to read); retry once on a vanished file."""
-        for attempt in (0, 1):
-            snap = self.snapshots.snapshot()
-            built = build(snap)
+
+        def once() -> list[tuple[Any, ...]]:
+            built = build(self.snapshots.snapshot())  # a fresh snapshot on each try
             if built is None:
                 return []
             sql, params = built
             cur = self._cursor()
             try:
-                return cur.execute(duck.bind(sql, params)).fetchall()
-            except StorageError:
-                raise
-            except Exception as exc:
-                text = scrub(self.lake, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-                if attempt == 0 and any(m in text for m in _MISSING):
-                    continue
-                raise BackendUnavailable(f"cannot read the lake at {self.lake.url}: {text}") from None
+                return cur.execute(bind(sql, params)).fetchall()
             finally:
                 cur.close()
-        return []
+
+        def vanished(exc: BaseException) -> bool:  # compaction replaced a file of the snapshot
+            return any(m in self._reason(exc) for m in _MISSING)
+
+        try:
+            return retrying(vanished, attempts=2, first=0.0)(once)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise BackendUnavailable(f"cannot read the lake at {self.lake.url}: {self._reason(exc)}") from None
+
+    def _reason(self, exc: BaseException) -> str:
+        text = str(exc).strip()
+        return scrub(self.lake, text.splitlines()[0] if text else type(exc).__name__)
 
     # ----------------------------------------------------------------- reads
     @staticmethod
     def _source(uris: list[str]) -> str:
-        return f"read_parquet({duck.sql_list(uris)}, hive_partitioning = true)"
+        return f"read_parquet({sql_list(uris)}, hive_partitioning = true)"
 
     def run(self, run_id: str) -> tuple[Any, ...] | None:
         def build(snap: LakeSnapshot) -> tuple[str, list[Any]] | None:
@@ -230,7 +240,7 @@ class LakeReader:
 def scrub(lake: Lake, text: str) -> str:
     """An engine's error message without the lake's credentials."""
     if lake.s3 is not None:
-        for secret in (lake.s3.secret, lake.s3.key):
+        for secret in lake.s3.known_secrets():
             if secret and len(secret) >= 3:
                 text = text.replace(secret, "***")
     return redact_dsn(text)
@@ -240,5 +250,5 @@ def _run_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     """Lake run row -> hot row shape (tags as JSON text)."""
     out = list(row)
     i = RUN_COLUMNS.index("tags")
-    out[i] = json.dumps(list(out[i] or []), ensure_ascii=False)
+    out[i] = jsontext.tags_text(list(out[i] or []))
     return tuple(out)

@@ -14,7 +14,8 @@ partitioning; nothing under ``_magsag/`` matches that glob.
 from __future__ import annotations
 
 import re
-from datetime import date
+import secrets
+from datetime import UTC, date, datetime
 
 EVENTS = "events"
 RUNS = "runs"
@@ -44,6 +45,12 @@ def data_file_name(job_id: str, seq: int = 0) -> str:
     if not _JOB_RE.match(job_id):
         raise ValueError(f"invalid job id {job_id!r}")
     return f"part-{job_id}-{seq:04d}.parquet"
+
+
+def new_job_id(prefix: str = "tier", now: datetime | None = None) -> str:
+    """A new lake job id, ``tier-20261126T140553Z-3fa9c1``: sortable, unique, valid for
+    :func:`data_file_name` and :func:`staging_dir`."""
+    return f"{prefix}-{(now or datetime.now(UTC)):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 def data_path(dataset: str, day: date, job_id: str, seq: int = 0) -> str:

@@ -15,12 +15,12 @@ that go through the manifest; plain-glob readers need nothing but the data files
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from magsag.backends import jsontext
 from magsag.backends.schema import SCHEMA_VERSION
 from magsag.lakehouse import layout
 from magsag.lakehouse.objstore import Lake
@@ -51,11 +51,11 @@ class ManifestEntry:
     def to_json(self) -> bytes:
         d = asdict(self)
         d["replaces"] = list(self.replaces)
-        return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+        return jsontext.dumpb(d, sort_keys=True)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> ManifestEntry:
-        d = json.loads(raw)
+        d = jsontext.loads(raw)
         known = {f for f in cls.__dataclass_fields__}
         d = {k: v for k, v in d.items() if k in known}
         d["replaces"] = tuple(d.get("replaces") or ())

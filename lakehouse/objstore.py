@@ -3,93 +3,221 @@ server), or another fsspec protocol.
 
 :func:`open_lake` turns a URL and the settings into a :class:`Lake`: the fsspec
 filesystem, the root path as that filesystem names it, and the options other engines
-(Polars, DuckDB) need to reach the same place. Credentials come from the settings
-(``MAGSAG_STORAGE_S3_*``) or the usual AWS variables and never appear in messages.
+(Polars, DuckDB) need to reach the same place.
+
+**Credentials.** ``MAGSAG_STORAGE_S3_ACCESS_KEY_ID`` / ``_SECRET_ACCESS_KEY`` (and
+``_SESSION_TOKEN``) are used as given when set. Otherwise the standard AWS credential
+chain decides, through one botocore session: ``AWS_ACCESS_KEY_ID`` /
+``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``, ``AWS_PROFILE`` with the shared
+credentials and config files (``AWS_SHARED_CREDENTIALS_FILE``, ``AWS_CONFIG_FILE``),
+SSO, ``credential_process``, container and instance roles. s3fs gets that session
+(credentials refresh as they expire); Polars gets the credentials it resolves, session
+token included; DuckDB uses its own ``credential_chain`` provider (the ``aws`` extension,
+same chain) or, without that extension, the credentials resolved here. No credential
+appears in a message: errors name the store and the action only.
+
+**Retries.** botocore retries each request (``standard`` mode, ``s3_retries + 1`` tries
+in all) on connection errors, throttling and 5xx answers; :func:`retry` adds the
+operation-level policy of :mod:`magsag.backends.retry` for what botocore cannot retry.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import random
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from magsag.backends.errors import BackendUnavailable, ConfigError, NotFoundError, StorageError, redact_dsn
+from magsag.backends.retry import (
+    ACCESS,
+    MISSING,
+    NO_BUCKET,
+    TRANSIENT,
+    UNREACHABLE,
+    attempts_made,
+    botocore_attempts,
+    error_response,
+    is_transient_store_fault,
+    retried_by_botocore,
+    retrying,
+    store_fault,
+)
 from magsag.lakehouse import layout
 
 if TYPE_CHECKING:
     import fsspec
     from magsag.lakehouse.settings import StorageSettings
 
+log = logging.getLogger(__name__)
+
 DEFAULT_REGION = "us-east-1"
 DEFAULT_RETRIES = 4  # retries of a transient store error, after the first attempt
-RETRY_BASE_DELAY = 0.2  # seconds; doubles each retry (with jitter), capped below
-RETRY_MAX_DELAY = 5.0
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class S3Credentials:
+    """Resolved S3 credentials (kept out of ``repr``)."""
+
+    key: str = field(repr=False)
+    secret: str = field(repr=False)
+    token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class S3Options:
-    """How to reach an S3-compatible server (secrets kept out of ``repr``)."""
+    """How to reach an S3-compatible server: endpoint, region, retries, and whose credentials.
+
+    ``key``/``secret``/``token`` are the explicit ``MAGSAG_STORAGE_S3_*`` credentials; when
+    they are unset the AWS credential chain of a botocore session resolves them.
+    """
 
     endpoint_url: str | None = None
     region: str = DEFAULT_REGION
     key: str | None = field(default=None, repr=False)
     secret: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
     retries: int = DEFAULT_RETRIES
+    _state: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # credentials used
 
     @classmethod
     def from_settings(cls, settings: StorageSettings | None) -> S3Options:
-        def secret(value: Any) -> str | None:
+        def secret(name: str) -> str | None:
+            value = getattr(settings, name, None) if settings else None
             return value.get_secret_value() if value is not None else None
 
-        endpoint = settings.s3_endpoint_url if settings else None
-        region = (settings.s3_region if settings else None) or os.environ.get("AWS_REGION") or DEFAULT_REGION
-        key = (secret(settings.s3_access_key_id) if settings else None) or os.environ.get("AWS_ACCESS_KEY_ID")
-        sec = (secret(settings.s3_secret_access_key) if settings else None) or os.environ.get("AWS_SECRET_ACCESS_KEY")
+        key = secret("s3_access_key_id")
+        endpoint = (settings.s3_endpoint_url if settings else None) or os.environ.get("AWS_ENDPOINT_URL")
+        region = (settings.s3_region if settings else None) or os.environ.get("AWS_REGION")
+        if not region and key is None:
+            region = _chain_region()
         retries = getattr(settings, "s3_retries", DEFAULT_RETRIES) if settings else DEFAULT_RETRIES
         return cls(
-            endpoint_url=endpoint or os.environ.get("AWS_ENDPOINT_URL"),
-            region=region,
+            endpoint_url=endpoint,
+            region=region or DEFAULT_REGION,
             key=key,
-            secret=sec,
+            secret=secret("s3_secret_access_key") if key is not None else None,
+            token=secret("s3_session_token") if key is not None else None,
             retries=retries,
         )
 
+    @property
+    def explicit(self) -> bool:
+        """Credentials given in the settings (not the AWS chain)."""
+        return self.key is not None
+
+    @property
+    def attempts(self) -> int:
+        """Tries of one request in all (botocore's retry mode)."""
+        return self.retries + 1
+
+    def credentials(self) -> S3Credentials | None:
+        """The credentials to sign with now: the explicit ones, else the AWS chain's (None: anonymous).
+
+        Chain credentials that expire (an instance or assumed role) are refreshed by botocore
+        when they are close to expiry, so ask again for each new connection or scan.
+        """
+        if self.explicit:
+            creds = S3Credentials(self.key or "", self.secret or "", self.token)
+        else:
+            found = _chain_session().get_credentials()
+            if found is None:
+                return None
+            frozen = found.get_frozen_credentials()
+            creds = S3Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+        seen = self._state.setdefault("seen", [])
+        if creds not in seen:
+            seen.append(creds)
+        return creds
+
+    def known_secrets(self) -> list[str]:
+        """Every credential value this lake has used (to scrub them from messages)."""
+        out = [v for v in (self.secret, self.token, self.key) if v]
+        for c in self._state.get("seen", []):
+            out += [v for v in (c.secret, c.token, c.key) if v]
+        return sorted(set(out), key=len, reverse=True)
+
     def s3fs_kwargs(self) -> dict[str, Any]:
-        # botocore does not retry (its backoff would multiply ours); s3fs retries a broken
-        # connection once; retry() below adds the exponential backoff, so a dead endpoint
-        # fails in seconds, not minutes.
+        """s3fs options: botocore retries each request (standard mode), s3fs itself does not retry."""
         kw: dict[str, Any] = {
             "client_kwargs": {"region_name": self.region},
             "config_kwargs": {
-                "retries": {"max_attempts": 1, "mode": "standard"},
+                "retries": {"total_max_attempts": self.attempts, "mode": "standard"},
                 "connect_timeout": 10,
                 "read_timeout": 120,
             },
         }
         if self.endpoint_url:
             kw["endpoint_url"] = self.endpoint_url
-        if self.key is not None:
-            kw["key"] = self.key
-            kw["secret"] = self.secret
+        if self.explicit:
+            kw["key"], kw["secret"] = self.key, self.secret
+            if self.token:
+                kw["token"] = self.token
+        else:
+            kw["session"] = _chain_session(aio=True)  # the AWS credential chain (env, profile, files, roles)
         return kw
 
     def polars_options(self) -> dict[str, str]:
+        """Polars ``storage_options``: endpoint and region, and the credentials resolved now."""
         out = {"aws_region": self.region}
         if self.endpoint_url:
             out["aws_endpoint_url"] = self.endpoint_url
             if self.endpoint_url.startswith("http://"):
                 out["aws_allow_http"] = "true"
-        if self.key is not None:
-            out["aws_access_key_id"] = self.key
-            out["aws_secret_access_key"] = self.secret or ""
+        creds = self.credentials()
+        if creds is not None:
+            out["aws_access_key_id"] = creds.key
+            out["aws_secret_access_key"] = creds.secret
+            if creds.token:
+                out["aws_session_token"] = creds.token
         return out
+
+
+_CHAIN_VARIABLES = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+)
+
+
+def _chain_session(aio: bool = False) -> Any:
+    """A botocore (or, for s3fs, aiobotocore) session: the standard AWS credential chain.
+
+    One per process and environment, so credentials are resolved (and refreshed) once and
+    s3fs's instance cache keeps working; a changed ``AWS_*`` variable gets a new session.
+    """
+    return _session_for(aio, tuple(os.environ.get(v) for v in _CHAIN_VARIABLES))
+
+
+@cache
+def _session_for(aio: bool, _env: tuple[str | None, ...]) -> Any:
+    if aio:
+        from aiobotocore.session import AioSession
+
+        return AioSession()
+    import botocore.session
+
+    return botocore.session.Session()
+
+
+def _chain_region() -> str | None:
+    """The region of the AWS profile in use (``AWS_DEFAULT_REGION`` or the config file), if any."""
+    try:
+        return _chain_session().get_config_variable("region")
+    except Exception:  # a malformed config file: the default region, and botocore says why later
+        return None
 
 
 @dataclass(frozen=True)
@@ -163,7 +291,7 @@ def open_lake(url: str | None = None, settings: StorageSettings | None = None) -
         if not bucket_key:
             raise ConfigError(f"lake URL {url!r} names no bucket")
         fs = s3fs.S3FileSystem(**opts.s3fs_kwargs())
-        fs.retries = 2  # s3fs's own retries of broken connections (its default: 5)
+        fs.retries = 1  # s3fs's own retry loop off: botocore retries each request, retry() the operation
         return Lake(url=url, protocol="s3", fs=fs, root=bucket_key, s3=opts, retries=opts.retries)
     try:
         fs, root = fsspec.core.url_to_fs(url)
@@ -175,130 +303,19 @@ def open_lake(url: str | None = None, settings: StorageSettings | None = None) -
 
 # ----------------------------------------------------------------- store failures
 #
-# Object stores fail in a handful of ways. Transient ones (connection reset, timeouts,
-# 5xx, throttling) are retried with exponential backoff; the rest, and transient ones
-# that outlast the retries, become one-line StorageErrors that name the store and the
-# action but never a credential.
-
-UNREACHABLE = "unreachable"
-TRANSIENT = "transient"
-ACCESS = "access"
-NO_BUCKET = "no_bucket"
-MISSING = "missing"
-OTHER = "other"
-
-_ACCESS_CODES = {
-    "AccessDenied",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "AllAccessDisabled",
-    "InvalidToken",
-    "ExpiredToken",
-    "InvalidSecurity",
-    "AccountProblem",
-    "403",
-    "Forbidden",
-}
-_TRANSIENT_CODES = {
-    "SlowDown",
-    "Throttling",
-    "ThrottlingException",
-    "TooManyRequests",
-    "RequestLimitExceeded",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    "InternalError",
-    "ServiceUnavailable",
-    "ServerBusy",
-    "BadGateway",
-    "GatewayTimeout",
-    "OperationAborted",
-    "500",
-    "502",
-    "503",
-    "504",
-}
-_MISSING_CODES = {"NoSuchKey", "NotFound", "404", "NoSuchUpload"}
-# Exception class names (anywhere in the MRO) that mean "could not connect at all" ...
-_UNREACHABLE_TYPES = {
-    "EndpointConnectionError",
-    "ConnectTimeoutError",
-    "ClientConnectorError",
-    "ConnectionRefusedError",
-    "ProxyConnectionError",
-}
-# ... or "the connection broke / timed out mid-request": worth another try.
-_TRANSIENT_TYPES = {
-    "ConnectionClosedError",
-    "ReadTimeoutError",
-    "HTTPClientError",
-    "ConnectionResetError",
-    "BrokenPipeError",
-    "TimeoutError",
-    "FSTimeoutError",
-    "IncompleteRead",
-    "ResponseParserError",
-    "ClientPayloadError",
-    "ServerDisconnectedError",
-    "ClientOSError",
-    "ResponseStreamingError",
-}
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop(0)
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        yield e
-        todo += [e.__cause__, e.__context__, *(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))]
-
-
-def _client_error(e: BaseException) -> tuple[str, int] | None:
-    response = getattr(e, "response", None)
-    if not isinstance(response, dict) or "Error" not in response:
-        return None
-    code = str(response.get("Error", {}).get("Code") or "")
-    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-    return code, status
-
-
-def classify(exc: BaseException) -> str:
-    """What kind of store failure ``exc`` is: unreachable, transient, access, no_bucket, missing, other."""
-    for e in _chain(exc):
-        ce = _client_error(e)
-        if ce is not None:
-            code, status = ce
-            if code in _ACCESS_CODES or status == 403:
-                return ACCESS
-            if code == "NoSuchBucket":
-                return NO_BUCKET
-            if code in _MISSING_CODES or status == 404:
-                return MISSING
-            if code in _TRANSIENT_CODES or status >= 500 or status == 429:
-                return TRANSIENT
-            return OTHER
-        names = {c.__name__ for c in type(e).__mro__}
-        if names & _UNREACHABLE_TYPES:
-            return UNREACHABLE
-        if names & _TRANSIENT_TYPES:
-            return TRANSIENT
-    # Errors s3fs translated without keeping the response.
-    if isinstance(exc, PermissionError):
-        return ACCESS
-    if isinstance(exc, FileNotFoundError):
-        return NO_BUCKET if "bucket does not exist" in str(exc).lower() else MISSING
-    return OTHER
+# Object stores fail in a handful of ways (magsag.backends.retry sorts them). botocore
+# retries each request on connection errors, throttling and 5xx answers; retry() below
+# retries the whole operation only for what botocore could not (a body cut off mid-read,
+# a filesystem without botocore). What is left, and transient failures that outlast the
+# retries, become one-line StorageErrors that name the store and the action but never a
+# credential.
 
 
 def _scrub(lake: Lake, text: str) -> str:
     """One line, no credentials, not too long."""
     line = " ".join(str(text).split())
     if lake.s3 is not None:
-        for secret in (lake.s3.secret, lake.s3.key):
+        for secret in lake.s3.known_secrets():
             if secret and len(secret) >= 3:
                 line = line.replace(secret, "***")
     line = redact_dsn(line)
@@ -306,10 +323,9 @@ def _scrub(lake: Lake, text: str) -> str:
 
 
 def _reason(lake: Lake, exc: BaseException) -> str:
-    for e in _chain(exc):
-        ce = _client_error(e)
-        if ce is not None and ce[0]:
-            return _scrub(lake, ce[0])
+    resp = error_response(exc)
+    if resp is not None and resp[0]:
+        return _scrub(lake, resp[0])
     text = str(exc) or type(exc).__name__
     return _scrub(lake, text)
 
@@ -321,11 +337,14 @@ def _bucket(lake: Lake) -> str:
 def store_error(lake: Lake, exc: BaseException, action: str, attempts: int = 1) -> StorageError:
     """Map a store failure to a one-line :class:`StorageError` (never quoting a credential).
 
-    ``action`` says what was being done ("uploading events/dt=2026-11-01/...").
+    ``action`` says what was being done ("uploading events/dt=2026-11-01/..."); ``attempts``
+    how many times the operation was tried (botocore's tries of the request count too).
     """
     if isinstance(exc, StorageError):
         return exc
-    kind = classify(exc)
+    kind = store_fault(exc)
+    if lake.s3 is not None and retried_by_botocore(exc):
+        attempts = max(attempts, botocore_attempts(exc) or lake.s3.attempts)
     where = f"lake {lake.uri()}"
     tries = f" after {attempts} attempts" if attempts > 1 else ""
     if kind == UNREACHABLE:
@@ -346,36 +365,27 @@ def store_error(lake: Lake, exc: BaseException, action: str, attempts: int = 1) 
     return StorageError(f"{where}: {action} failed: {_reason(lake, exc)}")
 
 
-def backoff_delay(attempt: int) -> float:
-    """Seconds to wait before retry ``attempt`` (0-based): exponential with jitter."""
-    delay = min(RETRY_MAX_DELAY, RETRY_BASE_DELAY * (2**attempt))
-    return delay * (0.5 + random.random() / 2)
+def _retry_here(exc: BaseException) -> bool:
+    """Transient, and not a request botocore already retried."""
+    return is_transient_store_fault(exc) and not retried_by_botocore(exc)
 
 
 def retry(lake: Lake, action: str, fn: Callable[..., T], *args: Any, retries: int | None = None, **kwargs: Any) -> T:
-    """Call ``fn(*args, **kwargs)``; retry transient store errors with backoff; map failures.
+    """Call ``fn(*args, **kwargs)`` under the retry policy (magsag.backends.retry); map failures.
 
     ``fn`` must be idempotent (a PUT, a copy, a read, a delete). Raises only
     :class:`StorageError` subclasses: :class:`NotFoundError` for a missing object,
     :class:`BackendUnavailable` when the store cannot be reached, :class:`ConfigError`
     for access denied or a missing bucket.
     """
-    n = lake.retries if retries is None else retries
-    if lake.is_local:
-        n = 0
-    attempt = 0
-    while True:
-        try:
-            return fn(*args, **kwargs)
-        except StorageError:
-            raise
-        except Exception as exc:
-            kind = classify(exc)
-            if kind in (UNREACHABLE, TRANSIENT) and attempt < n:
-                time.sleep(backoff_delay(attempt))
-                attempt += 1
-                continue
-            raise store_error(lake, exc, action, attempts=attempt + 1) from exc
+    n = 0 if lake.is_local else (lake.retries if retries is None else retries)
+    policy = retrying(_retry_here, attempts=n + 1, log=log, what=f"lake {lake.url}: {action}")
+    try:
+        return policy(fn, *args, **kwargs)
+    except StorageError:
+        raise
+    except Exception as exc:
+        raise store_error(lake, exc, action, attempts=attempts_made(policy)) from exc
 
 
 @contextmanager

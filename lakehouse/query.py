@@ -23,10 +23,14 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from magsag.backends.duckdb_ext import new_connection
 from magsag.backends.errors import BackendUnavailable, ConfigError, QueryError, StorageError, redact_dsn
-from magsag.lakehouse import duck, views
+from magsag.lakehouse import views
+from magsag.lakehouse.duckdb_hot import attach_postgres, attach_sqlite
+from magsag.lakehouse.duckdb_lake import attach_lake, lake_extensions
 from magsag.lakehouse.lakefiles import LakeSnapshot, SnapshotReader
 from magsag.lakehouse.objstore import Lake, open_lake
+from magsag.lakehouse.sqlguard import lock_down
 
 if TYPE_CHECKING:
     import duckdb
@@ -86,7 +90,7 @@ def _attach_hot(
         if sqlite_mode != "attach":
             raise ConfigError(f"sqlite_mode must be auto, attach or snapshot, got {sqlite_mode!r}")
         try:
-            duck.attach_sqlite(con, str(path.resolve()), views.HOT)
+            attach_sqlite(con, str(path.resolve()), views.HOT)
             return hot_sqlite.attach_source(con)
         except StorageError:
             raise
@@ -97,7 +101,7 @@ def _attach_hot(
         if not dsn:
             raise ConfigError("MAGSAG_STORAGE_DSN is required for the postgres backend")
         try:
-            duck.attach_postgres(con, dsn, settings.pg_schema, views.HOT)
+            attach_postgres(con, dsn, settings.pg_schema, views.HOT)
             return views.postgres_source(con, settings.pg_schema)
         except StorageError:
             raise
@@ -138,15 +142,15 @@ def connect(
     lake = open_lake(lake_url or settings.lake_url, settings)
     kind = _hot_kind(settings) if include_hot else None
     hot_ext = {"sqlite": ("sqlite_scanner",), "postgres": ("postgres_scanner",)}.get(kind or "", ())
-    con = duck.new_connection(threads, duck.lake_extensions(lake) + hot_ext)
+    con = new_connection(threads, lake_extensions(lake) + hot_ext)
     try:
-        duck.attach_lake(con, lake)
+        attach_lake(con, lake)
         hot = _attach_hot(con, settings, include_hot, sqlite_mode)
         reader = SnapshotReader(lake)
         snap = reader.snapshot()
         cuts = views.create_views(con, hot, snap)
         if locked:
-            duck.lock_down(con, [lake.uri()])
+            lock_down(con, [lake.uri()])
     except BaseException:
         con.close()
         raise

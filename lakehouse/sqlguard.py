@@ -12,16 +12,17 @@ The check uses DuckDB's own parser, not patterns over the text:
    Statements that look like SELECT but cannot be serialized (``PRAGMA version``) are
    refused too.
 
-Behind that, the connection itself (``connect(locked=True)``) has external access
-disabled outside the lake and its configuration locked, so even a query that got past
-the checks could not read other files, load extensions or change settings.
+Behind that, the connection itself (``connect(locked=True)``, :func:`lock_down` below) has
+external access disabled outside the lake and its configuration locked, so even a query
+that got past the checks could not read other files, load extensions or change settings.
 """
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
+import orjson
+from magsag.backends.duckdb_sql import sql_list, sql_string
 from magsag.backends.errors import QueryError
 
 if TYPE_CHECKING:
@@ -78,10 +79,8 @@ def check_sql(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     if kind != duckdb.StatementType.SELECT:
         name = getattr(kind, "name", str(kind))
         raise _fail(f"only read-only SELECT queries are allowed, got {name}")
-    from magsag.lakehouse.duck import sql_string
-
     raw = con.execute(f"SELECT json_serialize_sql({sql_string(sql)})").fetchone()[0]
-    tree = json.loads(raw)
+    tree = orjson.loads(raw)
     if tree.get("error"):
         head = sql.strip().split(None, 1)[0].upper()
         raise _fail(f"{head} statements are not allowed; use SELECT over the views")
@@ -122,3 +121,14 @@ def _walk(node: Any) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def lock_down(con: duckdb.DuckDBPyConnection, allowed_dirs: list[str], allowed_paths: tuple[str, ...] = ()) -> None:
+    """No file or network access beyond ``allowed_dirs``; no later configuration change."""
+    dirs = [d if d.endswith("/") else d + "/" for d in allowed_dirs]
+    if dirs:
+        con.execute(f"SET allowed_directories = {sql_list(dirs)}")
+    if allowed_paths:
+        con.execute(f"SET allowed_paths = {sql_list(list(allowed_paths))}")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")

@@ -14,8 +14,10 @@ from collections import defaultdict
 from typing import Any
 
 from magsag.backends.base import StorageBackend
+from magsag.backends.duckdb_ext import new_connection
+from magsag.backends.duckdb_sql import sql_list
 from magsag.backends.schema import US_PER_DAY, day_of_us, iso_from_us
-from magsag.lakehouse import duck
+from magsag.lakehouse.duckdb_lake import attach_lake, lake_extensions
 from magsag.lakehouse.lakefiles import LakeFile, SnapshotReader
 from magsag.lakehouse.objstore import Lake
 
@@ -100,10 +102,10 @@ def _footer_sizes(lake: Lake, files: list[LakeFile]) -> dict[str, tuple[int, int
     """uri -> (rows, stored bytes, uncompressed bytes) from the Parquet footers (one DuckDB query)."""
     if not files:
         return {}
-    con = duck.new_connection(extensions=duck.lake_extensions(lake))
+    con = new_connection(extensions=lake_extensions(lake))
     try:
-        duck.attach_lake(con, lake)
-        files_sql = duck.sql_list([f.uri for f in files])
+        attach_lake(con, lake)
+        files_sql = sql_list([f.uri for f in files])
         rows = con.execute(
             "SELECT file_name, sum(total_compressed_size), sum(total_uncompressed_size) "
             f"FROM parquet_metadata({files_sql}) GROUP BY file_name"

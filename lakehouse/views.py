@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
+from magsag.backends.duckdb_sql import sql_list, sql_string
 from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS
-from magsag.lakehouse.duck import sql_list, sql_string
 from magsag.lakehouse.lakefiles import LakeSnapshot
 
 if TYPE_CHECKING:

@@ -17,7 +17,8 @@ Fixtures
 ``s3_server_factory`` function: ``start()`` a private SeaweedFS the test may ``stop()``,
                      ``kill()`` and ``start()`` again (fault tests); stopped at the end.
 ``flaky_proxy``      function: ``make(endpoint)`` a TCP proxy that can ``fail(n, mode)`` the
-                     next n connections ("reset" or "503") to exercise retries.
+                     next n connections ("reset", "503", "403", or "cut" mid-response) to
+                     exercise retries.
 ``moto_s3``          function: a moto ``ThreadedMotoServer`` (any credentials), reset after use.
 
 A missing ``weed`` binary (or moto) skips these tests locally and fails them in CI.
@@ -369,14 +370,25 @@ _SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?>'
     b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
 )
+_ACCESS_DENIED = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>'
+)
+_ANSWERS = {"503": (b"503 Slow Down", _SLOW_DOWN), "403": (b"403 Forbidden", _ACCESS_DENIED)}
+CUT_AFTER_BYTES = 32 * 1024  # "cut": the answer stops after this many bytes (headers + part of a body)
+HEAD_BYTES = 16 * 1024
 
 
 class FlakyProxy:
     """A loopback TCP proxy in front of an S3 endpoint that can fail the next n connections.
 
     ``fail(n, "reset")`` closes them at once (the client sees a reset connection);
-    ``fail(n, "503")`` answers ``503 SlowDown`` as a throttled S3 would. Other connections
-    are relayed untouched. ``failed`` counts the connections it failed.
+    ``fail(n, "503")`` answers ``503 SlowDown`` as a throttled S3 would; ``fail(n, "403")``
+    answers ``403 AccessDenied`` (a terminal error: a retry would succeed, so none must be
+    made); ``fail(n, "cut")`` relays the request but cuts the answer off after
+    ``CUT_AFTER_BYTES`` (a body broken mid-stream). Other connections are relayed
+    untouched. ``failed`` counts the connections it failed; ``heads`` keeps the first
+    ``HEAD_BYTES`` each relayed client sent (request lines and headers, to check what a
+    client signs with).
     """
 
     def __init__(self, upstream: str) -> None:
@@ -390,6 +402,7 @@ class FlakyProxy:
         self._pending = 0
         self._mode = "reset"
         self.failed = 0
+        self.heads: list[bytes] = []
         self._lock = threading.Lock()
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -399,7 +412,7 @@ class FlakyProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def fail(self, n: int, mode: str = "reset") -> None:
-        assert mode in ("reset", "503")
+        assert mode in ("reset", "503", "403", "cut")
         with self._lock:
             self._pending, self._mode = n, mode
 
@@ -420,8 +433,13 @@ class FlakyProxy:
                     self._pending -= 1
                     self.failed += 1
                 mode = self._mode
-            target = self._refuse if fail else self._relay
-            threading.Thread(target=target, args=(conn, mode), daemon=True).start()
+            if not fail:
+                target, args = self._relay, (conn, None)
+            elif mode == "cut":
+                target, args = self._relay, (conn, CUT_AFTER_BYTES)
+            else:
+                target, args = self._refuse, (conn, mode)
+            threading.Thread(target=target, args=args, daemon=True).start()
 
     @staticmethod
     def _refuse(conn: socket.socket, mode: str) -> None:
@@ -439,17 +457,20 @@ class FlakyProxy:
                     data += chunk
                 # Answer at once (a server may, even to "Expect: 100-continue"), then read
                 # what the client still sends so closing does not reset the answer away.
+                status, body = _ANSWERS[mode]
                 conn.sendall(
-                    b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
-                    + f"Content-Length: {len(_SLOW_DOWN)}\r\nConnection: close\r\n\r\n".encode()
-                    + _SLOW_DOWN
+                    b"HTTP/1.1 "
+                    + status
+                    + b"\r\nContent-Type: application/xml\r\n"
+                    + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                    + (b"" if data.startswith(b"HEAD ") else body)  # an answer to HEAD has no body
                 )
                 conn.shutdown(socket.SHUT_WR)
                 conn.settimeout(2)
                 while conn.recv(65536):
                     pass
 
-    def _relay(self, conn: socket.socket, mode: str) -> None:
+    def _relay(self, conn: socket.socket, cut: int | None) -> None:
         try:
             up = socket.create_connection(self.upstream, timeout=10)
         except OSError:
@@ -457,16 +478,38 @@ class FlakyProxy:
             return
         up.settimeout(None)
 
-        def pipe(a: socket.socket, b: socket.socket) -> None:
+        def pipe(a: socket.socket, b: socket.socket, limit: int | None = None) -> None:
+            sent = 0
             with contextlib.suppress(OSError):
                 while chunk := a.recv(65536):
+                    if limit is not None and sent + len(chunk) >= limit:
+                        b.sendall(chunk[: limit - sent])
+                        for s in (a, b):  # the answer breaks off here
+                            s.shutdown(socket.SHUT_RDWR)
+                        return
+                    b.sendall(chunk)
+                    sent += len(chunk)
+            with contextlib.suppress(OSError):
+                b.shutdown(socket.SHUT_WR)
+
+        head = bytearray()
+        with self._lock:
+            self.heads.append(b"")
+            slot = len(self.heads) - 1
+
+        def upstream(a: socket.socket, b: socket.socket) -> None:
+            with contextlib.suppress(OSError):
+                while chunk := a.recv(65536):
+                    if len(head) < HEAD_BYTES:
+                        head.extend(chunk[: HEAD_BYTES - len(head)])
+                        self.heads[slot] = bytes(head)
                     b.sendall(chunk)
             with contextlib.suppress(OSError):
                 b.shutdown(socket.SHUT_WR)
 
-        t = threading.Thread(target=pipe, args=(up, conn), daemon=True)
+        t = threading.Thread(target=pipe, args=(up, conn, cut), daemon=True)
         t.start()
-        pipe(conn, up)
+        upstream(conn, up)
         t.join(120)
         conn.close()
         up.close()

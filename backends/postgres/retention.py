@@ -14,7 +14,6 @@ stall ingest behind a queued lock.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
@@ -23,12 +22,14 @@ from magsag.backends.errors import LockedError, ValidationError
 from magsag.backends.postgres.conn import require_asyncpg
 from magsag.backends.postgres.partitions import NATIVE, DayPartition, drop_partition, partition_sizes
 from magsag.backends.postgres.schema import date_day
+from magsag.backends.retry import async_retrying
 from magsag.backends.schema import US_PER_DAY, hot_cutoff, iso_from_us, to_us
 
 if TYPE_CHECKING:
     from magsag.backends.postgres.store import PostgresStorageBackend
 
 _LOCK_ATTEMPTS = 3
+_LOCK_FIRST_WAIT = 1.0  # seconds: the longest first wait between tries
 
 
 def _running(schema: str) -> str:
@@ -137,29 +138,35 @@ async def drop_whole_day(b: PostgresStorageBackend, part: DayPartition, *, requi
     s, mode = b.schema, b.partitioning or NATIVE
     running = _running(s)
 
+    async def drop(conn: Any) -> int | None:
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL lock_timeout = {int(b.lock_timeout_ms)}")
+            await conn.execute(f"LOCK TABLE {s}.events IN ACCESS EXCLUSIVE MODE")
+            if await conn.fetchval("SELECT to_regclass($1)", part.table) is None:
+                return 0  # dropped meanwhile by another process
+            if require_no_running and await conn.fetchval(
+                f"SELECT EXISTS (SELECT 1 FROM {part.table} e WHERE {running})"
+            ):
+                return None
+            n = await conn.fetchval(f"SELECT count(*) FROM {part.table}")
+            await drop_partition(conn, s, mode, part)
+            return int(n)
+
     async def op(conn: Any) -> int | None:
-        for attempt in range(_LOCK_ATTEMPTS):
-            try:
-                async with conn.transaction():
-                    await conn.execute(f"SET LOCAL lock_timeout = {int(b.lock_timeout_ms)}")
-                    await conn.execute(f"LOCK TABLE {s}.events IN ACCESS EXCLUSIVE MODE")
-                    if await conn.fetchval("SELECT to_regclass($1)", part.table) is None:
-                        return 0  # dropped meanwhile by another process
-                    if require_no_running and await conn.fetchval(
-                        f"SELECT EXISTS (SELECT 1 FROM {part.table} e WHERE {running})"
-                    ):
-                        return None
-                    n = await conn.fetchval(f"SELECT count(*) FROM {part.table}")
-                    await drop_partition(conn, s, mode, part)
-                    return int(n)
-            except asyncpg.LockNotAvailableError:
-                if attempt + 1 >= _LOCK_ATTEMPTS:
-                    raise LockedError(
-                        f"cannot drop partition {part.table}: other sessions kept {s}.events locked "
-                        f"for more than {b.lock_timeout_ms} ms ({_LOCK_ATTEMPTS} tries); try again later"
-                    ) from None
-                await asyncio.sleep(0.5 * (attempt + 1))
-        return None  # pragma: no cover
+        # Other sessions holding the table is transient: the retry policy, then a LockedError.
+        policy = async_retrying(
+            lambda e: isinstance(e, asyncpg.LockNotAvailableError),
+            attempts=_LOCK_ATTEMPTS,
+            first=_LOCK_FIRST_WAIT,
+            what=f"magsag vacuum: {s}.events is locked",
+        )
+        try:
+            return await policy(drop, conn)
+        except asyncpg.LockNotAvailableError:
+            raise LockedError(
+                f"cannot drop partition {part.table}: other sessions kept {s}.events locked "
+                f"for more than {b.lock_timeout_ms} ms ({_LOCK_ATTEMPTS} tries); try again later"
+            ) from None
 
     n = await b._write(op, f"dropping partition {part.table}")
     if n is not None:

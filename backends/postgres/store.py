@@ -52,6 +52,7 @@ from magsag.backends.postgres.schema import (
     target_version,
 )
 from magsag.backends.postgres.stream import PostgresStream
+from magsag.backends.retry import async_retrying
 from magsag.backends.schema import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
@@ -79,7 +80,8 @@ _ALNUM = re.compile(r"[^\W_]+", re.UNICODE)
 _RUN_SELECT = ", ".join(RUN_COLUMNS)
 _EVENT_SELECT = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
 _PAGE = 1000
-_RETRY_DELAYS = (0.1, 0.5, 1.5, 3.0)
+RETRY_FIRST_WAIT = 0.5  # seconds: a lost connection's retries wait up to 0.5, 1, 2, 3 s (full jitter)
+RETRY_MAX_WAIT = 3.0
 _AGGREGATES = {"avg": "avg(v)", "sum": "sum(v)", "min": "min(v)", "max": "max(v)", "count": "count(v)"}
 
 
@@ -289,27 +291,40 @@ class PostgresStorageBackend(StorageBackend):
         silently replayed. Broken connections are terminated, not handed back to the pool.
         """
         pool = self._require()
-        attempts = self.read_retries + 1 if idempotent else 2
-        for attempt in range(attempts):
-            try:
-                async with pool.acquire() as conn:
-                    try:
-                        return await fn(conn)
-                    except Exception as exc:
-                        if is_connection_loss(exc):
-                            with contextlib.suppress(Exception):  # already detached if it closed itself
-                                conn.terminate()
-                        raise
-            except (StorageError, *passthrough):
-                raise
-            except Exception as exc:
-                retry = is_connection_loss(exc) if idempotent else never_sent(exc)
-                if not retry or attempt + 1 >= attempts:
-                    raise query_error(exc, what, self._info, self.statement_timeout_ms) from None
-                log.info("magsag postgres: connection lost while %s; retrying (%s)", what, type(exc).__name__)
-                with contextlib.suppress(Exception):
-                    await pool.expire_connections()
-                await asyncio.sleep(_RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)])
+
+        def transient(exc: BaseException) -> bool:
+            if isinstance(exc, passthrough):
+                return False
+            return is_connection_loss(exc) if idempotent else never_sent(exc)
+
+        async def fresh_connections(_: Any) -> None:
+            with contextlib.suppress(Exception):
+                await pool.expire_connections()
+
+        policy = async_retrying(
+            transient,
+            attempts=self.read_retries + 1 if idempotent else 2,
+            first=RETRY_FIRST_WAIT,
+            cap=RETRY_MAX_WAIT,
+            before_sleep=fresh_connections,
+            log=log,
+            what=f"magsag postgres: connection lost while {what}",
+        )
+        try:
+            async for attempt in policy:
+                with attempt:
+                    async with pool.acquire() as conn:
+                        try:
+                            return await fn(conn)
+                        except Exception as exc:
+                            if is_connection_loss(exc):
+                                with contextlib.suppress(Exception):  # already detached if it closed itself
+                                    conn.terminate()
+                            raise
+        except (StorageError, *passthrough):
+            raise
+        except Exception as exc:
+            raise query_error(exc, what, self._info, self.statement_timeout_ms) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _read(self, fn: Callable[[Any], Awaitable[T]], what: str) -> T:

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from magsag.backends.postgres.conn import require_asyncpg
 from magsag.backends.postgres.partitions import NATIVE, drop_partition
 from magsag.backends.postgres.schema import date_day, partition_bounds
+from magsag.backends.retry import async_retrying
 from magsag.backends.schema import day_start_us
 from magsag.backends.tiering.protocol import Claim
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DROP_ATTEMPTS = 3
+DROP_FIRST_WAIT = 0.4  # seconds: the longest first wait between tries
 Check = Callable[[], Awaitable[None]]
 
 
@@ -78,24 +79,31 @@ async def drop_whole_day(
             await drop_partition(c, s, NATIVE, part)
             return n
 
-    for attempt in range(DROP_ATTEMPTS):
+    async def attempt() -> int | None:
         await check()
-        try:
-            n = await b._run(
-                lambda c: _busy_on_lock_timeout(op, c),
-                f"dropping partition {part.table} after tiering",
-                idempotent=False,
-                passthrough=(_LockBusy,),
-            )
-        except _LockBusy:
-            log.info("magsag tier: %s is busy (try %d); retrying", part.table, attempt + 1)
-            await asyncio.sleep(0.2 * (attempt + 1))
-            continue
-        if n is not None:
-            b._parts.pop(part.day, None)
-        return n
-    log.info("magsag tier: could not lock %s to drop it; deleting the selection in chunks", part.table)
-    return None
+        return await b._run(
+            lambda c: _busy_on_lock_timeout(op, c),
+            f"dropping partition {part.table} after tiering",
+            idempotent=False,
+            passthrough=(_LockBusy,),
+        )
+
+    # A busy partition is transient: the retry policy, then the chunked delete instead.
+    policy = async_retrying(
+        lambda e: isinstance(e, _LockBusy),
+        attempts=DROP_ATTEMPTS,
+        first=DROP_FIRST_WAIT,
+        log=log,
+        what=f"magsag tier: {part.table} is busy",
+    )
+    try:
+        n = await policy(attempt)
+    except _LockBusy:
+        log.info("magsag tier: could not lock %s to drop it; deleting the selection in chunks", part.table)
+        return None
+    if n is not None:
+        b._parts.pop(part.day, None)
+    return n
 
 
 async def delete_in_chunks(

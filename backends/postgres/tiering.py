@@ -11,8 +11,10 @@ one row per claim with the frozen bound ``seq_hi``, ``excluded_runs`` (runs that
 finished claims whose rows it skips), the planned ``files`` and the claim's ``info``. A
 partial unique index on ``day WHERE state <> 'done'`` makes a second unfinished claim of
 a day impossible. Every query of a claim's events (count, export, drop check, delete) is
-:func:`selection_sql`, which reads the claim's lists from its ledger row, so they can
-never disagree.
+:func:`~magsag.backends.postgres.tier_ledger.selection_sql`, which reads the claim's lists
+from its ledger row, so they can never disagree. The state changes of a claim are the
+shared state machine (:mod:`magsag.backends.tiering.ledger`) writing through
+:class:`~magsag.backends.postgres.tier_ledger.PostgresLedgerSQL`.
 
 **Freezing a selection without a monotonic rowid.** Every event gets ``seq`` from
 ``<schema>.events_seq`` (schema v1 already has the column; v2 pins the sequence to
@@ -49,7 +51,7 @@ wait in step 2 blocks no one. Snapshot ``xmin``/``xip`` bounds need the rows' 32
 
 **Export** (:mod:`magsag.backends.postgres.tier_rows`). DuckDB scans the day's partition in
 parallel ctid ranges with ``seq <= seq_hi`` pushed down and the run lists of the ledger
-row as filters, and sorts; without a partition (TimescaleDB) it runs :func:`selection_sql`
+row as filters, and sorts; without a partition (TimescaleDB) it runs the claim's selection
 through ``postgres_query``; without DuckDB's extension an asyncpg cursor does it.
 
 **Delete** (:mod:`magsag.backends.postgres.tier_delete`). When nothing outside the selection is
@@ -73,36 +75,33 @@ dropped whole, never DELETEd from. This source uses the chunked delete on hypert
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from magsag.backends.errors import LockedError, StorageError, ValidationError
+from magsag.backends.errors import LockedError, StorageError
 from magsag.backends.postgres.conn import query_error
 from magsag.backends.postgres.partitions import NATIVE, DayPartition
-from magsag.backends.postgres.schema import date_day, partition_bounds
+from magsag.backends.postgres.schema import date_day
 from magsag.backends.postgres.tier_delete import delete_in_chunks, delete_runs, drop_whole_day
+from magsag.backends.postgres.tier_ledger import (
+    COLUMNS,
+    PostgresLedgerSQL,
+    claim_from_row,
+    day_bounds,
+    day_uncovered,
+    selection_sql,
+    uncovered_counts,
+)
 from magsag.backends.postgres.tier_lock import AdvisoryJobLock
 from magsag.backends.postgres.tier_rows import SELECT_COLUMNS, DuckExporter, choose_engine, cursor_batches
-from magsag.backends.schema import RUN_COLUMNS, US_PER_DAY, from_us, to_us, utc_now
-from magsag.backends.tiering.protocol import (
-    CLAIMED,
-    COPY,
-    DONE,
-    EXPORTED,
-    MOVE,
-    Claim,
-    RunningRun,
-    TierDay,
-    check_deletable,
-    check_mode,
-    dumps,
-    sorted_unique,
-)
+from magsag.backends.schema import RUN_COLUMNS, to_us
+from magsag.backends.tiering.base import BaseTierSource, ClaimRequest, Deleted, OnChunk, drain_in_thread
+from magsag.backends.tiering.ledger import Ledger, dumps, worth_claiming
+from magsag.backends.tiering.protocol import CLAIMED, DONE, Claim, RunningRun, TierDay
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -110,11 +109,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_COLUMNS = (
-    "batch_id, dest, day, mode, state, seq_hi, excluded_runs, run_ids, orphan_runs, covered_by, files, "
-    "selected_events, event_rows, run_rows, info, created_at, finished_at"
-)
-_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 _WRITER_MODES = ("RowExclusiveLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")
 _WRITERS_SQL = (
     "SELECT DISTINCT l.virtualtransaction, l.pid FROM pg_locks l "
@@ -125,64 +119,7 @@ _WRITERS_SQL = (
 )
 
 
-def check_id(batch_id: str) -> str:
-    if not isinstance(batch_id, str) or not batch_id or len(batch_id) > 80 or not set(batch_id) <= _ID_OK:
-        raise ValidationError(f"invalid tier batch id {batch_id!r}")
-    return batch_id
-
-
-def day_bounds(day: date) -> tuple[str, str]:
-    """Timestamp literals of ``[day 00:00, day+1 00:00)`` UTC."""
-    return partition_bounds(date_day(day))
-
-
-def selection_sql(schema: str, claim: Claim, *, alias: str = "e") -> str:
-    """The WHERE clause (over ``<schema>.events`` aliased ``alias``) of a claim's selected
-    events: its day, ``seq <= seq_hi``, not of an excluded run, and in copy mode not covered
-    by an earlier finished claim. Lists are read from the claim's ledger row; a claim
-    missing from the ledger selects nothing."""
-    lo, hi = day_bounds(claim.day)
-    bid = "'" + check_id(claim.batch_id) + "'"
-    ledger = f"{schema}.tier_batches"
-    e = alias
-    where = (
-        f"{e}.ts >= '{lo}' AND {e}.ts < '{hi}' AND {e}.seq <= {int(claim.snapshot['seq_hi'])} "
-        f"AND {e}.run_id <> ALL ((SELECT c.excluded_runs FROM {ledger} c WHERE c.batch_id = {bid})::text[])"
-    )
-    if claim.snapshot.get("covered_by"):
-        where += (
-            f" AND NOT EXISTS (SELECT 1 FROM {ledger} b WHERE b.batch_id = ANY "
-            f"((SELECT c.covered_by FROM {ledger} c WHERE c.batch_id = {bid})::text[]) "
-            f"AND {e}.seq <= b.seq_hi AND {e}.run_id <> ALL (b.excluded_runs))"
-        )
-    return where
-
-
-def _claim_from_row(r: Any) -> Claim:
-    return Claim(
-        batch_id=r["batch_id"],
-        dest=r["dest"],
-        day=r["day"],
-        mode=r["mode"],
-        state=r["state"],
-        files=dict(json.loads(r["files"] or "{}")),
-        run_ids=tuple(r["run_ids"] or ()),
-        orphan_runs=tuple(r["orphan_runs"] or ()),
-        event_rows=r["event_rows"],
-        run_rows=r["run_rows"],
-        snapshot={
-            "seq_hi": int(r["seq_hi"]),
-            "excluded_runs": list(r["excluded_runs"] or ()),
-            "covered_by": list(r["covered_by"] or ()),
-            "selected_events": r["selected_events"],
-        },
-        info=json.loads(r["info"] or "{}"),
-        created_at=from_us(r["created_at"]) if r["created_at"] is not None else None,
-        finished_at=from_us(r["finished_at"]) if r["finished_at"] is not None else None,
-    )
-
-
-class PostgresTierSource:
+class PostgresTierSource(BaseTierSource):
     """:class:`~magsag.backends.tiering.protocol.TierSource` over a PostgreSQL hot store.
 
     ``freeze_timeout``: how long a claim waits for transactions that were writing events
@@ -209,9 +146,10 @@ class PostgresTierSource:
         self.poll = poll
         self._lock = AdvisoryJobLock(backend, f"magsag.tier:{self.schema}", f"schema {self.schema!r}")
         self._duck: DuckExporter | None = None
+        self.ledger = Ledger(PostgresLedgerSQL(backend))
 
     @property
-    def ledger(self) -> str:
+    def ledger_table(self) -> str:
         return f"{self.schema}.tier_batches"
 
     # ------------------------------------------------------------------ lock
@@ -222,13 +160,9 @@ class PostgresTierSource:
         await self._lock.check()
 
     # -------------------------------------------------------------- planning
-    async def tierable_days(
-        self, cutoff: datetime, *, dest: str, orphan_runs: Iterable[str] = (), mode: str = MOVE
+    async def _tierable_days(
+        self, cut: int, *, orphans: tuple[str, ...], covered: Mapping[date, tuple[str, ...]]
     ) -> list[TierDay]:
-        check_mode(mode)
-        cut = to_us(cutoff)
-        cut -= cut % US_PER_DAY  # complete days only
-        orphans = list(sorted_unique(orphan_runs))
         s = self.schema
         await self.backend._refresh_partitions()
         parts = dict(self.backend._parts)
@@ -241,7 +175,7 @@ class PostgresTierSource:
                     f"FROM {s}.events e LEFT JOIN (SELECT run_id FROM {s}.runs WHERE status = 'running' "
                     "AND run_id <> ALL ($2::text[])) h ON h.run_id = e.run_id WHERE e.ts < $1 GROUP BY 1",
                     cut,
-                    orphans,
+                    list(orphans),
                 )
             }
             rn = {
@@ -258,10 +192,8 @@ class PostgresTierSource:
                 n_ev, held_ev = ev.get(day, (0, 0))
                 n_run, held_run = rn.get(day, (0, 0))
                 movable_ev, movable_run = n_ev - held_ev, n_run - held_run
-                if mode == COPY:
-                    covered = await _done_batches(c, self.ledger, dest, day)
-                    if covered:
-                        movable_ev, movable_run = await self._uncovered_counts(c, day, covered, orphans)
+                if covered.get(day):
+                    movable_ev, movable_run = await uncovered_counts(c, s, day, list(covered[day]), list(orphans))
                 size = sizes.get(date_day(day), 0)
                 out.append(
                     TierDay(
@@ -276,26 +208,6 @@ class PostgresTierSource:
             return out
 
         return await self.backend._read(q, "planning the days to tier")
-
-    async def _uncovered_counts(self, c: Any, day: date, covered: list[str], orphans: list[str]) -> tuple[int, int]:
-        """Copy mode: events and terminal runs of ``day`` no finished claim in ``covered`` holds."""
-        s, lo, hi = self.schema, *day_bounds(day)
-        n_ev = await c.fetchval(
-            f"SELECT count(*) FROM {s}.events e WHERE e.ts >= '{lo}' AND e.ts < '{hi}' "
-            f"AND e.run_id NOT IN (SELECT run_id FROM {s}.runs WHERE status = 'running' "
-            "AND run_id <> ALL ($2::text[])) "
-            f"AND NOT EXISTS (SELECT 1 FROM {self.ledger} b WHERE b.batch_id = ANY ($1::text[]) "
-            "AND e.seq <= b.seq_hi AND e.run_id <> ALL (b.excluded_runs))",
-            covered,
-            orphans,
-        )
-        n_run = await c.fetchval(
-            f"SELECT count(*) FROM {s}.runs r WHERE r.started_at >= '{lo}' AND r.started_at < '{hi}' "
-            f"AND r.status <> 'running' AND NOT EXISTS (SELECT 1 FROM {self.ledger} b "
-            "WHERE b.batch_id = ANY ($1::text[]) AND r.run_id = ANY (b.run_ids))",
-            covered,
-        )
-        return int(n_ev), int(n_run)
 
     async def running_runs(self, before: datetime) -> list[RunningRun]:
         sql = (
@@ -340,28 +252,11 @@ class PostgresTierSource:
 
         return await self.backend._write(op, f"freezing the selection of {day}")
 
-    async def claim_day(
-        self,
-        *,
-        batch_id: str,
-        dest: str,
-        day: date,
-        mode: str,
-        files: dict[str, str],
-        orphan_runs: Iterable[str] = (),
-        info: dict[str, Any] | None = None,
-    ) -> Claim | None:
-        check_id(batch_id)
-        check_mode(mode)
-        orphans = list(sorted_unique(orphan_runs))
-        s, ledger = self.schema, self.ledger
+    async def _claim_day(self, req: ClaimRequest) -> Claim | None:
+        day, covered, orphans = req.day, list(req.covered_by), list(req.orphan_runs)
+        s, ledger = self.schema, self.ledger_table
         lo, hi = day_bounds(day)
         await self._check_lock()
-        if await self.backend._read(
-            lambda c: c.fetchval(f"SELECT 1 FROM {ledger} WHERE day = $1 AND state <> $2", day, DONE),
-            "reading the tier ledger",
-        ):
-            return None
         await self.backend._refresh_partitions()
         seq_hi = await self._freeze(day)
 
@@ -377,7 +272,6 @@ class PostgresTierSource:
                     seq_hi,
                     orphans,
                 )
-                covered = await _done_batches(c, ledger, dest, day) if mode == COPY else []
                 run_ids = await c.fetchval(
                     f"SELECT coalesce(array_agg(r.run_id ORDER BY r.run_id), '{{}}') FROM {s}.runs r "
                     f"WHERE r.started_at >= '{lo}' AND r.started_at < '{hi}' AND r.status <> 'running' "
@@ -389,33 +283,39 @@ class PostgresTierSource:
                     f"INSERT INTO {ledger} (batch_id, dest, day, mode, state, seq_hi, excluded_runs, run_ids, "
                     "orphan_runs, covered_by, files, info, created_at) "
                     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12::jsonb, $13)",
-                    batch_id,
-                    dest,
+                    req.batch_id,
+                    req.dest,
                     day,
-                    mode,
+                    req.mode,
                     CLAIMED,
                     seq_hi,
                     list(excluded),
                     list(run_ids),
                     orphans,
                     covered,
-                    dumps(files),
-                    dumps(info or {}),
-                    to_us(utc_now()),
+                    dumps(req.files),
+                    dumps(req.info),
+                    to_us(req.created_at),
                 )
                 draft = Claim(
-                    batch_id, dest, day, mode, CLAIMED, files, snapshot={"seq_hi": seq_hi, "covered_by": covered}
+                    req.batch_id,
+                    req.dest,
+                    day,
+                    req.mode,
+                    CLAIMED,
+                    req.files,
+                    snapshot={"seq_hi": seq_hi, "covered_by": covered},
                 )
                 selected = await c.fetchval(f"SELECT count(*) FROM {s}.events e WHERE {selection_sql(s, draft)}")
-                if selected == 0 and not run_ids:
-                    await c.execute(f"DELETE FROM {ledger} WHERE batch_id = $1", batch_id)
+                if not worth_claiming(selected, run_ids):
+                    await c.execute(f"DELETE FROM {ledger} WHERE batch_id = $1", req.batch_id)
                     return None
                 row = await c.fetchrow(
-                    f"UPDATE {ledger} SET selected_events = $2 WHERE batch_id = $1 RETURNING {_COLUMNS}",
-                    batch_id,
+                    f"UPDATE {ledger} SET selected_events = $2 WHERE batch_id = $1 RETURNING {COLUMNS}",
+                    req.batch_id,
                     selected,
                 )
-                return _claim_from_row(row)
+                return claim_from_row(row)
 
         return await self.backend._write(op, f"claiming {day} for tiering")
 
@@ -430,15 +330,8 @@ class PostgresTierSource:
             if self._duck is None:
                 self._duck = DuckExporter(self.backend._dsn, self.schema, memory_limit=self.memory_limit)
             source = await self._duck_source(claim, self._duck, sql)
-            gen = self._duck.batches(source, batch_rows, what)
-            try:
-                while True:
-                    batch = await asyncio.to_thread(next, gen, None)
-                    if batch is None:
-                        return
-                    yield batch
-            finally:
-                await asyncio.to_thread(gen.close)
+            async for batch in drain_in_thread(self._duck.batches(source, batch_rows, what)):
+                yield batch
             return
         pool = self.backend._require()
         try:
@@ -463,12 +356,13 @@ class PostgresTierSource:
 
         async def lists(c: Any) -> tuple[list[str], list[tuple[int, list[str]]]]:
             row = await c.fetchrow(
-                f"SELECT excluded_runs, covered_by FROM {self.ledger} WHERE batch_id = $1", claim.batch_id
+                f"SELECT excluded_runs, covered_by FROM {self.ledger_table} WHERE batch_id = $1", claim.batch_id
             )
             if row is None:
                 raise StorageError(f"tier claim {claim.batch_id} is not in the ledger of schema {self.schema!r}")
             covered = await c.fetch(
-                f"SELECT seq_hi, excluded_runs FROM {self.ledger} WHERE batch_id = ANY ($1::text[]) ORDER BY batch_id",
+                f"SELECT seq_hi, excluded_runs FROM {self.ledger_table} WHERE batch_id = ANY ($1::text[]) "
+                "ORDER BY batch_id",
                 list(row["covered_by"]),
             )
             if len(covered) != len(row["covered_by"]):
@@ -505,45 +399,11 @@ class PostgresTierSource:
         if duck is not None:
             await asyncio.to_thread(duck.close)
 
-    # ---------------------------------------------------------- state changes
-    async def _update(self, claim: Claim, sets: str, params: tuple[Any, ...], info: dict[str, Any] | None) -> Claim:
-        sql = f"UPDATE {self.ledger} SET {sets}info = info || $2::jsonb WHERE batch_id = $1 RETURNING {_COLUMNS}"
-
-        async def op(c: Any) -> Any:
-            return await c.fetchrow(sql, claim.batch_id, dumps(info or {}), *params)
-
-        row = await self.backend._write(op, f"updating tier claim {claim.batch_id}")
-        if row is None:
-            raise StorageError(f"tier claim {claim.batch_id} is not in the ledger of schema {self.schema!r}")
-        return _claim_from_row(row)
-
-    async def mark_exported(
-        self, claim: Claim, *, event_rows: int, run_rows: int, info: dict[str, Any] | None = None
-    ) -> Claim:
-        if claim.state == DONE:
-            return claim
-        return await self._update(
-            claim,
-            "state = CASE WHEN state = 'done' THEN state ELSE $3 END, event_rows = $4, run_rows = $5, ",
-            (EXPORTED, event_rows, run_rows),
-            info,
-        )
-
-    async def update_info(self, claim: Claim, info: dict[str, Any]) -> Claim:
-        return await self._update(claim, "", (), info)
-
-    async def finish_claim(self, claim: Claim, *, info: dict[str, Any] | None = None) -> Claim:
-        return await self._update(
-            claim, "state = $3, finished_at = coalesce(finished_at, $4), ", (DONE, to_us(utc_now())), info
-        )
-
     # ---------------------------------------------------------------- delete
-    async def delete_claimed(
-        self, claim: Claim, *, chunk_rows: int = 50_000, on_chunk: Callable[[int], None] | None = None
-    ) -> dict[str, int]:
-        check_deletable(claim)
+    async def _delete_claimed(self, claim: Claim, chunk_rows: int, on_chunk: OnChunk) -> Deleted:
+        """A whole day is a partition dropped in one statement; else the selection in chunks."""
         await self._check_lock()
-        b, ledger = self.backend, self.ledger
+        b, ledger = self.backend, self.ledger_table
         events = await drop_whole_day(
             b, ledger, claim, lock_timeout_ms=self.drop_lock_timeout_ms, check=self._check_lock
         )
@@ -552,69 +412,18 @@ class PostgresTierSource:
                 on_chunk(events)
         else:
             where = selection_sql(self.schema, claim)
-            events = await delete_in_chunks(b, claim, where, max(1, int(chunk_rows)), on_chunk, check=self._check_lock)
+            events = await delete_in_chunks(b, claim, where, chunk_rows, on_chunk, check=self._check_lock)
         return {"events": events, "runs": await delete_runs(b, ledger, claim)}
 
-    async def delete_claims(
-        self, claims: Sequence[Claim], *, chunk_rows: int = 50_000, on_chunk: Callable[[int], None] | None = None
-    ) -> dict[str, dict[str, int]]:
-        """One claim after the other: a whole day is a partition dropped in one statement."""
-        return {c.batch_id: await self.delete_claimed(c, chunk_rows=chunk_rows, on_chunk=on_chunk) for c in claims}
-
-    # ------------------------------------------------------------- listings
-    async def unfinished_claims(self, dest: str | None = None) -> list[Claim]:
-        return [c for c in await self.claims(dest) if c.state != DONE]
-
-    async def claims(self, dest: str | None = None, day: date | None = None) -> list[Claim]:
-        sql = (
-            f"SELECT {_COLUMNS} FROM {self.ledger} WHERE ($1::text IS NULL OR dest = $1) "
-            "AND ($2::date IS NULL OR day = $2) ORDER BY created_at, batch_id"
-        )
-        rows = await self.backend._read(lambda c: c.fetch(sql, dest, day), "reading the tier ledger")
-        return [_claim_from_row(r) for r in rows]
-
-    async def unarchived_days(self, days: Iterable[date], *, dest: str | None = None) -> list[date]:
-        wanted = sorted({d if isinstance(d, date) else date.fromisoformat(str(d)) for d in days})
-        s, ledger = self.schema, self.ledger
-        cover = "b.day = $1 AND b.state = 'done' AND ($2::text IS NULL OR b.dest = $2)"
-
+    # ------------------------------------------------------------- coverage
+    async def _unarchived_days(self, days: list[date], dest: str | None) -> list[date]:
         async def q(c: Any) -> list[date]:
-            out = []
-            for day in wanted:
-                lo, hi = day_bounds(day)
-                ev = await c.fetchval(
-                    f"SELECT EXISTS (SELECT 1 FROM {s}.events e WHERE e.ts >= '{lo}' AND e.ts < '{hi}' "
-                    f"AND e.run_id NOT IN (SELECT run_id FROM {s}.runs WHERE status = 'running') "
-                    f"AND NOT EXISTS (SELECT 1 FROM {ledger} b WHERE {cover} AND e.seq <= b.seq_hi "
-                    "AND e.run_id <> ALL (b.excluded_runs)))",
-                    day,
-                    dest,
-                )
-                rn = await c.fetchval(
-                    f"SELECT EXISTS (SELECT 1 FROM {s}.runs r WHERE r.started_at >= '{lo}' AND r.started_at < '{hi}' "
-                    f"AND r.status <> 'running' AND NOT EXISTS (SELECT 1 FROM {ledger} b WHERE {cover} "
-                    "AND r.run_id = ANY (b.run_ids)))",
-                    day,
-                    dest,
-                )
-                if ev or rn:
-                    out.append(day)
-            return out
+            return [d for d in days if await day_uncovered(c, self.schema, d, dest)]
 
         return await self.backend._read(q, "checking which days are archived")
 
 
 # ------------------------------------------------------------------ helpers
-
-
-async def _done_batches(c: Any, ledger: str, dest: str, day: date) -> list[str]:
-    rows = await c.fetch(
-        f"SELECT batch_id FROM {ledger} WHERE dest = $1 AND day = $2 AND state = $3 ORDER BY batch_id",
-        dest,
-        day,
-        DONE,
-    )
-    return [r[0] for r in rows]
 
 
 async def _sizes(c: Any, parts: list[DayPartition]) -> dict[int, int]:

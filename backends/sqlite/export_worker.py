@@ -17,7 +17,6 @@ query fails before any row, ``E`` + length + message alone.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import struct
 import subprocess
@@ -27,14 +26,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+import orjson
+from magsag.backends.duckdb_sql import sql_string
 from magsag.backends.errors import StorageError
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-
-def _sql_text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 class ExportWorker:
@@ -55,7 +52,7 @@ class ExportWorker:
             if self._stderr is None:
                 self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - kept for the worker's lifetime
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "magsag.backends.sqlite.export_worker", json.dumps(config)],
+                [sys.executable, "-m", "magsag.backends.sqlite.export_worker", orjson.dumps(config).decode()],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=self._stderr,
@@ -71,7 +68,7 @@ class ExportWorker:
         assert proc.stdin is not None and proc.stdout is not None
         finished = False
         try:
-            proc.stdin.write((json.dumps({"db": self.db_path, "sql": sql, "batch_rows": batch_rows}) + "\n").encode())
+            proc.stdin.write(orjson.dumps({"db": self.db_path, "sql": sql, "batch_rows": batch_rows}) + b"\n")
             proc.stdin.flush()
             head = proc.stdout.read(1)
             if head == b"E":
@@ -142,6 +139,7 @@ def _serve(config: dict[str, Any]) -> None:
     import duckdb
     import pyarrow as pa
     from magsag.backends.allocator import lean_process
+    from magsag.backends.duckdb_ext import new_connection
 
     lean_process()  # a streaming process: give freed memory back (backends/allocator.py)
 
@@ -153,29 +151,23 @@ def _serve(config: dict[str, Any]) -> None:
         out.write(b"E" + struct.pack(">I", len(data)) + data)
         out.flush()
 
-    con = duckdb.connect(
-        config={
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-            "memory_limit": config["memory_limit"],
-            "temp_directory": tmp,
-            "threads": int(config["threads"]),
-        }
-    )
+    settings = {"memory_limit": config["memory_limit"], "temp_directory": tmp}
+    threads = int(config["threads"])
     loaded = None
     try:
-        con.execute(f"LOAD {_sql_text(config['extension'])}")
+        con = new_connection(threads, files=(config["extension"],), config=settings)
     except duckdb.Error as exc:
         loaded = f"cannot load the DuckDB sqlite_scanner extension: {str(exc).splitlines()[0]}"
+        con = new_connection(threads, config=settings)
     try:
         for line in sys.stdin.buffer:
-            req = json.loads(line)
+            req = orjson.loads(line)
             if loaded is not None:
                 error(loaded)
                 continue
             attached = started = False
             try:
-                con.execute(f"ATTACH {_sql_text(req['db'])} AS hot (TYPE sqlite, READ_ONLY)")
+                con.execute(f"ATTACH {sql_string(req['db'])} AS hot (TYPE sqlite, READ_ONLY)")
                 attached = True
                 reader = con.execute(req["sql"]).to_arrow_reader(int(req["batch_rows"]))
                 out.write(b"A")
@@ -209,4 +201,4 @@ def _serve(config: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):
-        _serve(json.loads(sys.argv[1]))
+        _serve(orjson.loads(sys.argv[1]))

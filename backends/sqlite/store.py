@@ -21,6 +21,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from magsag.backends import jsontext
 from magsag.backends.base import StorageBackend, StorageCapabilities, check_aggregation, check_limit
 from magsag.backends.errors import BackendUnavailable, NotFoundError, QueryError
 from magsag.backends.schema import (
@@ -321,7 +322,7 @@ class SQLiteStorageBackend(StorageBackend):
                     run.parent_run_id,
                     run.status,
                     run.started_at_us,
-                    json.dumps(list(run.tags)),
+                    json.dumps(list(run.tags)),  # the stored tags text, unchanged (see jsontext)
                     explicit_start,
                 ),
             )
@@ -362,7 +363,7 @@ class SQLiteStorageBackend(StorageBackend):
                 raise NotFoundError(f"run {run_id!r} not found")
             merged = row[0]
             if patch is not None:
-                merged = json.dumps({**json.loads(row[0] or "{}"), **json.loads(patch)}, separators=(",", ":"))
+                merged = jsontext.dumps({**jsontext.loads(row[0] or "{}"), **jsontext.loads(patch)})
             new_end = ended_us if ended_us is not None else row[1]
             if status == RUNNING and ended is None:
                 new_end = None

@@ -30,7 +30,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from magsag.backends.sqlite.tier_ledger import selection_sql
-from magsag.backends.tiering.protocol import Claim, dumps
+from magsag.backends.tiering.ledger import dumps
+from magsag.backends.tiering.protocol import Claim
 
 if TYPE_CHECKING:
     from magsag.backends.sqlite.store import SQLiteStorageBackend

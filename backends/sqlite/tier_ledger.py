@@ -1,33 +1,86 @@
-"""The SQL of the SQLite tiering ledger (``tier_batches``): claim rows, the frozen selection
-of a claim as one WHERE clause, and what finished claims cover (copy mode, vacuum guard).
+"""The SQL of the SQLite tiering ledger (``tier_batches``): :class:`SQLiteLedgerSQL` (the
+:class:`~magsag.backends.tiering.ledger.LedgerSQL` the shared state machine writes through),
+claim rows, the frozen selection of a claim as one WHERE clause, and what finished claims
+cover (copy mode, vacuum guard).
 
 Used by :mod:`magsag.backends.sqlite.tiering`; every query of a claim's events (count, export,
-delete) is :func:`selection_sql` over the ledger row, so they can never disagree.
+delete) is :func:`selection_sql` over the ledger row, so they can never disagree. The
+columns the schema lacks (planned files, orphan runs, ``covered_by``, the selected count)
+live in ``info`` under ``_claim``; :class:`~magsag.backends.tiering.protocol.Claim` shows
+them as fields, never as info.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from magsag.backends.errors import ValidationError
-from magsag.backends.schema import US_PER_DAY, day_start_us, from_us
-from magsag.backends.tiering.protocol import DONE, Claim, dumps
+import orjson
+from magsag.backends.schema import US_PER_DAY, day_start_us, from_us, to_us
+from magsag.backends.tiering.ledger import check_id, dumps
+from magsag.backends.tiering.protocol import Claim
+
+if TYPE_CHECKING:
+    from magsag.backends.sqlite.store import SQLiteStorageBackend
 
 BATCH_COLUMNS = (
     "batch_id, dest, day, mode, state, seq_lo, seq_hi, excluded_runs, run_ids, event_rows, run_rows, info, "
     "created_at, finished_at"
 )
-_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+CLAIM_META = "_claim"  # the info key holding what the schema has no column for
+Reader = Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
 
 
-def check_id(batch_id: str) -> str:
-    if not batch_id or len(batch_id) > 80 or not set(batch_id) <= _ID_OK:
-        raise ValidationError(f"invalid tier batch id {batch_id!r}")
-    return batch_id
+class SQLiteLedgerSQL:
+    """The ledger's reads and compare-and-set writes on ``tier_batches``.
+
+    Reads go through ``read`` (the tier source's own reader, after pending writes are
+    committed); writes through the backend's writer, one transaction each.
+    """
+
+    def __init__(self, backend: SQLiteStorageBackend, read: Reader):
+        self.backend = backend
+        self._read = read
+        self.where = f"the ledger of {backend.db_path}"
+
+    async def select(
+        self, *, dest: str | None = None, day: date | None = None, batch_ids: Sequence[str] | None = None
+    ) -> list[Claim]:
+        sql = (
+            f"SELECT {BATCH_COLUMNS} FROM tier_batches WHERE (?1 IS NULL OR dest = ?1) "
+            "AND (?2 IS NULL OR day = ?2) AND (?3 IS NULL OR batch_id IN (SELECT value FROM json_each(?3))) "
+            "ORDER BY created_at, batch_id"
+        )
+        params = (dest, None if day is None else day.isoformat(), None if batch_ids is None else dumps(list(batch_ids)))
+        rows = await self._read(lambda c: c.execute(sql, params).fetchall())
+        return [claim_from_row(r) for r in rows]
+
+    async def put(self, stored: Claim, new: Claim) -> Claim | None:
+        def op(c: sqlite3.Connection) -> Claim | None:
+            row = c.execute(
+                "SELECT info FROM tier_batches WHERE batch_id = ? AND state = ?", (stored.batch_id, stored.state)
+            ).fetchone()
+            if row is None:
+                return None
+            meta = orjson.loads(row[0] or "{}").get(CLAIM_META, {})
+            c.execute(
+                "UPDATE tier_batches SET state = ?, event_rows = ?, run_rows = ?, finished_at = ?, info = ? "
+                "WHERE batch_id = ? AND state = ?",
+                (
+                    new.state,
+                    new.event_rows,
+                    new.run_rows,
+                    to_us(new.finished_at) if new.finished_at is not None else None,
+                    dumps({**new.info, CLAIM_META: meta}),
+                    stored.batch_id,
+                    stored.state,
+                ),
+            )
+            return fetch_claim(c, stored.batch_id)
+
+        return await self.backend.write(op)
 
 
 def sql_text(value: str) -> str:
@@ -54,8 +107,8 @@ def selection_sql(batch_id: str, day: date, seq_hi: int, covered_by: Iterable[st
 
 def claim_from_row(row: tuple[Any, ...]) -> Claim:
     (batch_id, dest, day, mode, state, _lo, seq_hi, excluded, run_ids, ev_rows, run_rows, info, created, finished) = row
-    info = json.loads(info or "{}")
-    meta = info.pop("_claim", {})
+    info = orjson.loads(info or "{}")
+    meta = info.pop(CLAIM_META, {})
     return Claim(
         batch_id=batch_id,
         dest=dest,
@@ -63,13 +116,13 @@ def claim_from_row(row: tuple[Any, ...]) -> Claim:
         mode=mode,
         state=state,
         files=dict(meta.get("files", {})),
-        run_ids=tuple(json.loads(run_ids or "[]")),
+        run_ids=tuple(orjson.loads(run_ids or "[]")),
         orphan_runs=tuple(meta.get("orphan_runs", ())),
         event_rows=ev_rows,
         run_rows=run_rows,
         snapshot={
             "seq_hi": seq_hi,
-            "excluded_runs": json.loads(excluded or "[]"),
+            "excluded_runs": orjson.loads(excluded or "[]"),
             "covered_by": list(meta.get("covered_by", ())),
             "selected_events": meta.get("selected_events"),
         },
@@ -102,7 +155,7 @@ def day_covered(c: sqlite3.Connection, day: date, dest: str | None) -> bool:
         f"SELECT 1 FROM events WHERE ts >= ? AND ts < ? AND seq > ? AND {not_running} LIMIT 1", (lo, hi, max_hi)
     ).fetchone():
         return False
-    excluded = sorted({r for b in batches for r in json.loads(b[1] or "[]")})
+    excluded = sorted({r for b in batches for r in orjson.loads(b[1] or "[]")})
     if not excluded:
         return True
     return not c.execute(
@@ -121,16 +174,6 @@ def used_bytes(c: sqlite3.Connection) -> int:
 def fetch_claim(c: sqlite3.Connection, batch_id: str) -> Claim | None:
     row = c.execute(f"SELECT {BATCH_COLUMNS} FROM tier_batches WHERE batch_id = ?", (batch_id,)).fetchone()
     return claim_from_row(row) if row else None
-
-
-def done_batches(c: sqlite3.Connection, dest: str, day: date) -> list[str]:
-    return [
-        r[0]
-        for r in c.execute(
-            "SELECT batch_id FROM tier_batches WHERE dest = ? AND day = ? AND state = ? ORDER BY batch_id",
-            (dest, day.isoformat(), DONE),
-        )
-    ]
 
 
 def uncovered_counts(c: sqlite3.Connection, day: date, covered: list[str], orphans: str) -> tuple[int, int]:

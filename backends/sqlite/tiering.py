@@ -1,8 +1,10 @@
 """The SQLite hot store's side of tiering (:class:`~magsag.backends.tiering.protocol.TierSource`).
 
-* **Lock**: an OS file lock (``flock``) on ``<db>.tier-lock`` next to the database. The
-  kernel releases it when the holder dies, kill -9 included, so a crashed job never
-  blocks the next one. The file holds the holder's pid and start time for messages.
+* **Lock**: a ``filelock.FileLock`` (an OS ``flock``) on ``<db>.tier-lock`` next to the
+  database. The kernel releases it when the holder dies, kill -9 included, so a crashed
+  job never blocks the next one. The holder writes its pid, host and start time to
+  ``<db>.tier-lock.holder`` for the refusal message (a file of its own: filelock may
+  truncate or remove the lock file).
 * **Ledger**: the ``tier_batches`` table (schema v2). A claim row records the frozen
   selection: ``seq_hi`` (the highest ``events.seq`` assigned when the claim was made;
   ``AUTOINCREMENT`` never reuses a number, so later rows always have a higher one) and
@@ -27,20 +29,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import importlib.util
-import json
 import os
 import socket
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+from magsag.backends.duckdb_ext import find_extension
 from magsag.backends.errors import LockedError, StorageError, ValidationError
 from magsag.backends.schema import (
     EVENT_COLUMNS,
@@ -59,30 +60,18 @@ from magsag.backends.sqlite.tier_delete import (
 )
 from magsag.backends.sqlite.tier_ledger import (
     BATCH_COLUMNS,
-    check_id,
-    claim_from_row,
+    CLAIM_META,
+    SQLiteLedgerSQL,
     day_covered,
-    done_batches,
     fetch_claim,
     selection_sql,
     sql_text,
     uncovered_counts,
     used_bytes,
 )
-from magsag.backends.tiering.protocol import (
-    CLAIMED,
-    COPY,
-    DONE,
-    EXPORTED,
-    MOVE,
-    Claim,
-    RunningRun,
-    TierDay,
-    check_deletable,
-    check_mode,
-    dumps,
-    sorted_unique,
-)
+from magsag.backends.tiering.base import BaseTierSource, ClaimRequest, Deleted, OnChunk, drain_in_thread
+from magsag.backends.tiering.ledger import Ledger, check_id, dumps, worth_claiming
+from magsag.backends.tiering.protocol import CLAIMED, DONE, Claim, RunningRun, TierDay
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -95,20 +84,10 @@ JOB_CACHE_KIB = 16_384  # the writer's page cache while a tiering job runs
 
 def sqlite_scanner_path() -> str | None:
     """The sqlite_scanner extension file matching the installed DuckDB, if the package is there."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:  # the version from the package metadata: loading DuckDB here would cost ~40 MB of RSS
-        duckdb_version = version("duckdb")
-        spec = importlib.util.find_spec("duckdb_extension_sqlite_scanner")
-    except (ImportError, PackageNotFoundError):
-        return None
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / "extensions" / f"v{duckdb_version}" / "sqlite_scanner.duckdb_extension"
-    return str(path) if path.is_file() else None
+    return find_extension("sqlite_scanner")
 
 
-class SQLiteTierSource:
+class SQLiteTierSource(BaseTierSource):
     """:class:`~magsag.backends.tiering.protocol.TierSource` over a SQLite hot store."""
 
     def __init__(
@@ -133,6 +112,7 @@ class SQLiteTierSource:
         self._writer_cache: int | None = None
         self._ro: sqlite3.Connection | None = None
         self._ro_lock = threading.Lock()
+        self.ledger = Ledger(SQLiteLedgerSQL(backend, self._read))
 
     async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``fn`` on this source's own read connection (no mmap, small cache: the job's
@@ -157,45 +137,45 @@ class SQLiteTierSource:
         return db.with_name(db.name + ".tier-lock")
 
     # ------------------------------------------------------------------ lock
+    @property
+    def holder_path(self) -> Path:
+        return self.lock_path.with_name(self.lock_path.name + ".holder")
+
     @asynccontextmanager
     async def job_lock(self, *, wait: bool = True, timeout: float | None = None) -> AsyncIterator[None]:
-        path = self.lock_path
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StorageError(f"cannot open the tier lock {path}: {exc.strerror}") from None
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(self.lock_path, mode=0o644, thread_local=False)
         deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if not wait or (deadline is not None and time.monotonic() >= deadline):
-                        raise LockedError(
-                            f"another tiering job holds the lock of {self.backend.db_path}{_holder(fd)}"
-                        ) from None
-                    await asyncio.sleep(self.lock_poll)
-            holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_now().isoformat()}
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(holder).encode(), 0)
+        while True:
             try:
-                yield
-            finally:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, 0)
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                lock.acquire(timeout=0)
+                break
+            except Timeout:
+                if not wait or (deadline is not None and time.monotonic() >= deadline):
+                    raise LockedError(
+                        f"another tiering job holds the lock of {self.backend.db_path}{_holder(self.holder_path)}"
+                    ) from None
+                await asyncio.sleep(self.lock_poll)
+            except OSError as exc:
+                raise StorageError(f"cannot open the tier lock {self.lock_path}: {exc.strerror}") from None
+        try:
+            holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_now().isoformat()}
+            with contextlib.suppress(OSError):
+                tmp = self.holder_path.with_name(f"{self.holder_path.name}.{os.getpid()}")
+                tmp.write_bytes(orjson.dumps(holder))
+                os.replace(tmp, self.holder_path)
+            yield
         finally:
-            os.close(fd)
+            with contextlib.suppress(OSError):
+                self.holder_path.unlink()
+            lock.release()
 
     # -------------------------------------------------------------- planning
-    async def tierable_days(
-        self, cutoff: datetime, *, dest: str, orphan_runs: Iterable[str] = (), mode: str = MOVE
+    async def _tierable_days(
+        self, cut: int, *, orphans: tuple[str, ...], covered: Mapping[date, tuple[str, ...]]
     ) -> list[TierDay]:
-        check_mode(mode)
-        cut = to_us(cutoff)
-        cut -= cut % US_PER_DAY  # complete days only
-        orphans = dumps(sorted_unique(orphan_runs))
+        orphans_json = dumps(orphans)
 
         def q(c: sqlite3.Connection) -> list[TierDay]:
             # Index-only count per day (events_ts), then the few events of running runs apart.
@@ -209,7 +189,7 @@ class SQLiteTierSource:
                     f"SELECT e.ts / {US_PER_DAY}, count(*) FROM runs r JOIN events e ON e.run_id = r.run_id "
                     "WHERE r.status = 'running' AND r.run_id NOT IN (SELECT value FROM json_each(?)) AND e.ts < ? "
                     "GROUP BY 1",
-                    (orphans, cut),
+                    (orphans_json, cut),
                 )
             }
             ev = {d: (n, held.get(d, 0)) for d, n in total.items()}
@@ -229,10 +209,8 @@ class SQLiteTierSource:
                 n_ev, held_ev = ev.get(d, (0, 0))
                 n_run, held_run = rn.get(d, (0, 0))
                 movable_ev, movable_run = int(n_ev - held_ev), int(n_run - held_run)
-                if mode == COPY:
-                    covered = done_batches(c, dest, day)
-                    if covered:
-                        movable_ev, movable_run = uncovered_counts(c, day, covered, orphans)
+                if covered.get(day):
+                    movable_ev, movable_run = uncovered_counts(c, day, list(covered[day]), orphans_json)
                 out.append(
                     TierDay(
                         day=day,
@@ -261,21 +239,9 @@ class SQLiteTierSource:
         return await self._read(q)
 
     # ----------------------------------------------------------------- claim
-    async def claim_day(
-        self,
-        *,
-        batch_id: str,
-        dest: str,
-        day: date,
-        mode: str,
-        files: dict[str, str],
-        orphan_runs: Iterable[str] = (),
-        info: dict[str, Any] | None = None,
-    ) -> Claim | None:
-        check_id(batch_id)
-        check_mode(mode)
+    async def _claim_day(self, req: ClaimRequest) -> Claim | None:
         await self._lean_writer()
-        orphans = sorted_unique(orphan_runs)
+        day, covered = req.day, list(req.covered_by)
         lo = day_start_us(day)
         hi = lo + US_PER_DAY
 
@@ -290,10 +256,9 @@ class SQLiteTierSource:
                     "SELECT r.run_id FROM runs r WHERE r.status = 'running' "
                     "AND r.run_id NOT IN (SELECT value FROM json_each(?)) AND EXISTS (SELECT 1 FROM events e "
                     "WHERE e.run_id = r.run_id AND e.ts >= ? AND e.ts < ?) ORDER BY 1",
-                    (dumps(orphans), lo, hi),
+                    (dumps(req.orphan_runs), lo, hi),
                 )
             ]
-            covered = done_batches(c, dest, day) if mode == COPY else []
             run_sql = "SELECT run_id FROM runs WHERE started_at >= ? AND started_at < ? AND status != 'running'"
             params: list[Any] = [lo, hi]
             if covered:
@@ -303,37 +268,37 @@ class SQLiteTierSource:
                 )
                 params += covered
             run_ids = [r[0] for r in c.execute(run_sql + " ORDER BY run_id", params)]
-            meta = {"files": files, "orphan_runs": list(orphans), "covered_by": covered}
+            meta = {"files": req.files, "orphan_runs": list(req.orphan_runs), "covered_by": covered}
             c.execute(
                 f"INSERT INTO tier_batches ({BATCH_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, NULL, NULL, ?, ?, NULL)",
                 (
-                    batch_id,
-                    dest,
+                    req.batch_id,
+                    req.dest,
                     day.isoformat(),
-                    mode,
+                    req.mode,
                     CLAIMED,
                     seq_hi,
                     dumps(excluded),
                     dumps(run_ids),
-                    dumps({**(info or {}), "_claim": meta}),
-                    to_us(utc_now()),
+                    dumps({**req.info, CLAIM_META: meta}),
+                    to_us(req.created_at),
                 ),
             )
             if excluded or covered:
-                n = c.execute(f"SELECT count(*) FROM events WHERE {selection_sql(batch_id, day, seq_hi, covered)}")
+                n = c.execute(f"SELECT count(*) FROM events WHERE {selection_sql(req.batch_id, day, seq_hi, covered)}")
             else:  # index only
                 n = c.execute("SELECT count(*) FROM events WHERE ts >= ? AND ts < ? AND seq <= ?", (lo, hi, seq_hi))
             selected = n.fetchone()[0]
-            if selected == 0 and not run_ids:
-                c.execute("DELETE FROM tier_batches WHERE batch_id = ?", (batch_id,))
+            if not worth_claiming(selected, run_ids):
+                c.execute("DELETE FROM tier_batches WHERE batch_id = ?", (req.batch_id,))
                 return None
             meta["selected_events"] = selected
             c.execute(
                 "UPDATE tier_batches SET info = ? WHERE batch_id = ?",
-                (dumps({**(info or {}), "_claim": meta}), batch_id),
+                (dumps({**req.info, CLAIM_META: meta}), req.batch_id),
             )
-            return fetch_claim(c, batch_id)
+            return fetch_claim(c, req.batch_id)
 
         return await self.backend.write(op)
 
@@ -349,14 +314,8 @@ class SQLiteTierSource:
             gen = self._duckdb_batches(claim, batch_rows)
         else:
             gen = self._sqlite_batches(claim, batch_rows)
-        try:
-            while True:
-                batch = await asyncio.to_thread(next, gen, None)
-                if batch is None:
-                    return
-                yield batch
-        finally:
-            await asyncio.to_thread(gen.close)
+        async for batch in drain_in_thread(gen):
+            yield batch
 
     async def _bulk_deletes(self) -> None:
         """Checkpoint the WAL seldom while the job deletes (restored by :meth:`close`).
@@ -366,22 +325,24 @@ class SQLiteTierSource:
         file (and fsynced) once per chunk instead of once per job: measured 35% of the
         delete time here. The WAL grows to at most :data:`BULK_WAL_PAGES` pages meanwhile.
         """
-        if self._autocheckpoint is not None:
-            return
-
-        def swap(c: sqlite3.Connection) -> int:
-            before = int(c.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
-            c.execute(f"PRAGMA wal_autocheckpoint = {BULK_WAL_PAGES}")
-            return before
-
-        self._autocheckpoint = await self.backend.write(swap)
+        if self._autocheckpoint is None:
+            self._autocheckpoint = await self._swap_pragma("wal_autocheckpoint", BULK_WAL_PAGES)
 
     async def _end_bulk_deletes(self) -> None:
         before, self._autocheckpoint = self._autocheckpoint, None
-        if before is None:
-            return
-        await self.backend.write(lambda c: c.execute(f"PRAGMA wal_autocheckpoint = {int(before)}"))
-        await self._checkpoint()
+        if before is not None:
+            await self._swap_pragma("wal_autocheckpoint", before)
+            await self._checkpoint()
+
+    async def _swap_pragma(self, name: str, value: int) -> int:
+        """Set the writer connection's PRAGMA ``name`` to ``value``; return its value before."""
+
+        def swap(c: sqlite3.Connection) -> int:
+            before = int(c.execute(f"PRAGMA {name}").fetchone()[0])
+            c.execute(f"PRAGMA {name} = {int(value)}")
+            return before
+
+        return await self.backend.write(swap)
 
     async def _checkpoint(self) -> None:
         """Copy the WAL back into the database file, from a connection of its own (outside
@@ -402,20 +363,13 @@ class SQLiteTierSource:
         index scans would otherwise fill all of it (128 MB) with pages the job never reads
         again. The rebuild of a large delete runs with it too; ``bench/tier_delete.py
         --cache-kib N`` times the rebuild and its peak RSS with another size."""
-        if self._writer_cache is not None:
-            return
-
-        def swap(c: sqlite3.Connection) -> int:
-            before = int(c.execute("PRAGMA cache_size").fetchone()[0])
-            c.execute(f"PRAGMA cache_size = -{JOB_CACHE_KIB}")
-            return before
-
-        self._writer_cache = await self.backend.write(swap)
+        if self._writer_cache is None:
+            self._writer_cache = await self._swap_pragma("cache_size", -JOB_CACHE_KIB)
 
     async def _restore_writer_cache(self) -> None:
         before, self._writer_cache = self._writer_cache, None
         if before is not None:
-            await self.backend.write(lambda c: c.execute(f"PRAGMA cache_size = {int(before)}"))
+            await self._swap_pragma("cache_size", before)
 
     async def _stop_worker(self) -> None:
         worker, self._worker = self._worker, None
@@ -514,65 +468,26 @@ class SQLiteTierSource:
         table = pa.Table.from_batches(batches)
         return pa.Table.from_arrays([table.column(f.name).cast(f.type) for f in schema], schema=schema)
 
-    # ---------------------------------------------------------- state changes
-    async def _update(self, claim: Claim, sets: str, params: tuple[Any, ...], info: dict[str, Any] | None) -> Claim:
-        def op(c: sqlite3.Connection) -> Claim:
-            row = c.execute("SELECT info FROM tier_batches WHERE batch_id = ?", (claim.batch_id,)).fetchone()
-            if row is None:
-                raise StorageError(f"tier claim {claim.batch_id} is not in the ledger of {self.backend.db_path}")
-            merged = {**json.loads(row[0] or "{}"), **(info or {})}
-            c.execute(
-                f"UPDATE tier_batches SET {sets}info = ? WHERE batch_id = ?", (*params, dumps(merged), claim.batch_id)
-            )
-            return fetch_claim(c, claim.batch_id)  # type: ignore[return-value]
-
-        return await self.backend.write(op)
-
-    async def mark_exported(
-        self, claim: Claim, *, event_rows: int, run_rows: int, info: dict[str, Any] | None = None
-    ) -> Claim:
-        if claim.state == DONE:
-            return claim
-        return await self._update(
-            claim, "state = ?, event_rows = ?, run_rows = ?, ", (EXPORTED, event_rows, run_rows), info
-        )
-
-    async def update_info(self, claim: Claim, info: dict[str, Any]) -> Claim:
-        return await self._update(claim, "", (), info)
-
-    async def finish_claim(self, claim: Claim, *, info: dict[str, Any] | None = None) -> Claim:
-        return await self._update(claim, "state = ?, finished_at = ?, ", (DONE, to_us(utc_now())), info)
-
-    async def delete_claimed(
-        self, claim: Claim, *, chunk_rows: int = 50_000, on_chunk: Callable[[int], None] | None = None
-    ) -> dict[str, int]:
-        check_deletable(claim)
+    # ---------------------------------------------------------------- delete
+    async def _delete_claimed(self, claim: Claim, chunk_rows: int, on_chunk: OnChunk) -> Deleted:
         await self._bulk_deletes()
         events = await delete_in_chunks(self.backend, claim, chunk_rows, on_chunk)
         return {"events": events, "runs": await self.backend.write(lambda c: delete_runs(c, claim))}
 
-    async def delete_claims(
-        self, claims: Sequence[Claim], *, chunk_rows: int = 50_000, on_chunk: Callable[[int], None] | None = None
-    ) -> dict[str, dict[str, int]]:
+    async def _delete_claims(self, claims: Sequence[Claim], chunk_rows: int, on_chunk: OnChunk) -> dict[str, Deleted]:
         """Delete several exported claims at once: by rebuilding ``events`` in one transaction
         when they select at least :attr:`rebuild_fraction` of it, else claim by claim in
         chunks (see ``backends/sqlite/tier_delete.py``)."""
-        for claim in claims:
-            check_deletable(claim)
-        if not claims:
-            return {}
         await self._stop_worker()  # the export is over: its process's memory goes back first
 
         # The strategy needs only sizes: the counts frozen at claim time (rows only leave).
         selected = sum(int(cl.snapshot.get("selected_events") or 0) for cl in claims)
         total = await self._read(lambda c: int(c.execute("SELECT count(*) FROM events").fetchone()[0]))
         if not rebuild_worthwhile(selected, total, self.rebuild_fraction):
-            return {
-                cl.batch_id: await self.delete_claimed(cl, chunk_rows=chunk_rows, on_chunk=on_chunk) for cl in claims
-            }
+            return {cl.batch_id: await self._delete_claimed(cl, chunk_rows, on_chunk) for cl in claims}
         fts = self.backend.enable_fts
 
-        def rebuild(c: sqlite3.Connection) -> dict[str, dict[str, int]]:
+        def rebuild(c: sqlite3.Connection) -> dict[str, Deleted]:
             events = rebuild_without(c, claims, fts=fts)
             return {cl.batch_id: {"events": events[cl.batch_id], "runs": delete_runs(c, cl)} for cl in claims}
 
@@ -582,38 +497,20 @@ class SQLiteTierSource:
         await self._checkpoint()
         return out
 
-    # ------------------------------------------------------------- listings
-    async def unfinished_claims(self, dest: str | None = None) -> list[Claim]:
-        return [c for c in await self.claims(dest) if c.state != DONE]
-
-    async def claims(self, dest: str | None = None, day: date | None = None) -> list[Claim]:
-        where, params = [], []
-        if dest is not None:
-            where.append("dest = ?")
-            params.append(dest)
-        if day is not None:
-            where.append("day = ?")
-            params.append(day.isoformat())
-        sql = f"SELECT {BATCH_COLUMNS} FROM tier_batches"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at, batch_id"
-        rows = await self._read(lambda c: c.execute(sql, params).fetchall())
-        return [claim_from_row(r) for r in rows]
-
-    async def unarchived_days(self, days: Iterable[date], *, dest: str | None = None) -> list[date]:
-        wanted = sorted({d if isinstance(d, date) else date.fromisoformat(str(d)) for d in days})
-        return await self._read(lambda c: [d for d in wanted if not day_covered(c, d, dest)])
+    # ------------------------------------------------------------- coverage
+    async def _unarchived_days(self, days: list[date], dest: str | None) -> list[date]:
+        return await self._read(lambda c: [d for d in days if not day_covered(c, d, dest)])
 
 
 # ------------------------------------------------------------------ helpers
 
 
-def _holder(fd: int) -> str:
+def _holder(path: Path) -> str:
+    """`` (pid P on HOST since T)`` from the holder's file, or nothing if it cannot be read."""
     try:
-        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        info = orjson.loads(path.read_bytes()[:4096] or b"{}")
     except (OSError, ValueError):
         return ""
-    if not info.get("pid"):
+    if not isinstance(info, dict) or not info.get("pid"):
         return ""
     return f" (pid {info['pid']} on {info.get('host', '?')} since {str(info.get('since', '?'))[:19]})"

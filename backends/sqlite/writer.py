@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import queue
@@ -40,6 +39,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 try:
     import fcntl
@@ -79,7 +80,7 @@ def _settle(fut: asyncio.Future[Any] | Future[Any], result: Any) -> None:
 class Journal:
     """This process's append-only crash journal (one JSON array per line).
 
-    ``pending`` holds the JSON text of every journaled row not yet taken by the writer
+    ``pending`` holds the JSON (UTF-8 bytes) of every journaled row not yet taken by the writer
     thread, in journal order; ``lock`` guards the file position and the list together.
     """
 
@@ -91,13 +92,12 @@ class Journal:
         self.lock = threading.Lock()
         self.generation = 0
         self.written = 0
-        self.pending: list[str] = []
-        self.encode = _row_encoder()
+        self.pending: list[bytes] = []
 
     def append(self, row: tuple[Any, ...]) -> int:
         """Write one row (one ``write(2)``); return how many rows are pending with it."""
-        text = self.encode(row)
-        data = (text + "\n").encode()
+        text = orjson.dumps(row)  # a validated row: strings, integers, None
+        data = text + b"\n"
         with self.lock:
             os.write(self.fd, data)
             self.written += len(data)
@@ -105,7 +105,7 @@ class Journal:
             pending.append(text)
             return len(pending)
 
-    def take(self) -> tuple[list[str], tuple[int, int]]:
+    def take(self) -> tuple[list[bytes], tuple[int, int]]:
         """The pending rows and the journal position they reach; the list starts anew."""
         with self.lock:
             rows, self.pending = self.pending, []
@@ -126,23 +126,9 @@ class Journal:
                 self.path.unlink()
 
 
-def _row_encoder() -> Callable[[tuple[Any, ...]], str]:
-    """Compact JSON of a validated row (strings, integers, None). The C encoder built
-    once: ``json.dumps`` builds one per call, which costs more than the encoding."""
-    plain = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-    try:
-        from json.encoder import c_make_encoder, encode_basestring
-    except ImportError:  # pragma: no cover - no C accelerator
-        return plain
-    if c_make_encoder is None:  # pragma: no cover
-        return plain
-
-    def refuse(value: Any) -> Any:
-        raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-    chunks = c_make_encoder(None, refuse, encode_basestring, None, ":", ",", False, False, True)
-    join = "".join
-    return lambda row: join(chunks(row, 0))
+def json_array(rows: list[bytes]) -> str:
+    """One JSON array (text, for SQLite's ``json_each``) of rows encoded as JSON bytes."""
+    return (b"[" + b",".join(rows) + b"]").decode()
 
 
 def orphan_journals(directory: Path) -> list[Path]:
@@ -171,7 +157,7 @@ def read_journal(path: Path) -> list[tuple[Any, ...]]:
     with open(path, "rb") as fh:
         for line in fh:
             try:
-                value = json.loads(line)
+                value = orjson.loads(line)
             except ValueError:
                 continue
             if isinstance(value, list):
@@ -191,14 +177,14 @@ class SQLiteWriter:
     ):
         self._connect = connect
         self._write_rows = write_rows
-        self._write_json = write_json or (lambda conn, text: write_rows(conn, [tuple(r) for r in json.loads(text)]))
+        self._write_json = write_json or (lambda conn, text: write_rows(conn, [tuple(r) for r in orjson.loads(text)]))
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._journal = Journal(journal_dir) if (journal_dir is not None and fcntl is not None) else None
         self._enqueued = 0
         self._committed = 0
         self._count_lock = threading.Lock()
-        self._failed_rows: list[str] = []  # journaled rows (JSON text) of a failed transaction
+        self._failed_rows: list[bytes] = []  # journaled rows (JSON) of a failed transaction
         self._closed = False
         self._ready: Future[None] = Future()
         # Called by the thread after every commit (stream_events' wake-up, backends/sqlite/stream.py).
@@ -316,13 +302,13 @@ class SQLiteWriter:
 
     def _process(self, conn: sqlite3.Connection, items: list[tuple[Any, ...]]) -> None:
         results: list[tuple[_Waiter, Any]] = []
-        loose: list[str] = self._failed_rows  # journaled rows moved by this transaction
+        loose: list[bytes] = self._failed_rows  # journaled rows moved by this transaction
         self._failed_rows = []
         journal_mark: tuple[int, int] | None = None
         committed = False
         try:
             conn.execute("BEGIN IMMEDIATE")
-            pending: list[str] = list(loose)  # journaled rows, written in journal order
+            pending: list[bytes] = list(loose)  # journaled rows, written in journal order
             for item in items:
                 kind = item[0]
                 if kind == "journal":
@@ -332,7 +318,7 @@ class SQLiteWriter:
                     loose.extend(taken)
                     continue
                 if pending:
-                    self._write_json(conn, "[" + ",".join(pending) + "]")
+                    self._write_json(conn, json_array(pending))
                     pending = []
                 if kind == "rows":
                     rows, waiter = item[1], item[2]
@@ -342,7 +328,7 @@ class SQLiteWriter:
                 else:  # barrier
                     results.append((item[1], None))
             if pending:
-                self._write_json(conn, "[" + ",".join(pending) + "]")
+                self._write_json(conn, json_array(pending))
             conn.execute("COMMIT")
             committed = True
         except BaseException as exc:  # the whole transaction failed (disk full, busy, ...)

@@ -16,8 +16,13 @@ manifest entry exists). One claim moves through::
     export_runs()        (commit = manifest entry); nothing in the hot store changes
     mark_exported()      state "exported": every planned file is committed (or was empty)
     delete_claims()      move mode only: delete exactly the selection (the job hands over
-                         every exported claim of the run at once; delete_claimed() is one)
+                         every exported claim of the run at once; delete_claimed() is one),
+                         then record the deletion in the claim
     finish_claim()       state "done"
+
+The guards of these state changes (only forward, refusals, repeats) are one state machine
+for every store, :mod:`magsag.backends.tiering.ledger`; :class:`~magsag.backends.tiering.base.BaseTierSource`
+implements the protocol's ledger side once, and a store adds its SQL.
 
 A process killed at any instant leaves the claim in "claimed" or "exported";
 :meth:`TierSource.unfinished_claims` hands it to the next job, which finishes it (publishes
@@ -53,14 +58,13 @@ All methods are coroutines; ``export_events`` is an async iterator. Errors are
 from __future__ import annotations
 
 import importlib
-import json
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from magsag.backends.errors import StorageError, UnsupportedOperation
+from magsag.backends.errors import UnsupportedOperation
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -185,10 +189,13 @@ class TierSource(Protocol):
         """
         ...
 
-    async def tierable_days(self, cutoff: datetime, *, dest: str, orphan_runs: Iterable[str] = ()) -> list[TierDay]:
+    async def tierable_days(
+        self, cutoff: datetime, *, dest: str, orphan_runs: Iterable[str] = (), mode: str = MOVE
+    ) -> list[TierDay]:
         """Every complete UTC day before ``cutoff`` (a UTC midnight, see
         :func:`magsag.backends.schema.hot_cutoff`) on which the hot store holds any event or any
-        run start, oldest first, with the counts a claim for ``dest`` would select now.
+        run start, oldest first, with the counts a claim for ``dest`` in ``mode`` would
+        select now (copy mode leaves out what finished claims to ``dest`` hold).
         Read-only: a dry run calls only this."""
         ...
 
@@ -226,28 +233,35 @@ class TierSource(Protocol):
         ...
 
     async def mark_exported(
-        self, claim: Claim, *, event_rows: int, run_rows: int, info: dict[str, Any] | None = None
+        self, claim: Claim, *, rows: Mapping[str, int], info: dict[str, Any] | None = None
     ) -> Claim:
         """Record that every planned file of the claim is committed in the destination
-        (or had no rows): state ``exported``, the row counts written, ``info`` merged into
-        the claim's info. Idempotent."""
+        (or had no rows): ``rows`` maps each planned dataset (every key of
+        ``claim.files``, no other) to the rows its committed file holds, 0 when it had
+        none. State ``exported``, the counts written, ``info`` merged into the claim's
+        info. Only from ``claimed``; a repeat with the same counts changes nothing (a
+        done claim stays done), with other counts it is refused."""
         ...
 
     async def update_info(self, claim: Claim, info: dict[str, Any]) -> Claim:
         """Merge ``info`` into the claim's info (e.g. a staged file, so a rerun can resume
-        its publish). Does not change the state."""
+        its publish). Does not change the state. The ledger's own keys (``deleted``) are
+        refused."""
         ...
 
     async def delete_claimed(
         self, claim: Claim, *, chunk_rows: int = 50_000, on_chunk: Callable[[int], None] | None = None
     ) -> dict[str, int]:
-        """Move mode, state ``exported``: delete exactly the claim's selection from the hot
+        """Move mode, state ``exported`` as stored in the ledger (the caller's copy is not
+        trusted): delete exactly the claim's selection from the hot
         store (events with their full-text index entries, then the claim's runs, then
         orphan placeholders no hot event refers to any more). Runs in transactions of at
         most ``chunk_rows`` events, so concurrent appends keep flowing and memory stays
         bounded. Idempotent (a rerun deletes what is left). Never deletes a row outside
         the selection. ``on_chunk`` is called after each committed chunk with the number
-        of events it deleted. Returns ``{"events": n, "runs": m}`` deleted by this call."""
+        of events it deleted. Returns ``{"events": n, "runs": m}`` deleted by this call,
+        and adds it to the claim's ``info["deleted"]`` in the ledger (what lets a move claim
+        finish)."""
         ...
 
     async def delete_claims(
@@ -261,7 +275,10 @@ class TierSource(Protocol):
 
     async def finish_claim(self, claim: Claim, *, info: dict[str, Any] | None = None) -> Claim:
         """State ``done`` (the claim then counts as covering its selection for
-        :meth:`unarchived_days`); ``info`` merged. Idempotent."""
+        :meth:`unarchived_days`); ``finished_at`` and ``info`` written. Only from
+        ``exported``, and for a move only once its selection was deleted
+        (:meth:`delete_claimed`); a repeat on a done claim changes nothing (``finished_at``
+        is written once)."""
         ...
 
     async def unfinished_claims(self, dest: str | None = None) -> list[Claim]:
@@ -304,31 +321,3 @@ _BUILTIN = {
     "postgres": "magsag.backends.postgres.tiering:PostgresTierSource",
     "timescale": "magsag.backends.postgres.tiering:PostgresTierSource",
 }
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON for ledger columns."""
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
-
-
-def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise ValueError(f"tier mode must be one of {', '.join(MODES)}; got {mode!r}")
-    return mode
-
-
-def check_deletable(claim: Claim) -> Claim:
-    """What every :meth:`TierSource.delete_claimed` checks first: a move claim, exported."""
-    if claim.mode != MOVE:
-        raise StorageError(f"tier claim {claim.batch_id} is a copy; its rows stay in the hot store")
-    if claim.state not in (EXPORTED, DONE):
-        raise StorageError(f"tier claim {claim.batch_id} is {claim.state}, not exported; nothing deleted")
-    return claim
-
-
-def sorted_unique(values: Iterable[str]) -> tuple[str, ...]:
-    return tuple(sorted(set(values)))
-
-
-def day_list(days: Sequence[date | str]) -> list[date]:
-    return sorted({d if isinstance(d, date) else date.fromisoformat(str(d)) for d in days})

@@ -221,7 +221,10 @@ def _server_source(engine: Engine, lake: Lake, p: PartitionPlan, s3_endpoint: st
         else:
             bucket, _, key = path.partition("/")
             base = f"https://{bucket}.s3.{lake.s3.region}.amazonaws.com/{key}"
-        return sql.s3_source(base, names, p.dataset, lake.s3.key, lake.s3.secret)
+        creds = lake.s3.credentials()
+        if creds is None:
+            return sql.s3_source(base, names, p.dataset, None, None)
+        return sql.s3_source(base, names, p.dataset, creds.key, creds.secret, creds.token)
     return None
 
 
@@ -368,9 +371,11 @@ def load_lake(
     try:
         _load_all(loader, plans, report, modes, use_server, s3_endpoint_url)
     except StorageError as exc:
-        secret = lake.s3.secret if lake.s3 else None
-        if secret and secret in str(exc):  # the s3() statement carries the lake's credentials
-            raise type(exc)(str(exc).replace(secret, "***")) from None
+        text = str(exc)
+        for secret in lake.s3.known_secrets() if lake.s3 else []:
+            text = text.replace(secret, "***")  # the s3() statement carries the lake's credentials
+        if text != str(exc):
+            raise type(exc)(text) from None
         raise
     finally:
         loader.drop_stages()
@@ -414,9 +419,10 @@ def _probe(engine: Engine, lake: Lake, todo: list[PartitionPlan], s3_endpoint: s
     try:
         engine.rows(sql.probe_source(source))
     except StorageError as exc:
-        text = str(exc)[:200]
-        if lake.s3 is not None and lake.s3.secret:
-            text = text.replace(lake.s3.secret, "***")
+        text = str(exc)
+        for secret in lake.s3.known_secrets() if lake.s3 else []:
+            text = text.replace(secret, "***")
+        text = text[:200]
         return False, f"{engine.describe()} cannot read the lake itself ({text})"
     return True, None
 

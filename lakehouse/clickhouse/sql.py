@@ -282,10 +282,14 @@ def file_source(directory: str, names: list[str], dataset: str) -> str:
     return f"file({path}, 'Parquet', {literal(structure(dataset))})"
 
 
-def s3_source(base_url: str, names: list[str], dataset: str, key: str | None, secret: str | None) -> str:
+def s3_source(
+    base_url: str, names: list[str], dataset: str, key: str | None, secret: str | None, token: str | None = None
+) -> str:
     """``s3()`` over some files of one partition (``base_url`` is the partition's HTTP URL)."""
     url = literal(base_url.rstrip("/") + "/" + _brace_list(names))
     creds = f"{literal(key)}, {literal(secret or '')}, " if key is not None else "NOSIGN, "
+    if key is not None and token:
+        creds += f"{literal(token)}, "
     return f"s3({url}, {creds}'Parquet', {literal(structure(dataset))})"
 
 

@@ -1,22 +1,21 @@
-"""One claim's work: export it to the lake, commit, mark, delete, finish — resumable.
+"""A claim's commit: its selection exported to the lake, its files committed, the claim
+marked ``exported`` — resumable.
 
-:func:`commit_claim` then :func:`settle_claims` take a claim in any unfinished state and
-bring it to ``done``:
+:func:`commit_claim` takes a claim in state ``claimed``:
 
-1. ``claimed``: for each dataset (events, then runs) whose planned file is not committed
-   yet, drop what an interrupted attempt left (its staging area, an uncommitted final
-   file), export the claim's selection, skip rows the destination partition already
-   holds (keys read back from its committed files), write one sorted Parquet file,
-   and :func:`~magsag.lakehouse.lakewriter.publish` it (verified from the store, then committed
+1. for each planned dataset (events, then runs) whose file is not committed yet, drop what
+   an interrupted attempt left (its staging area, an uncommitted final file), export the
+   claim's selection, skip rows the destination partition already holds (keys read back
+   from its committed files), write one sorted Parquet file, and
+   :func:`~magsag.lakehouse.lakewriter.publish` it (verified from the store, then committed
    by its manifest entry). A committed file is never written again.
-2. ``exported`` (recorded once both files are committed or had no rows).
-3. move mode: delete exactly the claim's selection from the hot store, in chunks.
-4. ``done``.
+2. ``exported``: the ledger records the rows of every planned file (0: it had none); it
+   refuses the mark unless each planned dataset is accounted for.
 
-:func:`commit_claim` does steps 1-2 for one claim, :func:`settle_claims` steps 3-4 for every
-claim the job committed, at once (see there). Every step is idempotent, so the same
-functions finish a claim an earlier job left behind, whatever instant it was killed at.
-Blocking lake I/O runs in worker threads.
+A claim already ``exported`` (or ``done``) is returned as it is. Every step is idempotent,
+so the same function finishes a claim an earlier job left behind, whatever instant it was
+killed at. Deletes and the finish come after every commit of the run
+(:mod:`magsag.lakehouse.tiering.settle`). Blocking lake I/O runs in worker threads.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from magsag.backends.tiering.protocol import CLAIMED, DONE, EVENTS, EXPORTED, MOVE, RUNS, Claim, TierSource
+from magsag.backends.tiering.protocol import CLAIMED, EVENTS, RUNS, Claim, TierSource
 from magsag.lakehouse import layout, manifest
 from magsag.lakehouse.faults import fault_point
 from magsag.lakehouse.lakewriter import (
@@ -46,7 +45,7 @@ from magsag.lakehouse.tiering.report import DayResult, TierProgress
 
 @dataclass
 class ClaimContext:
-    """What :func:`work_claim` needs besides the claim."""
+    """What :func:`commit_claim` (and the settle step) need besides the claim."""
 
     src: TierSource
     lake: Lake
@@ -71,6 +70,7 @@ async def commit_claim(ctx: ClaimContext, claim: Claim, *, recovered: bool = Fal
     await asyncio.to_thread(discard_staging, ctx.lake, claim.batch_id)
     fault_point("tier.staging_clean")
     counts: dict[str, Any] = {}
+    rows: dict[str, int] = {}
     for dataset in (EVENTS, RUNS):
         rel = claim.files.get(dataset)
         if rel is None:
@@ -81,49 +81,19 @@ async def commit_claim(ctx: ClaimContext, claim: Claim, *, recovered: bool = Fal
             entry, dupes = await _export(ctx, claim, dataset, rel)
             counts[f"{dataset}_duplicates"] = dupes
             res.duplicates += dupes if dataset == EVENTS else 0
+        rows[dataset] = 0 if entry is None else entry.rows
         if entry is not None:
             _count(res, dataset, entry)
             res.files.append(entry.path)
             ctx.progress.bytes(entry.bytes)
     claim = await ctx.src.mark_exported(
         claim,
-        event_rows=res.events,
-        run_rows=res.runs,
+        rows=rows,
         info={"committed": {"events": res.events, "runs": res.runs, "bytes": res.bytes, "files": res.files, **counts}},
     )
     fault_point("tier.exported")
     res.seconds += time.monotonic()
     return claim, res
-
-
-async def settle_claims(ctx: ClaimContext, items: list[tuple[Claim, DayResult]]) -> list[DayResult]:
-    """Steps 3-4 of committed claims: delete their selections (move mode), mark them ``done``.
-
-    Every claim of the job is handed to the hot store at once
-    (:meth:`~magsag.backends.tiering.protocol.TierSource.delete_claims`): SQLite then rebuilds its table
-    once instead of deleting day by day when that is cheaper.
-    """
-    moving = [c for c, _ in items if c.state == EXPORTED and c.mode == MOVE]
-    deleted: dict[str, dict[str, int]] = {}
-    if moving:
-        for c in moving:
-            ctx.progress.day(c.day, "delete")
-        deleted = await ctx.src.delete_claims(
-            moving, chunk_rows=ctx.delete_chunk_rows, on_chunk=lambda n: fault_point("tier.delete_chunk")
-        )
-        fault_point("tier.deleted")
-    out = []
-    for claim, res in items:
-        done = deleted.get(claim.batch_id)
-        if done is not None:
-            res.deleted_events, res.deleted_runs = done["events"], done["runs"]
-        if claim.state != DONE:
-            result = {k: v for k, v in res.as_dict().items() if k not in ("files", "batch_id")}
-            claim = await ctx.src.finish_claim(claim, info={"result": result})
-            fault_point("tier.done")
-        ctx.progress.day_done(claim.day)
-        out.append(res)
-    return out
 
 
 def _count(res: DayResult, dataset: str, entry: manifest.ManifestEntry) -> None:

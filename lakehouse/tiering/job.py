@@ -7,13 +7,14 @@
    :class:`~magsag.backends.errors.LockedError`);
 2. commit every claim an interrupted job left for this destination
    (:func:`~magsag.lakehouse.tiering.commit.commit_claim` resumes at whatever step it stopped);
-3. find orphan placeholder runs (below) and plan: every complete UTC day before the
-   cutoff (:func:`~magsag.backends.schema.hot_cutoff`) that holds something to move;
+3. find orphan placeholder runs (:func:`~magsag.lakehouse.tiering.destination.find_orphans`)
+   and plan: every complete UTC day before the cutoff
+   (:func:`~magsag.backends.schema.hot_cutoff`) that holds something to move;
 4. per day, oldest first: claim it (the hot store freezes the selection), export events and
    runs into sorted Parquet files, verify them from the store and commit them (manifest
    entries), mark the claim exported;
 5. move mode: delete exactly the selections of every committed claim from the hot store,
-   all at once (:func:`~magsag.lakehouse.tiering.commit.settle_claims`), then finish the claims;
+   all at once, then finish the claims (:func:`~magsag.lakehouse.tiering.settle.settle_claims`);
 6. report days, rows, bytes, the lake/hot size ratio and seconds.
 
 Exactly once: a row leaves the hot store only after the file holding it is committed, and
@@ -26,14 +27,8 @@ deletes them from the hot store.
 **Late data** for a day already tiered is a new selection on the next run, written as a
 new file of the same partition (``part-<new batch>-0000.parquet``).
 
-**Placeholder runs.** A hot store creates a ``running`` placeholder run for events of an
-unknown run, for example late events of a run that was already tiered. Such a run would
-never end, keeping its events hot forever. Before planning, the job looks up the running
-placeholder runs (no parent, metrics, tags) that started before the cutoff in the
-destination's committed runs files; those found are *orphans*: their events are tiered
-like any others, the placeholder is not exported (the lake has the run's real record) and
-is deleted once no hot event refers to it. A running run that is not a placeholder keeps
-its events hot until it ends, even if an earlier record of it is in the lake.
+**Placeholder runs** of runs already in the destination (*orphans*) are tiered too; see
+:mod:`magsag.lakehouse.tiering.destination`.
 
 Fault injection for the crash tests: every step boundary is a
 :func:`~magsag.lakehouse.faults.fault_point` in scope ``tier`` (``MAGSAG_LAKE_FAULT=tier:k`` exits
@@ -44,37 +39,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from magsag.backends.errors import LockedError
-from magsag.backends.schema import hot_cutoff, utc_now
-from magsag.backends.tiering.protocol import DONE, MOVE, RUNS, Claim, TierDay, check_mode, tier_source
-from magsag.lakehouse import manifest
+from magsag.backends.schema import hot_cutoff
+from magsag.backends.tiering.ledger import batch_id_for, check_mode
+from magsag.backends.tiering.protocol import DONE, MOVE, Claim, TierDay, tier_source
 from magsag.lakehouse.faults import fault_point, fault_scope
 from magsag.lakehouse.lakestore import check_writable
-from magsag.lakehouse.objstore import Lake, open_lake, retry
-from magsag.lakehouse.tiering.commit import ClaimContext, commit_claim, planned_files, settle_claims
+from magsag.lakehouse.layout import new_job_id
+from magsag.lakehouse.objstore import Lake
+from magsag.lakehouse.tiering.commit import ClaimContext, commit_claim, planned_files
+from magsag.lakehouse.tiering.destination import dest_key, find_orphans
 from magsag.lakehouse.tiering.report import DayResult, TierProgress, TierReport
+from magsag.lakehouse.tiering.settle import settle_claims
 
 if TYPE_CHECKING:
     from magsag.backends.base import StorageBackend
-    from magsag.lakehouse.settings import StorageSettings
-
-
-def dest_key(lake: Lake) -> str:
-    """How the ledger names a destination: the lake's absolute path or ``s3://bucket/prefix``."""
-    return lake.uri().rstrip("/")
-
-
-def new_job_id(prefix: str = "tier", now: datetime | None = None) -> str:
-    """``tier-20261126T140553Z-3fa9c1``: sortable, unique, a valid lake job id."""
-    return f"{prefix}-{(now or utc_now()):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 async def run_tier(
@@ -218,7 +202,7 @@ async def _claim_and_commit(
     """Claim day ``d`` and commit its files; None when there was nothing to claim."""
     src = ctx.src
     ctx.progress.day(d.day, "claim")
-    batch_id = f"{report.job_id}-{d.day:%Y%m%d}"
+    batch_id = batch_id_for(report.job_id, d.day)
     claim = await src.claim_day(
         batch_id=batch_id,
         dest=report.dest,
@@ -241,84 +225,3 @@ async def _why_not_claimed(ctx: ClaimContext, day: date) -> str:
         if c.state != DONE:
             return f"an unfinished {c.mode} claim to {c.dest} holds this day (run that job again to finish it)"
     return "nothing left to move"
-
-
-async def find_orphans(src: Any, lake: Lake, cutoff: datetime) -> list[str]:
-    """Running placeholder runs (started before ``cutoff``) whose record is already in the lake."""
-    candidates = {r.run_id for r in await src.running_runs(cutoff) if r.placeholder}
-    if not candidates:
-        return []
-    return sorted(await asyncio.to_thread(runs_in_lake, lake, candidates))
-
-
-def runs_in_lake(lake: Lake, run_ids: Iterable[str]) -> set[str]:
-    """Which of ``run_ids`` a committed runs file of the lake holds."""
-    import pyarrow as pa
-
-    wanted = pa.array(sorted(set(run_ids)), pa.string())
-    entries = retry(lake, "reading the runs manifest", manifest.live_entries, lake, RUNS)
-    found: set[str] = set()
-    for e in entries:
-
-        def read(path: str = e.path) -> pa.Table:
-            with lake.fs.open(lake.path(path), "rb") as f:
-                return pq.read_table(f, columns=["run_id"])
-
-        col = retry(lake, f"reading run ids of {e.path}", read).column("run_id")
-        found.update(col.filter(pc.is_in(col, value_set=wanted)).to_pylist())
-        if len(found) == len(wanted):
-            break
-    return found
-
-
-# ----------------------------------------------------------------- vacuum guard
-
-
-async def guarded_vacuum(
-    storage: StorageBackend,
-    settings: StorageSettings,
-    *,
-    hot_days: int | None = None,
-    max_disk_mb: float | None = None,
-    dry_run: bool = False,
-    now: datetime | None = None,
-) -> dict[str, Any]:
-    """``vacuum`` that, with ``archive_enabled``, keeps every day not archived yet.
-
-    A day counts as archived when finished claims to ``MAGSAG_STORAGE_ARCHIVE_DESTINATION``
-    (to any destination, the lake included, when that is unset) cover every row vacuum
-    would delete from it. Kept days are listed in ``refused_days``.
-    """
-    hot_days = settings.hot_days if hot_days is None else hot_days
-    if not settings.archive_enabled:
-        return await storage.vacuum(hot_days=hot_days, max_disk_mb=max_disk_mb, dry_run=dry_run, now=now)
-    dest = dest_key(open_lake(settings.archive_destination, settings)) if settings.archive_destination else None
-    plan = await storage.vacuum(hot_days=hot_days, max_disk_mb=max_disk_mb, dry_run=True, now=now)
-    src = tier_source(storage)
-    try:
-        days = [date.fromisoformat(str(d)[:10]) for d in plan.get("days") or []]
-        refused = await src.unarchived_days(days, dest=dest)
-    finally:
-        await src.close()
-    result = await storage.vacuum(
-        hot_days=hot_days, max_disk_mb=max_disk_mb, dry_run=dry_run, now=now, keep_days=refused
-    )
-    result["refused_days"] = [d.isoformat() for d in refused]
-    result["archive_destination"] = dest
-    return result
-
-
-# ------------------------------------------------------------------ compaction
-
-
-def compact_lake(lake: Lake, *, partition: date | None = None, job_id: str | None = None) -> list[dict[str, Any]]:
-    """Merge the small files of every partition holding more than one (or of ``partition``)."""
-    from magsag.lakehouse.compact import compact_partition, small_file_partitions
-
-    out = []
-    for p in small_file_partitions(lake):
-        day = date.fromisoformat(p["dt"])
-        if partition is not None and day != partition:
-            continue
-        out.append(compact_partition(lake, p["dataset"], day, job_id=job_id))
-    return out

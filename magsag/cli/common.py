@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import os
-import re
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -22,6 +20,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from magsag.backends import jsontext
+from magsag.backends.durations import is_duration, parse_duration
 from magsag.backends.errors import ConfigError, StorageError, redact_dsn
 from magsag.lakehouse.settings import StorageSettings, load_settings
 
@@ -58,18 +58,16 @@ def settings_from(
     return load_settings(backend=backend, db_path=db_path, dsn=dsn, **more)
 
 
-_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
 def parse_when(text: str | None, option: str, *, now: datetime | None = None) -> datetime | None:
     """``2025-10-23``, ``2025-10-23T08:00``, ``...+02:00``, or an age (``7d``, ``12h``, ``30m``)."""
     if text is None or text == "":
         return None
-    m = _AGE.match(text)
-    if m:
-        delta = timedelta(**{_UNITS[m.group(2).lower()]: float(m.group(1))})
-        return (now or datetime.now(UTC)) - delta
+    if is_duration(text):
+        delta = parse_duration(text, option)
+        try:
+            return (now or datetime.now(UTC)) - delta
+        except OverflowError:
+            raise ConfigError(f"{option}: {text!r} reaches back before year 1") from None
     raw = text.strip()
     if raw.endswith(("Z", "z")):
         raw = raw[:-1] + "+00:00"
@@ -129,7 +127,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 # ------------------------------------------------------------------- output
 def print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2, default=str) + "\n")
+    sys.stdout.write(jsontext.pretty(value, default=str) + "\n")
     sys.stdout.flush()
 
 
@@ -137,7 +135,7 @@ def _cell(value: Any, width: int | None) -> str:
     if value is None:
         return ""
     if isinstance(value, (dict, list)):
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        text = jsontext.dumps(value)
     elif isinstance(value, str) and len(value) == 32 and value[10] == "T" and value.endswith("+00:00"):
         text = value[:10] + " " + value[11:23]  # ISO UTC timestamp -> compact, millisecond precision
     elif isinstance(value, float):

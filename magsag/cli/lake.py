@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from magsag.backends.durations import parse_duration
 from magsag.backends.errors import ConfigError, StorageError
 from magsag.backends.tiering.protocol import COPY, MOVE, tier_source
 from magsag.cli.common import (
@@ -58,28 +59,25 @@ def register(app: typer.Typer) -> None:
 
 # ----------------------------------------------------------------- parsing
 
-_EVERY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
-_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
 
 def parse_every(text: str | None) -> float | None:
-    """``1h``, ``30m``, ``90s``, ``1d`` (or plain seconds) -> seconds."""
+    """``1h``, ``30m``, ``90s``, ``1d`` (or plain seconds) -> seconds (> 0)."""
     if text is None:
         return None
-    m = _EVERY.match(text)
-    if not m or float(m.group(1)) <= 0:
+    seconds = parse_duration(text, "--every", default_unit="s").total_seconds()
+    if seconds <= 0:
         raise ConfigError(f"--every: {text!r} is not an interval (use 1h, 30m, 90s or 1d)")
-    return float(m.group(1)) * _SECONDS[m.group(2).lower()]
+    return seconds
 
 
 def parse_days(text: str | None, option: str) -> int | None:
-    """A whole number of days, ``7`` or ``7d``."""
+    """A whole number of days: ``7``, ``7d`` (or ``1w``, ``48h``)."""
     if text is None:
         return None
-    raw = text.strip().lower().removesuffix("d")
-    if not raw.isdigit():
-        raise ConfigError(f"{option}: {text!r} is not a number of days (use a whole number >= 0, e.g. 7)")
-    return int(raw)
+    delta = parse_duration(text, option, default_unit="d")
+    if delta % timedelta(days=1):
+        raise ConfigError(f"{option}: {text!r} is not a whole number of days (e.g. 7 or 7d)")
+    return delta.days
 
 
 # ---------------------------------------------------------------- progress
@@ -469,7 +467,8 @@ def compact(
     async def go() -> list[dict[str, Any]]:
         import asyncio
 
-        from magsag.lakehouse.tiering.job import compact_lake, new_job_id
+        from magsag.lakehouse.compact import compact_lake
+        from magsag.lakehouse.layout import new_job_id
 
         async with open_storage(settings) as storage:
             src = tier_source(storage)

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from magsag.backends import jsontext
 from magsag.backends.errors import ConfigError
 from magsag.cli.common import (
     BackendOpt,
@@ -91,7 +92,7 @@ def write_result(table: Any, fmt: str, output: Path | None, max_rows: int) -> No
         return
     rows = arrow_rows(table)
     if fmt == "json":
-        text = json.dumps(rows, ensure_ascii=False, indent=2, default=str) + "\n"
+        text = jsontext.pretty(rows, default=str) + "\n"
     else:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")

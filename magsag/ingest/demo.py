@@ -10,7 +10,6 @@ gives the same runs, events and event ids, so loading it twice stores nothing tw
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from magsag.backends import jsontext
 from magsag.backends.base import StorageBackend
 from magsag.backends.schema import (
     ARTIFACT,
@@ -117,7 +117,7 @@ class _RunWriter:
                 type=type_,
                 level=level,
                 msg=msg,
-                payload=json.dumps(payload, separators=(",", ":")),
+                payload=jsontext.dumps(payload),
                 span_id=span or self.span,
                 parent_span_id=parent_span if span else self.parent_span,
                 contract_id=contract[0] if contract else None,
@@ -327,7 +327,7 @@ class DemoGenerator:
         metrics: dict[str, Any],
         tags: list[str],
     ) -> Run:
-        return Run(run_id, agent, parent, status, start, end, json.dumps(metrics, separators=(",", ":")), tuple(tags))
+        return Run(run_id, agent, parent, status, start, end, jsontext.dumps(metrics), tuple(tags))
 
 
 def _unit(name: str) -> str:

@@ -156,7 +156,7 @@ class LiveMetrics:
     async def _tier(self) -> list[Metric]:
         from magsag.backends.tiering.protocol import tier_source
         from magsag.lakehouse.objstore import open_lake
-        from magsag.lakehouse.tiering.job import dest_key
+        from magsag.lakehouse.tiering.destination import dest_key
 
         now = self.clock()
         cutoff = hot_cutoff(self.settings.hot_days, now)

@@ -50,12 +50,12 @@ async def vacuum_storage(
 
     With ``MAGSAG_STORAGE_ARCHIVE_ENABLED=true`` days not archived yet (to
     ``MAGSAG_STORAGE_ARCHIVE_DESTINATION``, or anywhere when unset) are kept and listed in
-    ``refused_days`` (see :func:`magsag.lakehouse.tiering.job.guarded_vacuum`).
+    ``refused_days`` (see :func:`magsag.lakehouse.tiering.vacuum_guard.guarded_vacuum`).
     """
     hot_days = settings.hot_days if hot_days is None else hot_days
     if not settings.archive_enabled:
         return await storage.vacuum(hot_days=hot_days, max_disk_mb=max_disk_mb, dry_run=dry_run)
-    from magsag.lakehouse.tiering.job import guarded_vacuum
+    from magsag.lakehouse.tiering.vacuum_guard import guarded_vacuum
 
     return await guarded_vacuum(storage, settings, hot_days=hot_days, max_disk_mb=max_disk_mb, dry_run=dry_run)
 

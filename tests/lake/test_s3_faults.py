@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import os
 from collections import Counter
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from magsag.backends.errors import BackendUnavailable, ConfigError, StorageError
 from magsag.lakehouse import lakewriter, layout, manifest
 from magsag.lakehouse.lakewriter import PartitionWriter, publish
+from magsag.lakehouse.objstore import retry
 
 from tests.lake import data
 from tests.lake_fixtures import S3Server, clear_fs_caches, open_test_lake
@@ -181,3 +183,55 @@ def test_moto_is_another_s3_server_the_writer_works_with(moto_s3, day_rows) -> N
     lake, _ = open_test_lake(moto_s3.env("s3://moto-lake/prefix"))
     entry = publish(lake, _stage(lake, day, data.sorted_table("events", rows)))
     assert entry.rows == len(rows) and data.live_rows(lake, "events") == Counter(rows)
+
+
+def _read_through(proxy: Any, s3_server: S3Server, rel: str, **extra: str) -> Any:
+    """A fresh lake reaching ``s3_server`` through ``proxy`` (no pooled connections yet)."""
+    clear_fs_caches()
+    lake, _ = open_test_lake(s3_server.env(rel, MAGSAG_STORAGE_S3_ENDPOINT_URL=proxy.endpoint, **extra))
+    return lake
+
+
+def test_a_terminal_failure_is_not_retried(s3_server: S3Server, flaky_proxy) -> None:
+    url = s3_server.fresh_url()
+    s3_server.fs().pipe_file(url.removeprefix("s3://") + "/blob", b"x" * 1000)
+    proxy = flaky_proxy(s3_server.endpoint)
+    lake = _read_through(proxy, s3_server, url)
+    proxy.fail(1, "403")  # one AccessDenied; any retry would have succeeded
+    with pytest.raises(ConfigError) as err:
+        retry(lake, "reading blob", lake.fs.cat_file, lake.path("blob"))
+    assert proxy.failed == 1 and "access denied" in _one_line(err.value, s3_server.secret)
+    assert retry(lake, "reading blob", lake.fs.cat_file, lake.path("blob")) == b"x" * 1000
+
+
+def test_a_body_cut_off_mid_read_is_retried_by_the_operation(s3_server: S3Server, flaky_proxy, caplog) -> None:
+    url = s3_server.fresh_url()
+    blob = os.urandom(1 << 20)
+    s3_server.fs().pipe_file(url.removeprefix("s3://") + "/blob", blob)
+    proxy = flaky_proxy(s3_server.endpoint)
+    lake = _read_through(proxy, s3_server, url)
+    proxy.fail(1, "cut")  # botocore has returned the response; its body breaks off while s3fs reads it
+    with caplog.at_level(logging.INFO, logger="magsag.lakehouse.objstore"):
+        assert retry(lake, "reading blob", lake.fs.cat_file, lake.path("blob")) == blob
+    assert proxy.failed == 1 and any("(try 1); retrying" in r.getMessage() for r in caplog.records)
+
+    lake = _read_through(proxy, s3_server, url, MAGSAG_STORAGE_S3_RETRIES="0")
+    proxy.fail(1, "cut")
+    with pytest.raises(BackendUnavailable) as err:
+        retry(lake, "reading blob", lake.fs.cat_file, lake.path("blob"))
+    assert "reading blob kept failing" in _one_line(err.value, s3_server.secret)
+
+
+def test_botocore_retries_each_request_and_the_error_counts_its_tries(s3_server: S3Server, flaky_proxy) -> None:
+    url = s3_server.fresh_url()
+    s3_server.fs().pipe_file(url.removeprefix("s3://") + "/blob", b"y" * 10)
+    proxy = flaky_proxy(s3_server.endpoint)
+    lake = _read_through(proxy, s3_server, url, MAGSAG_STORAGE_S3_RETRIES="2")
+    proxy.fail(2, "503")  # two throttled answers, then the real one: botocore's third try
+    assert retry(lake, "reading blob", lake.fs.cat_file, lake.path("blob")) == b"y" * 10
+    assert proxy.failed == 2
+    lake = _read_through(proxy, s3_server, url, MAGSAG_STORAGE_S3_RETRIES="2")  # no kept-alive connection
+    proxy.fail(3, "503")  # as many as the tries: the operation policy does not try again
+    with pytest.raises(BackendUnavailable) as err:
+        retry(lake, "reading blob", lake.fs.cat_file, lake.path("blob"))
+    assert proxy.failed == 5 and "reading blob kept failing after 3 attempts" in _one_line(err.value)

@@ -28,7 +28,8 @@ from magsag.backends.schema import Event
 from magsag.backends.tiering.protocol import COPY, tier_source
 from magsag.lakehouse.faults import FAULT_ENV, FAULT_EXIT_CODE
 from magsag.lakehouse.objstore import open_lake
-from magsag.lakehouse.tiering.job import dest_key, run_tier
+from magsag.lakehouse.tiering.destination import dest_key
+from magsag.lakehouse.tiering.job import run_tier
 from magsag.lakehouse.tiering.report import TierProgress
 
 from tests.conftest import PG_DSN, make_postgres
@@ -150,7 +151,7 @@ async def test_the_drop_falls_back_to_chunks_when_the_table_stays_locked(pg, adm
     src = tier_source(pg)
     src.drop_lock_timeout_ms = 100
     claim = await src.claim_day(batch_id="t-lock-a", dest="x", day=DAY_A, mode="move", files={})
-    claim = await src.mark_exported(claim, event_rows=25, run_rows=1)
+    claim = await src.mark_exported(claim, rows={})
     async with admin.transaction():
         await admin.execute(f"LOCK TABLE {s}.{part(DAY_A)} IN ACCESS SHARE MODE")  # a long reader of that day
         chunks: list[int] = []

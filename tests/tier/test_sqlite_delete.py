@@ -54,7 +54,7 @@ async def test_delete_claims_takes_exactly_the_selections(store: SQLiteStorageBa
     for i, day in enumerate(days):
         c = await src.claim_day(batch_id=f"t-{way}-{i}", dest="x", day=day, mode="move", files={})
         assert c is not None
-        claims.append(await src.mark_exported(c, event_rows=0, run_rows=0))
+        claims.append(await src.mark_exported(c, rows={}))
     # Stored after the claims: late data for the next job, never part of these selections.
     late = await b.append_event("late-run", "sag", "log", from_us(day_us(1)) + timedelta(hours=3), message="late zebra")
 
@@ -107,7 +107,7 @@ async def test_delete_claims_is_idempotent(store: SQLiteStorageBackend) -> None:
     day = from_us(day_us(1)).date()
     c = await src.claim_day(batch_id="t-again", dest="x", day=day, mode="move", files={})
     assert c is not None
-    c = await src.mark_exported(c, event_rows=0, run_rows=0)
+    c = await src.mark_exported(c, rows={})
     first = await src.delete_claims([c])
     again = await src.delete_claims([c])  # a rerun after a crash before the claim was marked done
     await src.close()
@@ -126,7 +126,7 @@ async def test_seq_numbers_are_never_reused(store: SQLiteStorageBackend, way: st
     src = SQLiteTierSource(b, rebuild_fraction=WAYS[way])
     c = await src.claim_day(batch_id=f"t-top-{way}", dest="x", day=from_us(day_us(1)).date(), mode="move", files={})
     assert c is not None
-    await src.delete_claims([await src.mark_exported(c, event_rows=0, run_rows=0)])
+    await src.delete_claims([await src.mark_exported(c, rows={})])
     await src.close()
     assert (
         await b.read(lambda c: c.execute("SELECT count(*) FROM events WHERE event_id = ?", (newest,)).fetchone()[0])

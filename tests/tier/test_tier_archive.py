@@ -11,7 +11,8 @@ from magsag.backends.tiering.protocol import COPY, MOVE
 from magsag.lakehouse import layout, manifest
 from magsag.lakehouse.objstore import open_lake
 from magsag.lakehouse.settings import load_settings
-from magsag.lakehouse.tiering.job import dest_key, run_tier
+from magsag.lakehouse.tiering.destination import dest_key
+from magsag.lakehouse.tiering.job import run_tier
 
 from magsag.storage import vacuum_storage
 from tests.cli_helpers import magsag

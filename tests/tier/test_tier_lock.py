@@ -137,3 +137,47 @@ async def test_stop_while_waiting_for_the_lock(hot: HotCase, tmp_path) -> None: 
     assert rep.stopped and rep.days == []
     assert len(said.messages) == 1 and said.messages[0].startswith("waiting: another tiering job holds the lock")
     await src.close()
+
+
+_HOLD_LOCK = """
+import asyncio, sys
+from magsag.backends.sqlite.store import SQLiteStorageBackend
+from magsag.backends.tiering.protocol import tier_source
+
+async def main() -> None:
+    backend = SQLiteStorageBackend(sys.argv[1])
+    await backend.initialize()
+    async with tier_source(backend).job_lock(wait=False):
+        print("locked", flush=True)
+        await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+async def test_the_sqlite_lock_names_its_holder_and_dies_with_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import subprocess
+    import sys
+
+    from magsag.backends.sqlite.store import SQLiteStorageBackend
+
+    db = tmp_path / "hot.db"
+    backend = SQLiteStorageBackend(db)
+    await backend.initialize()
+    src = tier_source(backend)
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(db)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        with pytest.raises(LockedError, match=rf"holds the lock of .*hot\.db \(pid {proc.pid} on "):
+            async with src.job_lock(wait=False):
+                pass
+        proc.send_signal(signal.SIGKILL)  # kill -9: no cleanup runs in the holder
+        proc.wait(30)
+        async with src.job_lock(wait=False):  # the kernel released its lock
+            pass
+    finally:
+        proc.kill()
+        proc.wait(30)
+        await src.close()
+        await backend.close()
