@@ -108,8 +108,26 @@ def day_start_us(day: date) -> int:
     return to_us(datetime(day.year, day.month, day.day, tzinfo=UTC))
 
 
+NOW_ENV = "MAGSAG_NOW"
+
+
 def utc_now() -> datetime:
-    return datetime.now(UTC)
+    """The one clock of the storage layer: the real UTC time, unless ``MAGSAG_NOW`` pins it.
+
+    ``MAGSAG_NOW`` takes an ISO-8601 timestamp with an offset (``2026-03-10T12:00:00Z``);
+    demo windows, tier and vacuum cut-offs, relative ``--since`` values and ClickHouse's
+    "today" all read it, so a test or a reproducible run fixes "now" in one place.
+    """
+    pinned = os.environ.get(NOW_ENV)
+    if not pinned:
+        return datetime.now(UTC)
+    try:
+        value = datetime.fromisoformat(pinned.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError(f"{NOW_ENV}={pinned[:40]!r} is not an ISO-8601 timestamp") from None
+    if value.tzinfo is None:
+        raise ValidationError(f"{NOW_ENV}={pinned[:40]!r} has no UTC offset (add Z or +00:00)")
+    return value.astimezone(UTC)
 
 
 def hot_cutoff(hot_days: int, now: datetime | None = None) -> datetime:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import UTC, date, datetime
+from datetime import date, datetime
+
+from magsag.backends.schema import utc_now
 
 EVENTS = "events"
 RUNS = "runs"
@@ -50,7 +52,7 @@ def data_file_name(job_id: str, seq: int = 0) -> str:
 def new_job_id(prefix: str = "tier", now: datetime | None = None) -> str:
     """A new lake job id, ``tier-20261126T140553Z-3fa9c1``: sortable, unique, valid for
     :func:`data_file_name` and :func:`staging_dir`."""
-    return f"{prefix}-{(now or datetime.now(UTC)):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    return f"{prefix}-{(now or utc_now()):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 def data_path(dataset: str, day: date, job_id: str, seq: int = 0) -> str:

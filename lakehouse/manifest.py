@@ -17,11 +17,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 from magsag.backends import jsontext
-from magsag.backends.schema import SCHEMA_VERSION
+from magsag.backends.schema import SCHEMA_VERSION, utc_now
 from magsag.lakehouse import layout
 from magsag.lakehouse.objstore import Lake
 
@@ -76,7 +76,7 @@ def checksum_file(lake: Lake, rel: str, chunk: int = 8 << 20) -> str:
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return utc_now().isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def write_entry(lake: Lake, entry: ManifestEntry) -> str:

@@ -26,11 +26,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 from magsag.backends.errors import BackendUnavailable, StorageError
-from magsag.backends.schema import event_arrow_schema, run_arrow_schema
+from magsag.backends.schema import event_arrow_schema, run_arrow_schema, utc_now
 from magsag.lakehouse import layout, manifest
 from magsag.lakehouse.clickhouse import sql
 from magsag.lakehouse.clickhouse.engines import Engine, open_engine
@@ -168,7 +168,7 @@ def plan_load(
     """
     ledger = read_ledger(engine)
     wanted = set(days) if days is not None else None
-    today = today or datetime.now(UTC).date()
+    today = today or utc_now().date()
     plans: list[PartitionPlan] = []
     seen: set[tuple[str, date]] = set()
     for dataset in datasets:

@@ -23,6 +23,7 @@ from rich.table import Table
 from magsag.backends import jsontext
 from magsag.backends.durations import is_duration, parse_duration
 from magsag.backends.errors import ConfigError, StorageError, redact_dsn
+from magsag.backends.schema import utc_now
 from magsag.lakehouse.settings import StorageSettings, load_settings
 
 T = TypeVar("T")
@@ -65,7 +66,7 @@ def parse_when(text: str | None, option: str, *, now: datetime | None = None) ->
     if is_duration(text):
         delta = parse_duration(text, option)
         try:
-            return (now or datetime.now(UTC)) - delta
+            return (now or utc_now()) - delta
         except OverflowError:
             raise ConfigError(f"{option}: {text!r} reaches back before year 1") from None
     raw = text.strip()

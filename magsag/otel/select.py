@@ -110,7 +110,9 @@ async def _generic_runs(store: StorageBackend, sel: Selection, after: Key, limit
 
 
 def _lake_runs(storage: TieredBackend, sel: Selection, after: Key, limit: int) -> list[dict[str, Any]]:
-    from magsag.lakehouse import duck
+    from magsag.backends.duckdb_ext import new_connection
+    from magsag.backends.duckdb_sql import bind, sql_list
+    from magsag.lakehouse.duckdb_lake import attach_lake, lake_extensions
     from magsag.lakehouse.lakefiles import SnapshotReader
     from magsag.lakehouse.lakeread import RUN_SELECT
 
@@ -125,15 +127,15 @@ def _lake_runs(storage: TieredBackend, sel: Selection, after: Key, limit: int) -
         return []
     where, params = sel.where(lambda i: "?", after)
     where = [w.replace("ended_at", "epoch_us(ended_at)").replace("started_at", "epoch_us(started_at)") for w in where]
-    source = f"read_parquet({duck.sql_list(uris)}, hive_partitioning = true)"
+    source = f"read_parquet({sql_list(uris)}, hive_partitioning = true)"
     sql = (
         f"SELECT {RUN_SELECT} FROM {source} WHERE {' AND '.join(where)} "
         f"ORDER BY epoch_us(ended_at), run_id LIMIT {int(limit)}"
     )
-    con = duck.new_connection(extensions=duck.lake_extensions(lake))
+    con = new_connection(extensions=lake_extensions(lake))
     try:
-        duck.attach_lake(con, lake)
-        rows = con.execute(duck.bind(sql, params)).fetchall()
+        attach_lake(con, lake)
+        rows = con.execute(bind(sql, params)).fetchall()
     finally:
         con.close()
     return [run_record(r) for r in rows]

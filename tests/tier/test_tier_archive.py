@@ -6,7 +6,7 @@ import asyncio
 from collections import Counter
 
 import pytest
-from magsag.backends.schema import Event, from_us
+from magsag.backends.schema import NOW_ENV, Event, from_us
 from magsag.backends.tiering.protocol import COPY, MOVE
 from magsag.lakehouse import layout, manifest
 from magsag.lakehouse.objstore import open_lake
@@ -66,12 +66,12 @@ async def test_archive_after_copy_then_delete_clears_hot(hot: HotCase, tmp_path)
     assert Counter(await hot.event_rows()) + Counter(lake_events(dest)) == Counter(original)
 
 
-async def test_vacuum_guard_refuses_days_not_archived(hot: HotCase, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_vacuum_guard_refuses_days_not_archived(hot: HotCase, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv(NOW_ENV, END.isoformat())  # vacuum's cut-off reads the pinned clock
     dest_url = str(tmp_path / "archive")
     settings = load_settings(archive_enabled=True, archive_destination=dest_url, hot_days=HOT_DAYS)
     original = await hot.event_rows()
-    # vacuum's cutoff is relative to the real now: ask it to keep fewer days than the data spans
-    hot_days = (from_us(0).now(tz=END.tzinfo) - END).days + HOT_DAYS
+    hot_days = HOT_DAYS
     res = await vacuum_storage(hot.backend, settings, hot_days=hot_days)
     assert res["refused_days"] == OLD_DAYS and res["events_deleted"] == 0
     assert res["archive_destination"] == dest_key(open_lake(dest_url))
@@ -82,17 +82,22 @@ async def test_vacuum_guard_refuses_days_not_archived(hot: HotCase, tmp_path) ->
     assert res["refused_days"] == ["2026-03-08"]
     assert res["events_deleted"] == len([r for r in original if r[1] < day_us(2) - 12 * 3600 * 1_000_000])
     # the CLI names the refused day and exits 1
-    env = {**hot.env, "MAGSAG_STORAGE_ARCHIVE_ENABLED": "true", "MAGSAG_STORAGE_ARCHIVE_DESTINATION": dest_url}
+    env = {
+        **hot.env,
+        NOW_ENV: END.isoformat(),
+        "MAGSAG_STORAGE_ARCHIVE_ENABLED": "true",
+        "MAGSAG_STORAGE_ARCHIVE_DESTINATION": dest_url,
+    }
     await hot.backend.close()
     cli = await asyncio.to_thread(magsag, "data", "vacuum", "--hot-days", str(hot_days), env=env)
     assert cli.code == 1 and "2026-03-08" in cli.err and "archive" in cli.err
     assert len([ln for ln in cli.err.splitlines() if ln.strip()]) == 1
 
 
-async def test_vacuum_guard_off_by_default(hot: HotCase) -> None:
+async def test_vacuum_guard_off_by_default(hot: HotCase, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv(NOW_ENV, END.isoformat())
     settings = load_settings()
-    hot_days = (from_us(0).now(tz=END.tzinfo) - END).days + HOT_DAYS
-    res = await vacuum_storage(hot.backend, settings, hot_days=hot_days, dry_run=True)
+    res = await vacuum_storage(hot.backend, settings, hot_days=HOT_DAYS, dry_run=True)
     assert "refused_days" not in res and res["events_to_delete"] > 0
 
 
