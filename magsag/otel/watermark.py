@@ -77,7 +77,12 @@ async def save(storage: StorageBackend, destination: str, key: Key, runs: int) -
             "ON CONFLICT (destination) DO UPDATE SET ended_at_us = excluded.ended_at_us, run_id = excluded.run_id, "
             "runs = excluded.runs, updated_at_us = excluded.updated_at_us"
         )
-        await hot.write(lambda c: c.execute(sql, [destination, key[0], key[1], runs, now]))  # type: ignore[attr-defined]
+
+        def w(c: Any) -> None:
+            c.execute(_DDL.format(t=t))
+            c.execute(sql, [destination, key[0], key[1], runs, now])
+
+        await hot.write(w)  # type: ignore[attr-defined]
         return
     sql = (
         f"INSERT INTO {t} (destination, ended_at_us, run_id, runs, updated_at_us) VALUES ($1, $2, $3, $4, $5) "
@@ -86,6 +91,34 @@ async def save(storage: StorageBackend, destination: str, key: Key, runs: int) -
     )
 
     async def pq(c: Any) -> None:
+        await c.execute(_DDL.format(t=t))
         await c.execute(sql, destination, key[0], key[1], runs, now)
 
     await hot.read(pq)  # type: ignore[attr-defined]
+
+
+async def destinations(storage: StorageBackend) -> list[tuple[str, Key, int]]:
+    """Every destination's (key, watermark, runs taken), read only; ``[]`` before any export."""
+    hot = unwrap(storage)
+    kind = hot_kind(hot)
+    t = _table(hot)
+    if kind == "sqlite":
+
+        def q(c: Any) -> Any:
+            found = c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [TABLE]).fetchone()
+            if found is None:
+                return []
+            return c.execute(f"SELECT destination, ended_at_us, run_id, runs FROM {t} ORDER BY destination").fetchall()
+
+        rows = await hot.read(q)  # type: ignore[attr-defined]
+    elif kind == "postgres":
+
+        async def pq(c: Any) -> Any:
+            if await c.fetchval("SELECT to_regclass($1)", t) is None:
+                return []
+            return await c.fetch(f"SELECT destination, ended_at_us, run_id, runs FROM {t} ORDER BY destination")
+
+        rows = await hot.read(pq)  # type: ignore[attr-defined]
+    else:
+        return []
+    return [(str(r[0]), (int(r[1]), str(r[2])), int(r[3])) for r in rows]

@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 MAX_AGENTS = 50
 MAX_MODELS = 20
 MAX_TOOLS = 100
-PARTS = ("hot", "tier", "lake", "clickhouse", "activity")
+PARTS = ("hot", "tier", "lake", "clickhouse", "export", "activity")
+# pending runs counted per export destination, at most (a lower bound beyond it)
+EXPORT_PENDING_CAP = 10_000
 
 
 def _gauge(name: str, doc: str, labels: list[str], samples: list[tuple[list[str], float]]) -> GaugeMetricFamily:
@@ -81,7 +83,7 @@ class LiveMetrics:
     async def refresh(self) -> None:
         async with self._lock:  # concurrent scrapes share one computation
             for part in PARTS:
-                ttl = self.slow_ttl_s if part in ("lake", "clickhouse") else self.ttl_s
+                ttl = self.slow_ttl_s if part in ("lake", "clickhouse", "export") else self.ttl_s
                 if time.monotonic() - self._stamp.get(part, -1e18) < ttl:
                     continue
                 started = time.monotonic()
@@ -270,6 +272,40 @@ class LiveMetrics:
             ),
         ]
 
+    async def _export(self) -> list[Metric]:
+        """The continuous OTLP export's watermark per destination (``magsag data export otel``)."""
+        from magsag.otel.select import Selection, finished_runs
+        from magsag.otel.watermark import destinations
+
+        marks, pending, lag = [], [], []
+        now_s = self.clock().timestamp()
+        for dest, key, _runs in await destinations(self.storage):
+            waiting = await finished_runs(self.storage, Selection(), key, EXPORT_PENDING_CAP)
+            marks.append(([dest], key[0] / 1e6))
+            pending.append(([dest], float(len(waiting))))
+            oldest = waiting[0]["ended_at"] if waiting else None
+            lag.append(([dest], max(0.0, now_s - _epoch_s(oldest)) if oldest is not None else 0.0))
+        return [
+            _gauge(
+                "magsag_otel_export_watermark_timestamp_seconds",
+                "End time of the last run the destination accepted.",
+                ["destination"],
+                marks,
+            ),
+            _gauge(
+                "magsag_otel_export_pending_runs",
+                f"Finished runs not yet exported to the destination (counted up to {EXPORT_PENDING_CAP}).",
+                ["destination"],
+                pending,
+            ),
+            _gauge(
+                "magsag_otel_export_lag_seconds",
+                "How long the oldest finished run not yet exported has waited (0 when none waits).",
+                ["destination"],
+                lag,
+            ),
+        ]
+
     async def _activity(self) -> list[Metric]:
         now = self.clock()
         data = await activity.read(self.storage, to_us(now - timedelta(seconds=self.window_s)))
@@ -347,3 +383,10 @@ def _fold(counts: dict[Any, float], mapper: Callable[[Any], tuple[str, ...]]) ->
     for key, n in counts.items():
         out[mapper(key)] += n
     return [(list(k), v) for k, v in sorted(out.items())]
+
+
+def _epoch_s(value: Any) -> float:
+    """Seconds since the epoch of a run's ``ended_at`` (datetime or ISO text)."""
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()

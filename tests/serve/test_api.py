@@ -260,3 +260,35 @@ async def _drop_schema(schema: str) -> None:
         await conn.close()
     except Exception:
         pass
+
+
+def test_export_watermark_lag_metrics(settings: Any) -> None:
+    """The continuous OTLP export's lag per destination: none before any export, then the
+    waiting runs and how long the oldest has waited (the watermark as the export stores it)."""
+    from magsag.otel import watermark
+    from magsag.serve import ServeConfig, create_app
+    from magsag.storage import get_storage_backend
+    from tests.serve.helpers import ago
+
+    with TestClient(create_app(settings, ServeConfig(metrics_ttl_s=0.0), clock=lambda: NOW)) as c:
+        assert "magsag_otel_export_pending_runs{" not in c.get("/metrics").text
+
+    async def mark() -> None:
+        store = await get_storage_backend(settings)
+        try:  # the destination took every finished run up to sag-2 (ended 9 minutes ago)
+            await watermark.save(store, "http://127.0.0.1:6006/v1/traces#default", (to_us(ago(minutes=9)), "sag-2"), 9)
+        finally:
+            await store.close()
+
+    from magsag.backends.schema import to_us
+
+    asyncio.run(mark())
+    with TestClient(create_app(settings, ServeConfig(metrics_ttl_s=0.0), clock=lambda: NOW)) as c:
+        text = c.get("/metrics").text
+    dest = 'destination="http://127.0.0.1:6006/v1/traces#default"'
+    assert f"magsag_otel_export_pending_runs{{{dest}}} 1.0" in text  # mag-1 ended 5 minutes ago
+    assert f"magsag_otel_export_lag_seconds{{{dest}}} 300.0" in text
+    mark_line = next(
+        ln for ln in text.splitlines() if ln.startswith(f"magsag_otel_export_watermark_timestamp_seconds{{{dest}}}")
+    )
+    assert float(mark_line.rsplit(" ", 1)[1]) == ago(minutes=9).timestamp()
