@@ -1,6 +1,6 @@
 """OTLP ingest benchmark: spans/s through the receiver beside the store's own ``append_events``.
 
-    python3 bench/otlp.py [--spans 20000] [--batch 512] [--json] [--out bench/results/otlp.json]
+    python3 bench/otlp.py [--spans 20000] [--batch 512] [--no-phoenix] [--json] [--out bench/results/otlp.json]
 
 Spans are made by the real OpenTelemetry SDK (an agent run with LLM, tool and plain
 child spans, GenAI/OpenInference attributes), outside the timings. Then, in the same run:
@@ -13,6 +13,10 @@ child spans, GenAI/OpenInference attributes), outside the timings. Then, in the 
   the same plus the SDK's own Python encoding, which an agent pays in its own process.
 * **append_events**: the same events (the receiver's own mapping of the same spans) go
   into another fresh SQLite store with ``append_events`` in the same batches.
+
+* **peer**: Arize Phoenix's own OTLP/HTTP receiver (when ``arize-phoenix`` is installed,
+  ``--no-phoenix`` skips it) takes the same bodies; timed until its GraphQL ``recordCount``
+  shows every span, since it acknowledges before its background insert.
 
 Ratio = receiver events/s ÷ append_events events/s (a span is one event, an LLM span one
 more per usage figure; both sides store exactly the same rows). The
@@ -181,11 +185,76 @@ def append_rate(spans: list[Any], batch: int, work: Path) -> float:
     return asyncio.run(run())
 
 
+def phoenix_rate(spans: list[Any], batch: int, work: Path) -> float | None:
+    """The like-for-like peer: Arize Phoenix's own OTLP/HTTP receiver (``phoenix serve``) given
+    the same bodies. Phoenix acknowledges before it inserts (a background bulk inserter), so
+    its time runs from the first POST until its GraphQL ``recordCount`` shows every span:
+    spans/s stored and readable, as ours. ``None`` when arize-phoenix is not installed."""
+    import shutil
+
+    import urllib3
+
+    try:
+        import phoenix.server.main  # noqa: F401
+    except ImportError:
+        return None
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    port, grpc = free_port(), free_port()
+    home = work / "phoenix"
+    home.mkdir()
+    env = {**os.environ, "PHOENIX_PORT": str(port), "PHOENIX_GRPC_PORT": str(grpc), "PHOENIX_HOST": "127.0.0.1",
+           "PHOENIX_WORKING_DIR": str(home), "PHOENIX_TELEMETRY_ENABLED": "false"}  # fmt: skip
+    exe = shutil.which("phoenix", path=str(Path(sys.executable).parent)) or shutil.which("phoenix")
+    cmd = [exe, "serve"] if exe else [sys.executable, "-m", "phoenix.server.main", "serve"]
+    with (home / "phoenix.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home)
+    http = urllib3.PoolManager(retries=False, timeout=60.0)
+    base = f"http://127.0.0.1:{port}"
+    query = orjson.dumps({"query": "{ projects { edges { node { name recordCount } } } }"})
+
+    def stored() -> int:
+        r = http.request("POST", f"{base}/graphql", body=query, headers={"Content-Type": "application/json"})
+        edges = orjson.loads(r.data)["data"]["projects"]["edges"]
+        return sum(int(e["node"]["recordCount"]) for e in edges)
+
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                if http.request("GET", f"{base}/healthz").status == 200:
+                    break
+            except urllib3.exceptions.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit("Phoenix did not start (see its log)")
+            time.sleep(0.5)
+        headers = {"Content-Type": "application/x-protobuf"}
+        bodies = [encode_spans(spans[i : i + batch]).SerializeToString() for i in range(0, len(spans), batch)]
+        t = time.perf_counter()
+        for body in bodies:
+            r = http.request("POST", f"{base}/v1/traces", body=body, headers=headers)
+            if r.status != 200:
+                raise SystemExit(f"Phoenix answered {r.status}: {r.data[:200]!r}")
+        while stored() < len(spans):
+            if time.perf_counter() - t > 600:
+                raise SystemExit("Phoenix did not store every span within 600 s")
+            time.sleep(0.05)
+        return len(spans) / (time.perf_counter() - t)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spans", type=int, default=20_000)
     ap.add_argument("--batch", type=int, default=512, help="spans per OTLP request (the SDK's default batch)")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    ap.add_argument("--no-phoenix", action="store_true", help="skip the Arize Phoenix peer (slow to start)")
     ap.add_argument("--out", default=str(Path(__file__).with_name("results") / "otlp.json"))
     args = ap.parse_args()
     spans = make_spans(args.spans)
@@ -194,6 +263,7 @@ def main() -> None:
         base = append_rate(spans, args.batch, work)
         ev_rate, stored = receiver_rate(spans, args.batch, work)
         sdk_ev_rate, _sdk_stored = sdk_rate(spans, args.batch, work)
+        peer = None if args.no_phoenix else phoenix_rate(spans, args.batch, work)
     per_span = stored / len(spans)
     result = {
         "bench": "otlp",
@@ -210,6 +280,8 @@ def main() -> None:
         "sdk_exporter_spans_per_s": round(sdk_ev_rate / per_span),
         "sdk_exporter_ratio": round(sdk_ev_rate / base, 3),
         "target_ratio": 0.5,
+        "phoenix_spans_per_s": round(peer) if peer else None,
+        "receiver_vs_phoenix": round(ev_rate / per_span / peer, 2) if peer else None,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
@@ -227,6 +299,11 @@ def main() -> None:
             f"end to end (OTLPSpanExporter.export, its encoding included): {sdk_ev_rate:,.0f} events/s "
             f"= {sdk_ev_rate / per_span:,.0f} spans/s, ratio {sdk_ev_rate / base:.2f}x"
         )
+        if peer:
+            print(
+                f"peer: Arize Phoenix's OTLP receiver, same bodies, until readable: {peer:,.0f} spans/s "
+                f"(ours {ev_rate / per_span / peer:.1f}x of it)"
+            )
 
 
 if __name__ == "__main__":
