@@ -20,13 +20,12 @@ import threading
 import weakref
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from magsag.backends.capabilities import HotSource, has
 from magsag.backends.duckdb_ext import new_connection
-from magsag.backends.errors import BackendUnavailable, ConfigError, QueryError, StorageError, redact_dsn
+from magsag.backends.errors import ConfigError, QueryError, redact_dsn
 from magsag.lakehouse import views
-from magsag.lakehouse.duckdb_hot import attach_postgres, attach_sqlite
 from magsag.lakehouse.duckdb_lake import attach_lake, lake_extensions
 from magsag.lakehouse.lakefiles import LakeSnapshot, SnapshotReader
 from magsag.lakehouse.objstore import Lake, open_lake
@@ -35,6 +34,7 @@ from magsag.lakehouse.sqlguard import lock_down
 if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
+    from magsag.backends.base import StorageBackend
     from magsag.lakehouse.settings import StorageSettings
 
 
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 class _Context:
     lake: Lake
     reader: SnapshotReader
-    hot: views.HotSource
+    hot: HotSource
     snapshot: LakeSnapshot
     boundaries: dict[str, date | None]
     locked: bool
@@ -54,63 +54,22 @@ _contexts: weakref.WeakKeyDictionary[Any, _Context] = weakref.WeakKeyDictionary(
 _contexts_lock = threading.Lock()
 
 
-def _hot_kind(settings: StorageSettings) -> str | None:
-    kind = settings.backend.strip().lower()
-    if kind == "sqlite":
-        return "sqlite"
-    if kind in ("postgres", "postgresql", "timescale"):
-        return "postgres"
-    from magsag.backends.registry import resolve_backend_class
+def _hot_store(settings: StorageSettings) -> StorageBackend:
+    """The configured hot store, built but not opened (the views never write to it)."""
+    from magsag.lakehouse.settings import backend_from_settings
 
-    cls = resolve_backend_class(settings.backend)
-    for base in cls.__mro__:
-        if base.__module__ == "magsag.backends.sqlite.store":
-            return "sqlite"
-        if base.__module__ == "magsag.backends.postgres.store":
-            return "postgres"
-    return None
+    return backend_from_settings(settings)
 
 
-def _attach_hot(
-    con: duckdb.DuckDBPyConnection, settings: StorageSettings, include_hot: bool, sqlite_mode: str
-) -> views.HotSource:
-    if not include_hot:
+def _attach_hot(con: duckdb.DuckDBPyConnection, store: StorageBackend | None, mode: str) -> HotSource:
+    if store is None:
         return views.no_hot_source()
-    kind = _hot_kind(settings)
-    if kind == "sqlite":
-        from magsag.lakehouse import hot_sqlite
-
-        path = Path(settings.db_path).expanduser()
-        if not path.is_file():
-            return views.no_hot_source()  # nothing stored yet; never create the file here
-        if sqlite_mode == "auto":
-            sqlite_mode = "snapshot" if hot_sqlite.open_in_process(path) else "attach"
-        if sqlite_mode == "snapshot":
-            return hot_sqlite.snapshot_source(con, path)
-        if sqlite_mode != "attach":
-            raise ConfigError(f"sqlite_mode must be auto, attach or snapshot, got {sqlite_mode!r}")
-        try:
-            attach_sqlite(con, str(path.resolve()), views.HOT)
-            return hot_sqlite.attach_source(con)
-        except StorageError:
-            raise
-        except Exception as exc:
-            raise BackendUnavailable(f"cannot read the SQLite store {path}: {_first_line(exc)}") from None
-    if kind == "postgres":
-        dsn = settings.dsn_value()
-        if not dsn:
-            raise ConfigError("MAGSAG_STORAGE_DSN is required for the postgres backend")
-        try:
-            attach_postgres(con, dsn, settings.pg_schema, views.HOT)
-            return views.postgres_source(con, settings.pg_schema)
-        except StorageError:
-            raise
-        except Exception as exc:
-            raise BackendUnavailable(f"cannot read the PostgreSQL store: {redact_dsn(_first_line(exc))}") from None
-    raise ConfigError(
-        f"the query views read SQLite or PostgreSQL hot stores, not {settings.backend!r}; "
-        "pass include_hot=False to query the lake alone"
-    )
+    if not has(store, "duckdb_source"):
+        raise ConfigError(
+            f"the query views read hot stores with the 'duckdb_source' capability; the {store.name} backend "
+            "does not declare it; pass include_hot=False to query the lake alone"
+        )
+    return store.duckdb_source(con, views.HOT, mode) or views.no_hot_source()  # type: ignore[attr-defined]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -131,21 +90,24 @@ def connect(
 
     ``locked=True`` (what ``magsag data sql`` uses) then disables every file and network
     access outside the lake and freezes the configuration, so the connection can run
-    untrusted read-only SQL (see :func:`run_sql`). ``sqlite_mode`` chooses how a SQLite
-    hot store is read (see :mod:`magsag.lakehouse.hot_sqlite`): ``auto`` attaches it unless
-    this process has it open already, then it takes a snapshot.
+    untrusted read-only SQL (see :func:`run_sql`). ``sqlite_mode`` chooses how a hot store
+    that can be either attached or snapshotted is read (the store's ``duckdb_source``
+    capability): ``auto`` attaches it unless this process has it open already, then it
+    takes a snapshot.
     """
     if settings is None:
         from magsag.lakehouse.settings import load_settings
 
         settings = load_settings()
     lake = open_lake(lake_url or settings.lake_url, settings)
-    kind = _hot_kind(settings) if include_hot else None
-    hot_ext = {"sqlite": ("sqlite_scanner",), "postgres": ("postgres_scanner",)}.get(kind or "", ())
+    store = _hot_store(settings) if include_hot else None
+    hot_ext = (
+        tuple(getattr(store, "duckdb_extensions", ())) if store is not None and has(store, "duckdb_source") else ()
+    )
     con = new_connection(threads, lake_extensions(lake) + hot_ext)
     try:
         attach_lake(con, lake)
-        hot = _attach_hot(con, settings, include_hot, sqlite_mode)
+        hot = _attach_hot(con, store, sqlite_mode)
         reader = SnapshotReader(lake)
         snap = reader.snapshot()
         cuts = views.create_views(con, hot, snap)
@@ -165,10 +127,8 @@ def refresh(con: duckdb.DuckDBPyConnection) -> bool:
     if ctx is None:
         raise QueryError("refresh() needs a connection made by magsag.lakehouse.connect()")
     snap = ctx.reader.snapshot()
-    if ctx.hot.mode == "snapshot":
-        from magsag.lakehouse import hot_sqlite
-
-        ctx.hot = hot_sqlite.snapshot_source(con, Path(ctx.settings.db_path).expanduser())
+    if ctx.hot.mode == "snapshot" and ctx.hot.reread is not None:
+        ctx.hot = ctx.hot.reread(con)
     elif snap.key() == ctx.snapshot.key():
         return False
     ctx.boundaries = views.create_views(con, ctx.hot, snap)
@@ -176,24 +136,21 @@ def refresh(con: duckdb.DuckDBPyConnection) -> bool:
     return True
 
 
-def release_sqlite(path: Path) -> int:
-    """Switch this process's connections that attach the SQLite store at ``path`` to snapshots.
+def release(key: str | None) -> int:
+    """Switch this process's connections whose hot source has ``exclusive_key`` ``key`` to snapshots.
 
-    Called before this process opens the store with Python's sqlite3 (see
-    :mod:`magsag.lakehouse.hot_sqlite`); returns how many connections were switched.
+    Called before this process opens that store itself (a store's ``duckdb_exclusive_key``
+    capability names what its attachments must give up); returns how many were switched.
     """
-    from magsag.lakehouse import hot_sqlite
-
-    target = Path(path).expanduser().resolve()
+    if key is None:
+        return 0
     switched = 0
     with _contexts_lock:
         items = list(_contexts.items())
     for con, ctx in items:
-        if ctx.hot.kind != "sqlite" or ctx.hot.mode != "attach":
+        if ctx.hot.mode != "attach" or ctx.hot.exclusive_key != key or ctx.hot.reread is None:
             continue
-        if Path(ctx.settings.db_path).expanduser().resolve() != target:
-            continue
-        ctx.hot = hot_sqlite.snapshot_source(con, target)
+        ctx.hot = ctx.hot.reread(con)
         ctx.boundaries = views.create_views(con, ctx.hot, ctx.snapshot)
         con.execute(f"DETACH {views.HOT}")
         switched += 1

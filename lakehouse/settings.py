@@ -179,8 +179,5 @@ def backend_from_settings(settings: StorageSettings) -> StorageBackend:
     factory = getattr(cls, "from_settings", None)
     if callable(factory):
         return factory(settings)
-    kind = settings.backend.strip().lower()
-    if kind == "sqlite":
-        return cls(db_path=settings.db_path, enable_fts=settings.enable_fts)  # type: ignore[call-arg]
     params = inspect.signature(cls).parameters
     return cls(**{k: v for k, v in {"settings": settings}.items() if k in params})  # type: ignore[arg-type]

@@ -1,7 +1,7 @@
 """``magsag data stats``: what each tier holds, per partition (UTC day).
 
-Hot store: rows and oldest/newest per day (from the store's own indexes), the store's
-size (and per-day bytes on PostgreSQL, whose days are tables). Lake: files, rows, bytes,
+Hot store: rows and oldest/newest per day and the store's size, from its ``day_stats``
+capability (per-day bytes where the store keeps each day apart). Lake: files, rows, bytes,
 oldest/newest from the manifest (or the files' footers for a lake without one), and
 the compression ratio (uncompressed / stored bytes, from the Parquet footers). A lake
 partition with several small files (fewer rows each than compaction's target) is
@@ -14,9 +14,9 @@ from collections import defaultdict
 from typing import Any
 
 from magsag.backends.base import StorageBackend
+from magsag.backends.capabilities import has
 from magsag.backends.duckdb_ext import new_connection
 from magsag.backends.duckdb_sql import sql_list
-from magsag.backends.schema import US_PER_DAY, day_of_us, iso_from_us
 from magsag.lakehouse.duckdb_lake import attach_lake, lake_extensions
 from magsag.lakehouse.lakefiles import LakeFile, SnapshotReader
 from magsag.lakehouse.objstore import Lake
@@ -25,17 +25,8 @@ SMALL_FILE_ROWS = 1_000_000  # compaction's target (magsag.lakehouse.compact.DEF
 SMALL_FILES_MIN = 2
 
 
-def _kind(hot: StorageBackend) -> str | None:
-    for cls in type(hot).__mro__:
-        if cls.__module__ == "magsag.backends.sqlite.store":
-            return "sqlite"
-        if cls.__module__ == "magsag.backends.postgres.store":
-            return "postgres"
-    return None
-
-
 async def hot_stats(hot: StorageBackend) -> dict[str, Any]:
-    """Totals and per-day rows of the hot store."""
+    """Totals and per-day rows of the hot store (its ``day_stats`` capability)."""
     from magsag.lakehouse.tiered_backend import unwrap
 
     hot = unwrap(hot)
@@ -44,57 +35,7 @@ async def hot_stats(hot: StorageBackend) -> dict[str, Any]:
     if stats is not None:
         total = await stats()
         info.update({k: total.get(k) for k in ("events", "runs", "bytes", "oldest", "newest")})
-    kind = _kind(hot)
-    days: dict[str, dict[str, Any]] = defaultdict(lambda: {"events": 0, "runs": 0})
-    if kind == "sqlite":
-
-        def q(c: Any) -> tuple[list[Any], list[Any]]:
-            ev = c.execute(
-                f"SELECT ts / {US_PER_DAY} AS d, count(*), min(ts), max(ts) FROM events GROUP BY d ORDER BY d"
-            ).fetchall()
-            rn = c.execute(f"SELECT started_at / {US_PER_DAY} AS d, count(*) FROM runs GROUP BY d").fetchall()
-            return ev, rn
-
-        ev, rn = await hot.read(q)  # type: ignore[attr-defined]
-        sizes: dict[str, int] = {}
-    elif kind == "postgres":
-        s = hot.schema  # type: ignore[attr-defined]
-
-        async def q_pg(c: Any) -> tuple[list[Any], list[Any], list[Any]]:
-            day = "(extract(epoch FROM ts) * 1000000)::bigint / 86400000000"
-            ev = await c.fetch(f"SELECT {day} AS d, count(*), min(ts), max(ts) FROM {s}.events GROUP BY d ORDER BY d")
-            rday = day.replace("ts", "started_at")
-            rn = await c.fetch(f"SELECT {rday} AS d, count(*) FROM {s}.runs GROUP BY d")
-            sizes = await c.fetch(
-                "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_inherits i "
-                "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass($1)",
-                f"{s}.events",
-            )
-            return [tuple(r) for r in ev], [tuple(r) for r in rn], [tuple(r) for r in sizes]
-
-        ev, rn, raw_sizes = await hot.read(q_pg)  # type: ignore[attr-defined]
-        from magsag.backends.postgres.schema import day_date, partition_day
-
-        sizes = {}
-        for name, size in raw_sizes:
-            d = partition_day(name)
-            if d is not None:
-                sizes[day_date(d).isoformat()] = int(size)
-    else:
-        info["partitions"] = []
-        return info
-    for d, n, lo, hi in ev:
-        key = day_of_us(int(d) * US_PER_DAY).isoformat()
-        days[key].update(events=int(n), oldest=iso_from_us(int(lo)), newest=iso_from_us(int(hi)))
-    for d, n in rn:
-        days[day_of_us(int(d) * US_PER_DAY).isoformat()]["runs"] = int(n)
-    parts = []
-    for key in sorted(days):
-        row = {"dt": key, **days[key]}
-        if key in sizes:
-            row["bytes"] = sizes[key]
-        parts.append(row)
-    info["partitions"] = parts
+    info["partitions"] = await hot.day_stats() if has(hot, "day_stats") else []  # type: ignore[attr-defined]
     return info
 
 

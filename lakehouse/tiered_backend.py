@@ -25,12 +25,14 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncIterator, Iterable, Mapping
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from magsag.backends.base import StorageBackend, StorageCapabilities, check_aggregation, check_limit
-from magsag.backends.errors import NotFoundError, QueryError, UnsupportedOperation
-from magsag.backends.schema import Event, Run, coerce_datetime, event_record, normalize_status, run_record, to_us
+from magsag.backends import jsontext
+from magsag.backends.base import StorageBackend, StorageCapabilities, Window, aggregate
+from magsag.backends.capabilities import has, require
+from magsag.backends.errors import NotFoundError, QueryError
+from magsag.backends.schema import Event, Run, event_record, from_us, run_record
 from magsag.lakehouse import search
 from magsag.lakehouse.lakefiles import SnapshotReader
 from magsag.lakehouse.lakeread import LakeReader, day_range
@@ -38,26 +40,6 @@ from magsag.lakehouse.lakeread import LakeReader, day_range
 if TYPE_CHECKING:
     from magsag.lakehouse.objstore import Lake
     from magsag.lakehouse.settings import StorageSettings
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks (PostgreSQL's percentile_cont)."""
-    if not values:
-        return None
-    values = sorted(values)
-    k = (len(values) - 1) * q
-    lo = int(k)
-    hi = min(lo + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
-
-
-def _hot_kind(hot: StorageBackend) -> str | None:
-    for cls in type(hot).__mro__:
-        if cls.__module__ == "magsag.backends.sqlite.store":
-            return "sqlite"
-        if cls.__module__ == "magsag.backends.postgres.store":
-            return "postgres"
-    return None
 
 
 class TieredBackend(StorageBackend):
@@ -101,11 +83,11 @@ class TieredBackend(StorageBackend):
 
     # ------------------------------------------------------------ lifecycle
     async def initialize(self) -> None:
-        if _hot_kind(self.hot) == "sqlite" and "magsag.lakehouse.query" in sys.modules:
-            # DuckDB must not keep reading this file through its own SQLite once ours opens it.
-            from magsag.lakehouse.query import release_sqlite
+        if "magsag.lakehouse.query" in sys.modules and has(self.hot, "duckdb_source"):
+            # Query connections of this process that attach the store give it up first.
+            from magsag.lakehouse.query import release
 
-            release_sqlite(self.hot.db_path)  # type: ignore[attr-defined]
+            release(self.hot.duckdb_exclusive_key())  # type: ignore[attr-defined]
         await self.hot.initialize()
 
     async def close(self) -> None:
@@ -148,81 +130,38 @@ class TieredBackend(StorageBackend):
         return await asyncio.to_thread(fn, *args)
 
     # ---------------------------------------------------------------- writes
-    async def append_event(
-        self,
-        run_id: str,
-        agent_slug: str,
-        event_type: str,
-        timestamp: datetime,
-        level: str | None = None,
-        message: str | None = None,
-        payload: dict[str, Any] | None = None,
-        span_id: str | None = None,
-        parent_span_id: str | None = None,
-        contract_id: str | None = None,
-        contract_version: str | None = None,
-        artifact_uri: str | None = None,
-    ) -> str:
-        return await self.hot.append_event(
-            run_id,
-            agent_slug,
-            event_type,
-            timestamp,
-            level=level,
-            message=message,
-            payload=payload,
-            span_id=span_id,
-            parent_span_id=parent_span_id,
-            contract_id=contract_id,
-            contract_version=contract_version,
-            artifact_uri=artifact_uri,
-        )
-
-    async def append_events(self, events: Iterable[Event | Mapping[str, Any]]) -> int:
-        return await self.hot.append_events(events)
+    async def _append_row(self, row: tuple[Any, ...]) -> None:
+        await self.hot._append_row(row)
 
     async def _append_validated(self, events: list[Event]) -> int:
         return await self.hot._append_validated(events)
 
-    async def create_run(
-        self,
-        run_id: str,
-        agent_slug: str,
-        parent_run_id: str | None = None,
-        started_at: datetime | None = None,
-        status: str = "running",
-        tags: list[str] | None = None,
-    ) -> dict[str, Any]:
-        return await self.hot.create_run(run_id, agent_slug, parent_run_id, started_at, status, tags)
+    async def _create_run(self, run: Run, explicit_start: bool) -> dict[str, Any]:
+        started = from_us(run.started_at_us) if explicit_start else None
+        return await self.hot.create_run(
+            run.run_id, run.agent_slug, run.parent_run_id, started, run.status, list(run.tags)
+        )
 
     async def upsert_runs(self, runs: Iterable[Run | Mapping[str, Any]]) -> int:
         return await self.hot.upsert_runs(runs)
 
-    async def update_run(
-        self,
-        run_id: str,
-        status: str | None = None,
-        ended_at: datetime | None = None,
-        metrics: dict[str, Any] | None = None,
+    async def _update_run(
+        self, run_id: str, status: str | None, ended_us: int | None, patch: str | None, clear_end: bool
     ) -> dict[str, Any]:
+        ended = from_us(ended_us) if ended_us is not None else None
+        metrics = jsontext.loads(patch) if patch is not None else None
         try:
-            return await self.hot.update_run(run_id, status=status, ended_at=ended_at, metrics=metrics)
+            return await self.hot.update_run(run_id, status=status, ended_at=ended, metrics=metrics)
         except NotFoundError:
             if await self._has_lake() and await self._in_lake(self._lake_reader().run, run_id) is not None:
                 raise NotFoundError(f"run {run_id!r} is in the lake (tiered runs are finished and read-only)") from None
             raise
 
-    async def vacuum(
-        self,
-        hot_days: int = 7,
-        max_disk_mb: float | None = None,
-        dry_run: bool = False,
-        *,
-        now: datetime | None = None,
-        keep_days: Iterable[Any] | None = None,
+    async def _vacuum(
+        self, hot_days: int, max_disk_mb: float | None, dry_run: bool, now: datetime | None, keep: list[date]
     ) -> dict[str, Any]:
         """Retention of the hot store (the lake keeps what it holds)."""
-        return await self.hot.vacuum(hot_days, max_disk_mb, dry_run, now=now, keep_days=keep_days)
+        return await self.hot.vacuum(hot_days, max_disk_mb, dry_run, now=now, keep_days=keep)
 
     # ----------------------------------------------------------------- reads
     async def get_run(self, run_id: str) -> dict[str, Any] | None:
@@ -247,14 +186,9 @@ class TieredBackend(StorageBackend):
             counts[e["tier"]] += 1
         return {"run": await self.run_tier(run_id), "events": counts}
 
-    async def get_events(  # type: ignore[override]
-        self,
-        run_id: str,
-        event_type: str | None = None,
-        level: str | None = None,
-        limit: int | None = None,
+    async def _events(
+        self, run_id: str, event_type: str | None, level: str | None, limit: int | None
     ) -> AsyncIterator[dict[str, Any]]:
-        check_limit(limit)
         if not await self._has_lake():
             async for e in self.hot.get_events(run_id, event_type=event_type, level=level, limit=limit):
                 e["tier"] = "hot"
@@ -278,37 +212,17 @@ class TieredBackend(StorageBackend):
         for e in merged if limit is None else merged[:limit]:
             yield e
 
-    def stream_events(
-        self,
-        run_id: str | None = None,
-        agent_slug: str | None = None,
-        event_type: str | None = None,
-        level: str | None = None,
-        since: datetime | None = None,
-        *,
-        cursor: str | None = None,
-        follow: bool = True,
-    ) -> AsyncIterator[dict[str, Any]]:
+    def _stream_events(self, flt: Any, cursor: str | None, follow: bool) -> AsyncIterator[dict[str, Any]]:
         """The hot store's stream (events are committed there; ``since`` replays what is still hot)."""
+        since = from_us(flt.since_us) if flt.since_us is not None else None
         return _tagged_hot(
-            self.hot.stream_events(run_id, agent_slug, event_type, level, since, cursor=cursor, follow=follow)
+            self.hot.stream_events(
+                flt.run_id, flt.agent_slug, flt.event_type, flt.level, since, cursor=cursor, follow=follow
+            )
         )
 
-    async def list_runs(
-        self,
-        agent_slug: str | None = None,
-        status: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[dict[str, Any]]:
-        check_limit(limit)
-        check_limit(offset, "offset")
-        if status is not None:
-            normalize_status(status)
-        for value, name in ((since, "since"), (until, "until")):
-            coerce_datetime(value, name, required=False)
+    async def _list_runs(self, window: Window, status: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
+        agent_slug, since, until = window.agent_slug, window.since, window.until
         if not await self._has_lake():
             return await self.hot.list_runs(agent_slug, status, since, until, limit, offset)
         if limit == 0:
@@ -325,17 +239,8 @@ class TieredBackend(StorageBackend):
                 return merged[offset:want]
             n *= 2
 
-    async def search_text(
-        self,
-        query: str,
-        agent_slug: str | None = None,
-        since: datetime | None = None,
-        limit: int = 100,
-        *,
-        raw: bool = False,
-        until: datetime | None = None,
-    ) -> list[dict[str, Any]]:
-        check_limit(limit)
+    async def _search_text(self, query: str, window: Window, limit: int, raw: bool) -> list[dict[str, Any]]:
+        agent_slug, since, until = window.agent_slug, window.since, window.until
         hits = await self.hot.search_text(query, agent_slug, since, limit, raw=raw, until=until)
         for h in hits:
             h["tier"] = "hot"
@@ -364,30 +269,20 @@ class TieredBackend(StorageBackend):
         hits.sort(key=lambda h: (h["score"], h["ts"]), reverse=True)
         return hits[:limit]
 
-    async def query_metrics(
-        self,
-        metric_name: str,
-        agent_slug: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        aggregation: str = "avg",
-    ) -> dict[str, Any]:
-        check_aggregation(aggregation)
-        if not await self._has_lake():
-            return await self.hot.query_metrics(metric_name, agent_slug, since, until, aggregation)
-        reader = self._lake_reader()
-        snap = await self._in_lake(reader.snapshots.snapshot)
-        if not snap.of("events", *day_range(since, until)):
-            return await self.hot.query_metrics(metric_name, agent_slug, since, until, aggregation)
-        hot = await hot_metric_samples(self.hot, metric_name, agent_slug, since, until)
-        lake = await self._in_lake(reader.metric_samples, metric_name, agent_slug, since, until)
-        if hot is None:
-            raise UnsupportedOperation(
-                f"query_metrics over hot + lake needs a SQLite or PostgreSQL hot store, not {self.hot.name!r}"
-            )
-        values = dict(lake)
-        values.update(hot)
-        return aggregate(metric_name, aggregation, list(values.values()))
+    async def _query_metrics(self, metric_name: str, window: Window, aggregation: str) -> tuple[Any, int]:
+        agent_slug, since, until = window.agent_slug, window.since, window.until
+        if await self._has_lake():
+            reader = self._lake_reader()
+            snap = await self._in_lake(reader.snapshots.snapshot)
+            if snap.of("events", *day_range(since, until)):
+                require(self.hot, "metric_samples", "query_metrics over hot + lake")
+                hot = await self.hot.metric_samples(metric_name, agent_slug, since, until)  # type: ignore[attr-defined]
+                lake = await self._in_lake(reader.metric_samples, metric_name, agent_slug, since, until)
+                values = dict(lake)
+                values.update(hot)
+                return aggregate(aggregation, list(values.values()))
+        found = await self.hot.query_metrics(metric_name, agent_slug, since, until, aggregation)
+        return found["value"], found["count"]
 
 
 async def _tagged_hot(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
@@ -399,62 +294,9 @@ async def _tagged_hot(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[di
         await events.aclose()  # type: ignore[attr-defined]
 
 
-def aggregate(metric_name: str, aggregation: str, values: list[float]) -> dict[str, Any]:
-    count = len(values)
-    value: float | int | None
-    if aggregation == "count":
-        value = count
-    elif not values:
-        value = None
-    elif aggregation.startswith("p"):
-        value = percentile(values, int(aggregation[1:]) / 100)
-    else:
-        value = {"avg": lambda v: sum(v) / len(v), "sum": sum, "min": min, "max": max}[aggregation](values)
-    return {"metric": metric_name, "aggregation": aggregation, "value": value, "count": count}
-
-
-async def hot_metric_samples(
-    hot: StorageBackend, metric_name: str, agent_slug: str | None, since: Any, until: Any
-) -> list[tuple[str, float]] | None:
-    """(event_id, value) of the hot store's numeric samples of a metric; None if unsupported."""
-    kind = _hot_kind(hot)
-    lo = to_us(coerce_datetime(since, "since")) if since is not None else None  # type: ignore[arg-type]
-    hi = to_us(coerce_datetime(until, "until")) if until is not None else None  # type: ignore[arg-type]
-    if kind == "sqlite":
-        where = [
-            "type = 'metric'",
-            "json_extract(payload, '$.name') = ?",
-            "json_type(payload, '$.value') IN ('integer', 'real')",
-        ]
-        params: list[Any] = [metric_name]
-        for cond, val in (("agent_slug = ?", agent_slug), ("ts >= ?", lo), ("ts < ?", hi)):
-            if val is not None:
-                where.append(cond)
-                params.append(val)
-        sql = f"SELECT event_id, CAST(json_extract(payload, '$.value') AS REAL) FROM events WHERE {' AND '.join(where)}"
-        rows = await hot.read(lambda c: c.execute(sql, params).fetchall())  # type: ignore[attr-defined]
-        return [(r[0], float(r[1])) for r in rows]
-    if kind == "postgres":
-        where = ["type = 'metric'", "payload ->> 'name' = $1", "jsonb_typeof(payload -> 'value') = 'number'"]
-        params = [metric_name]
-        for cond, val in (("agent_slug = ${}", agent_slug), ("ts >= ${}", lo), ("ts < ${}", hi)):
-            if val is not None:
-                params.append(val)
-                where.append(cond.format(len(params)))
-        schema = hot.schema  # type: ignore[attr-defined]
-        sql = f"SELECT event_id, (payload ->> 'value')::float8 AS v FROM {schema}.events WHERE {' AND '.join(where)}"
-
-        async def fetch(c: Any) -> list[Any]:
-            return await c.fetch(sql, *params)
-
-        rows = await hot.read(fetch)  # type: ignore[attr-defined]
-        return [(r[0], float(r[1])) for r in rows]
-    return None
-
-
 def unwrap(backend: StorageBackend) -> StorageBackend:
     """The hot store behind a :class:`TieredBackend` (or the backend itself)."""
     return backend.hot if isinstance(backend, TieredBackend) else backend
 
 
-__all__ = ["QueryError", "TieredBackend", "aggregate", "hot_metric_samples", "percentile", "unwrap"]
+__all__ = ["QueryError", "TieredBackend", "unwrap"]

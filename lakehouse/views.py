@@ -1,7 +1,7 @@
 """The SQL views of :func:`magsag.lakehouse.connect`: hot + lake as one, each row once.
 
-``hot_events``/``hot_runs`` read the hot store through DuckDB's scanners (SQLite or
-PostgreSQL, attached read-only), ``lake_events``/``lake_runs`` read the lake's live
+``hot_events``/``hot_runs`` read the hot store as its ``duckdb_source`` capability says
+(attached read-only, or a snapshot), ``lake_events``/``lake_runs`` read the lake's live
 Parquet files with Hive partitioning (a ``dt`` filter prunes files), and
 ``events``/``runs`` put both together with a ``tier`` column.
 
@@ -16,11 +16,11 @@ days fall after the boundary), only the share of the lake that is deduplicated g
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
-from magsag.backends.duckdb_sql import sql_list, sql_string
+from magsag.backends.capabilities import HotSource
+from magsag.backends.duckdb_sql import sql_list
 from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS
 from magsag.lakehouse.lakefiles import LakeSnapshot
 
@@ -42,18 +42,6 @@ DERIVED_VIEWS = ("mcp_calls", "metrics", "costs", "run_summary")
 VIEWS = BASE_VIEWS + DERIVED_VIEWS
 
 
-@dataclass(frozen=True)
-class HotSource:
-    """How to read the hot store from DuckDB: a SELECT per dataset (canonical columns + dt)."""
-
-    kind: str | None  # "sqlite", "postgres" or None (no hot store to read)
-    events: str
-    runs: str
-    oldest_event_day: date | None = None
-    oldest_run_day: date | None = None
-    mode: str = "attach"  # "attach": read at query time; "snapshot": rows read at connect (SQLite)
-
-
 def empty_select(dataset: str) -> str:
     cols, types, _ = _COLUMNS[dataset]
     return "SELECT " + ", ".join(f"NULL::{types[c]} AS {c}" for c in cols) + ", NULL::DATE AS dt WHERE false"
@@ -65,29 +53,6 @@ def lake_select(dataset: str, uris: list[str]) -> str:
     if not uris:
         return empty_select(dataset)
     return f"SELECT {', '.join(cols)}, dt FROM read_parquet({sql_list(uris)}, hive_partitioning = true)"
-
-
-def postgres_source(con: duckdb.DuckDBPyConnection, schema: str) -> HotSource:
-    """PostgreSQL hot store attached as ``magsag_hot`` (the caller attaches it)."""
-    t = f"{HOT}.{schema}"
-    ev = (
-        ", ".join("payload::VARCHAR AS payload" if c == "payload" else c for c in EVENT_COLUMNS)
-        + ", CAST(timezone('UTC', ts) AS DATE) AS dt"
-    )
-    runs = (
-        ", ".join(
-            "metrics::VARCHAR AS metrics" if c == "metrics" else "tags::VARCHAR[] AS tags" if c == "tags" else c
-            for c in RUN_COLUMNS
-        )
-        + ", CAST(timezone('UTC', started_at) AS DATE) AS dt"
-    )
-    q = (
-        f"SELECT (SELECT (min(ts) AT TIME ZONE 'UTC')::date::text FROM {schema}.events) AS ev, "
-        f"(SELECT (min(started_at) AT TIME ZONE 'UTC')::date::text FROM {schema}.runs) AS run"
-    )
-    row = con.execute(f"SELECT * FROM postgres_query({sql_string(HOT)}, {sql_string(q)})").fetchone()
-    lo_ev, lo_run = (date.fromisoformat(v) if v else None for v in (row or (None, None)))
-    return HotSource("postgres", f"SELECT {ev} FROM {t}.events", f"SELECT {runs} FROM {t}.runs", lo_ev, lo_run)
 
 
 def no_hot_source() -> HotSource:

@@ -14,11 +14,10 @@ stall ingest behind a queued lock.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from magsag.backends.errors import LockedError, ValidationError
+from magsag.backends.errors import LockedError
 from magsag.backends.postgres.conn import require_asyncpg
 from magsag.backends.postgres.partitions import NATIVE, DayPartition, drop_partition, partition_sizes
 from magsag.backends.postgres.schema import date_day
@@ -36,21 +35,6 @@ def _running(schema: str) -> str:
     return f"EXISTS (SELECT 1 FROM {schema}.runs r WHERE r.run_id = e.run_id AND r.status = 'running')"
 
 
-def _keep_dates(keep_days: Iterable[Any] | None) -> list[date]:
-    out = set()
-    for d in keep_days or ():
-        if isinstance(d, datetime):
-            out.add(d.date())
-        elif isinstance(d, date):
-            out.add(d)
-        else:
-            try:
-                out.add(date.fromisoformat(str(d)))
-            except ValueError:
-                raise ValidationError(f"keep_days: {d!r} is not a date (YYYY-MM-DD)") from None
-    return sorted(out)
-
-
 async def run_vacuum(
     b: PostgresStorageBackend,
     hot_days: int,
@@ -58,10 +42,10 @@ async def run_vacuum(
     dry_run: bool,
     *,
     now: datetime | None,
-    keep_days: Iterable[Any] | None,
+    keep: list[date],
 ) -> dict[str, Any]:
+    """``vacuum`` (arguments validated by the base class; ``keep``: sorted dates)."""
     cutoff_us = to_us(hot_cutoff(hot_days, now))
-    keep = _keep_dates(keep_days)
     keep_set = {date_day(d) for d in keep}
     await b._refresh_partitions()
     if max_disk_mb is not None:

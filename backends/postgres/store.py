@@ -26,12 +26,15 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import date, datetime
 from typing import Any, ClassVar, TypeVar
 
-from magsag.backends.base import StorageBackend, StorageCapabilities, check_aggregation, check_limit
+from magsag.backends.base import StorageBackend, StorageCapabilities, Window
+from magsag.backends.capabilities import HotSource, RunKey, RunSelection, merge_days
 from magsag.backends.errors import ConfigError, NotFoundError, QueryError, StorageError
+from magsag.backends.postgres import duckdb_source as duck
+from magsag.backends.postgres import extras
 from magsag.backends.postgres import partitions as parts_mod
 from magsag.backends.postgres.conn import (
     DsnInfo,
@@ -56,21 +59,14 @@ from magsag.backends.retry import async_retrying
 from magsag.backends.schema import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
-    RUNNING,
-    TERMINAL_STATUSES,
     US_PER_DAY,
     Event,
     Run,
-    coerce_datetime,
     event_record,
     iso_from_us,
-    json_object_text,
-    normalize_status,
     run_record,
-    to_us,
     utc_now,
 )
-from magsag.backends.stream import stream_filter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -267,6 +263,13 @@ class PostgresStorageBackend(StorageBackend):
             archive_artifacts=False,
             lifecycle_policy=True,
             streaming=True,
+            tiering=True,
+            metric_samples=True,
+            day_stats=True,
+            duckdb_source=True,
+            activity=True,
+            finished_runs=True,
+            export_state=True,
         )
 
     # ----------------------------------------------------------------- plumbing
@@ -413,16 +416,7 @@ class PostgresStorageBackend(StorageBackend):
             passthrough=(asyncpg.CheckViolationError,),
         )
 
-    async def create_run(
-        self,
-        run_id: str,
-        agent_slug: str,
-        parent_run_id: str | None = None,
-        started_at: datetime | None = None,
-        status: str = "running",
-        tags: list[str] | None = None,
-    ) -> dict[str, Any]:
-        run = Run.create(run_id, agent_slug, parent_run_id, started_at, status, tags)
+    async def _create_run(self, run: Run, explicit_start: bool) -> dict[str, Any]:
         sql = (
             f"INSERT INTO {self.schema}.runs AS r (run_id, agent_slug, parent_run_id, status, started_at, tags) "
             "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id) DO UPDATE SET "
@@ -439,16 +433,13 @@ class PostgresStorageBackend(StorageBackend):
             run.status,
             run.started_at_us,
             list(run.tags),
-            started_at is not None,
+            explicit_start,
         )
-        row = await self._write(lambda c: c.fetchrow(sql, *args), f"creating run {run_id!r}")
+        row = await self._write(lambda c: c.fetchrow(sql, *args), f"creating run {run.run_id!r}")
         return run_record(row)
 
-    async def upsert_runs(self, runs: Iterable[Run | Mapping[str, Any]]) -> int:
+    async def _upsert_runs(self, batch: list[Run]) -> int:
         """Write whole run records (insert, or replace every field) in one transaction."""
-        batch = [Run.from_mapping(r) for r in runs]
-        if not batch:
-            return 0
         updates = ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS[1:])
         sql = (
             f"INSERT INTO {self.schema}.runs ({_RUN_SELECT}) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8) "
@@ -466,21 +457,9 @@ class PostgresStorageBackend(StorageBackend):
 
         return await self._write(op, f"writing {len(rows)} runs")
 
-    async def update_run(
-        self,
-        run_id: str,
-        status: str | None = None,
-        ended_at: datetime | None = None,
-        metrics: dict[str, Any] | None = None,
+    async def _update_run(
+        self, run_id: str, status: str | None, ended_us: int | None, patch: str | None, clear_end: bool
     ) -> dict[str, Any]:
-        if status is not None:
-            normalize_status(status)
-        ended = coerce_datetime(ended_at, "ended_at", required=False)
-        ended_us = to_us(ended) if ended else None
-        if ended_us is None and status in TERMINAL_STATUSES:
-            ended_us = to_us(utc_now())
-        patch = json_object_text(metrics, "metrics") if metrics is not None else None
-        clear_end = status == RUNNING and ended is None
         sql = (
             f"UPDATE {self.schema}.runs SET status = coalesce($2, status), "
             "ended_at = CASE WHEN $5 THEN NULL ELSE coalesce($3, ended_at) END, "
@@ -500,19 +479,7 @@ class PostgresStorageBackend(StorageBackend):
         row = await self._read(lambda c: c.fetchrow(sql, run_id), f"reading run {run_id!r}")
         return run_record(row) if row else None
 
-    async def list_runs(
-        self,
-        agent_slug: str | None = None,
-        status: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[dict[str, Any]]:
-        check_limit(limit)
-        check_limit(offset, "offset")
-        if status is not None:
-            normalize_status(status)
+    async def _list_runs(self, window: Window, status: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
         where: list[str] = []
         params: list[Any] = []
 
@@ -520,14 +487,14 @@ class PostgresStorageBackend(StorageBackend):
             params.append(value)
             where.append(cond.format(f"${len(params)}"))
 
-        if agent_slug is not None:
-            add("agent_slug = {}", agent_slug)
+        if window.agent_slug is not None:
+            add("agent_slug = {}", window.agent_slug)
         if status is not None:
             add("status = {}", status)
-        if since is not None:
-            add("started_at >= {}", to_us(coerce_datetime(since, "since")))  # type: ignore[arg-type]
-        if until is not None:
-            add("started_at < {}", to_us(coerce_datetime(until, "until")))  # type: ignore[arg-type]
+        if window.since_us is not None:
+            add("started_at >= {}", window.since_us)
+        if window.until_us is not None:
+            add("started_at < {}", window.until_us)
         sql = f"SELECT {_RUN_SELECT} FROM {self.schema}.runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -535,77 +502,38 @@ class PostgresStorageBackend(StorageBackend):
         rows = await self._read(lambda c: c.fetch(sql, *params, limit, offset), "listing runs")
         return [run_record(r) for r in rows]
 
-    async def get_events(  # type: ignore[override]
-        self,
-        run_id: str,
-        event_type: str | None = None,
-        level: str | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[dict[str, Any]]:
-        check_limit(limit)
+    async def _events_page(
+        self, run_id: str, event_type: str | None, level: str | None, after: Any, n: int
+    ) -> tuple[list[tuple[Any, ...]], Any]:
         where, params = ["e.run_id = $1"], [run_id]
         if event_type is not None:
             params.append(event_type)
             where.append(f"e.type = ${len(params)}")
         if level is not None:
-            params.append(level.lower())
+            params.append(level)
             where.append(f"e.level = ${len(params)}")
-        n = len(params)
-        base = f"SELECT {_EVENT_SELECT}, e.seq FROM {self.schema}.events e WHERE {' AND '.join(where)}"
-        first_sql = f"{base} ORDER BY e.ts, e.seq LIMIT ${n + 1}"
-        next_sql = f"{base} AND (e.ts, e.seq) > (${n + 1}, ${n + 2}) ORDER BY e.ts, e.seq LIMIT ${n + 3}"
-        remaining = limit
-        cursor: tuple[int, int] | None = None
-        while remaining is None or remaining > 0:
-            page = _PAGE if remaining is None else min(_PAGE, remaining)
-            if cursor is None:
-                args: list[Any] = [*params, page]
-                sql = first_sql
-            else:
-                args = [*params, cursor[0], cursor[1], page]
-                sql = next_sql
-            rows = await self._read(lambda c, q=sql, a=args: c.fetch(q, *a), f"reading events of run {run_id!r}")
-            for r in rows:
-                yield event_record(tuple(r)[:-1])
-            if len(rows) < page:
-                return
-            cursor = (rows[-1]["ts"], rows[-1]["seq"])
-            if remaining is not None:
-                remaining -= len(rows)
+        k = len(params)
+        if after is not None:
+            params += list(after)
+            where.append(f"(e.ts, e.seq) > (${k + 1}, ${k + 2})")
+        sql = (
+            f"SELECT {_EVENT_SELECT}, e.seq FROM {self.schema}.events e WHERE {' AND '.join(where)} "
+            f"ORDER BY e.ts, e.seq LIMIT ${len(params) + 1}"
+        )
+        rows = await self._read(lambda c: c.fetch(sql, *params, n), f"reading events of run {run_id!r}")
+        return [tuple(r)[:-1] for r in rows], ((rows[-1]["ts"], rows[-1]["seq"]) if rows else after)
 
-    def stream_events(
-        self,
-        run_id: str | None = None,
-        agent_slug: str | None = None,
-        event_type: str | None = None,
-        level: str | None = None,
-        since: datetime | None = None,
-        *,
-        cursor: str | None = None,
-        follow: bool = True,
-    ) -> AsyncIterator[dict[str, Any]]:
+    def _stream_events(self, flt: Any, cursor: str | None, follow: bool) -> AsyncIterator[dict[str, Any]]:
         self._require()
-        return self._stream.events(stream_filter(run_id, agent_slug, event_type, level, since), cursor, follow=follow)
+        return self._stream.events(flt, cursor, follow=follow)
 
-    async def search_text(
-        self,
-        query: str,
-        agent_slug: str | None = None,
-        since: datetime | None = None,
-        limit: int = 100,
-        *,
-        raw: bool = False,
-        until: datetime | None = None,
-    ) -> list[dict[str, Any]]:
+    async def _search_text(self, query: str, window: Window, limit: int, raw: bool) -> list[dict[str, Any]]:
         """Full-text search over ``msg``, best match first (``ts_rank``, then newest).
 
         Default: ``query`` is words, all required (``websearch_to_tsquery`` over quoted
         words). ``raw=True``: PostgreSQL ``to_tsquery`` syntax (``&``, ``|``, ``!``,
         ``<->``, prefix ``:*``); a malformed raw query raises :class:`QueryError`.
         """
-        check_limit(limit)
-        if not isinstance(query, str):
-            raise QueryError("the search query must be text")
         if raw:
             if "\x00" in query:
                 raise QueryError("malformed full-text query: it contains a NUL character")
@@ -618,15 +546,11 @@ class PostgresStorageBackend(StorageBackend):
             return []
         params: list[Any] = [text]
         filters = []
-        if agent_slug is not None:
-            params.append(agent_slug)
-            filters.append(f"e.agent_slug = ${len(params)}")
-        if since is not None:
-            params.append(to_us(coerce_datetime(since, "since")))  # type: ignore[arg-type]
-            filters.append(f"e.ts >= ${len(params)}")
-        if until is not None:
-            params.append(to_us(coerce_datetime(until, "until")))  # type: ignore[arg-type]
-            filters.append(f"e.ts < ${len(params)}")
+        bounds = (("e.agent_slug =", window.agent_slug), ("e.ts >=", window.since_us), ("e.ts <", window.until_us))
+        for cond, val in bounds:
+            if val is not None:
+                params.append(val)
+                filters.append(f"{cond} ${len(params)}")
         params.append(limit)
         extra = "".join(f" AND {f}" for f in filters)
         sql = (
@@ -656,54 +580,22 @@ class PostgresStorageBackend(StorageBackend):
             out.append(rec)
         return out
 
-    async def query_metrics(
-        self,
-        metric_name: str,
-        agent_slug: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        aggregation: str = "avg",
-    ) -> dict[str, Any]:
-        check_aggregation(aggregation)
-        where = ["type = 'metric'", "payload ->> 'name' = $1", "jsonb_typeof(payload -> 'value') = 'number'"]
-        params: list[Any] = [metric_name]
-        if agent_slug is not None:
-            params.append(agent_slug)
-            where.append(f"agent_slug = ${len(params)}")
-        if since is not None:
-            params.append(to_us(coerce_datetime(since, "since")))  # type: ignore[arg-type]
-            where.append(f"ts >= ${len(params)}")
-        if until is not None:
-            params.append(to_us(coerce_datetime(until, "until")))  # type: ignore[arg-type]
-            where.append(f"ts < ${len(params)}")
+    async def _query_metrics(self, metric_name: str, window: Window, aggregation: str) -> tuple[Any, int]:
+        cond, params = extras.metric_where(metric_name, window.agent_slug, window.since_us, window.until_us)
         if aggregation.startswith("p"):
             agg = f"percentile_cont({int(aggregation[1:]) / 100}) WITHIN GROUP (ORDER BY v)"
         else:
             agg = _AGGREGATES[aggregation]
         sql = (
-            f"SELECT {agg} AS value, count(v) AS n FROM (SELECT (payload ->> 'value')::float8 AS v "
-            f"FROM {self.schema}.events WHERE {' AND '.join(where)}) m"
+            f"SELECT {agg} AS value, count(v) AS n FROM (SELECT {extras.METRIC_VALUE} AS v "
+            f"FROM {self.schema}.events WHERE {cond}) m"
         )
         row = await self._read(lambda c: c.fetchrow(sql, *params), f"aggregating metric {metric_name!r}")
-        count = int(row["n"])
-        value = row["value"]
-        if aggregation == "count":
-            value = count
-        elif count == 0 or value is None:
-            value = None
-        else:
-            value = float(value)
-        return {"metric": metric_name, "aggregation": aggregation, "value": value, "count": count}
+        return row["value"], int(row["n"])
 
     # --------------------------------------------------------------- retention
-    async def vacuum(
-        self,
-        hot_days: int = 7,
-        max_disk_mb: float | None = None,
-        dry_run: bool = False,
-        *,
-        now: datetime | None = None,
-        keep_days: Iterable[Any] | None = None,
+    async def _vacuum(
+        self, hot_days: int, max_disk_mb: float | None, dry_run: bool, now: datetime | None, keep: list[date]
     ) -> dict[str, Any]:
         """Delete data older than the cutoff: whole day partitions are dropped, not DELETEd.
 
@@ -713,7 +605,7 @@ class PostgresStorageBackend(StorageBackend):
         """
         from magsag.backends.postgres.retention import run_vacuum
 
-        return await run_vacuum(self, hot_days, max_disk_mb, dry_run, now=now, keep_days=keep_days)
+        return await run_vacuum(self, hot_days, max_disk_mb, dry_run, now=now, keep=keep)
 
     async def drop_day_partition(self, day: date) -> int:
         """Drop one whole day of events, whatever runs they belong to; return the rows dropped.
@@ -728,6 +620,51 @@ class PostgresStorageBackend(StorageBackend):
         if part is None:
             return 0
         return await drop_whole_day(self, part, require_no_running=False)
+
+    # ------------------------------------------------- optional capabilities
+    def tier_source(self) -> Any:
+        from magsag.backends.postgres.tiering import PostgresTierSource
+
+        return PostgresTierSource(self)
+
+    async def metric_samples(
+        self, metric_name: str, agent_slug: str | None, since: datetime | None, until: datetime | None
+    ) -> list[tuple[str, float]]:
+        w = Window.of(agent_slug, since, until)
+        return await self._read(
+            lambda c: extras.metric_samples(c, self.schema, metric_name, w.agent_slug, w.since_us, w.until_us),
+            f"reading samples of metric {metric_name!r}",
+        )
+
+    async def day_stats(self) -> list[dict[str, Any]]:
+        ev, rn, sizes = await self._read(lambda c: extras.day_stats(c, self.schema), "reading store statistics")
+        return merge_days(ev, rn, sizes)
+
+    duckdb_extensions = duck.EXTENSIONS
+
+    def duckdb_source(self, con: Any, alias: str, mode: str = "auto") -> HotSource | None:
+        return duck.source(con, self._dsn, self.schema, alias)
+
+    def duckdb_exclusive_key(self) -> str | None:
+        return None
+
+    async def activity(self, since_us: int, buckets: Sequence[float]) -> list[list[tuple[Any, ...]]]:
+        return await self._read(lambda c: extras.activity(c, self.schema, since_us, buckets), "reading activity")
+
+    async def finished_runs(self, sel: RunSelection, after: RunKey, limit: int) -> list[dict[str, Any]]:
+        rows = await self._read(lambda c: extras.finished_runs(c, self.schema, sel, after, limit), "listing runs")
+        return [run_record(r) for r in rows]
+
+    async def read_export_state(self, destination: str) -> tuple[RunKey, int] | None:
+        return await self._read(lambda c: extras.read_export_state(c, self.schema, destination), "reading state")
+
+    async def save_export_state(self, destination: str, key: RunKey, runs: int, updated_at_us: int) -> None:
+        await self._read(
+            lambda c: extras.save_export_state(c, self.schema, destination, key, runs, updated_at_us), "saving state"
+        )
+
+    async def export_states(self) -> list[tuple[str, RunKey, int]]:
+        return await self._read(lambda c: extras.export_states(c, self.schema), "reading state")
 
     # ------------------------------------------------------------------- misc
     async def stats(self) -> dict[str, Any]:

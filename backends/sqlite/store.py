@@ -14,7 +14,7 @@ import json
 import re
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from itertools import chain
@@ -22,32 +22,28 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from magsag.backends import jsontext
-from magsag.backends.base import StorageBackend, StorageCapabilities, check_aggregation, check_limit
+from magsag.backends.base import StorageBackend, StorageCapabilities, Window, aggregate
+from magsag.backends.capabilities import HotSource, RunKey, RunSelection
 from magsag.backends.errors import BackendUnavailable, NotFoundError, QueryError
 from magsag.backends.schema import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
-    RUNNING,
-    TERMINAL_STATUSES,
     US_PER_DAY,
     Event,
     Run,
-    coerce_datetime,
     day_of_us,
     day_start_us,
     event_record,
     hot_cutoff,
     iso_from_us,
-    json_object_text,
-    normalize_status,
     run_record,
     to_us,
-    utc_now,
 )
+from magsag.backends.sqlite import duckdb_source as duck
+from magsag.backends.sqlite import extras
 from magsag.backends.sqlite import schema as ddl
 from magsag.backends.sqlite.stream import SQLiteStream
 from magsag.backends.sqlite.writer import SQLiteWriter, orphan_journals, read_journal
-from magsag.backends.stream import stream_filter
 
 T = TypeVar("T")
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -87,16 +83,6 @@ def insert_event_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> 
         inserted += max(cur.rowcount or 0, 0)
         i += k
     return inserted
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    k = (len(values) - 1) * q
-    lo = int(k)
-    hi = min(lo + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
 def write_event_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], *, fts: bool) -> int:
@@ -154,6 +140,18 @@ class SQLiteStorageBackend(StorageBackend):
         self._reader_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._stream = SQLiteStream(self)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> SQLiteStorageBackend:
+        return cls(db_path=settings.db_path, enable_fts=settings.enable_fts)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.db_path)!r})"
+
+    @property
+    def where(self) -> str:
+        """The store's file."""
+        return str(self.db_path)
 
     # ------------------------------------------------------------ lifecycle
     def _connect(self, *, writer: bool) -> sqlite3.Connection:
@@ -248,6 +246,13 @@ class SQLiteStorageBackend(StorageBackend):
             archive_artifacts=False,
             lifecycle_policy=True,
             streaming=True,
+            tiering=True,
+            metric_samples=True,
+            day_stats=True,
+            duckdb_source=True,
+            activity=True,
+            finished_runs=True,
+            export_state=True,
         )
 
     # ----------------------------------------------------------------- plumbing
@@ -295,18 +300,7 @@ class SQLiteStorageBackend(StorageBackend):
     async def _append_validated(self, events: list[Event]) -> int:
         return await self._require().write_rows([e.row() for e in events])
 
-    async def create_run(
-        self,
-        run_id: str,
-        agent_slug: str,
-        parent_run_id: str | None = None,
-        started_at: datetime | None = None,
-        status: str = "running",
-        tags: list[str] | None = None,
-    ) -> dict[str, Any]:
-        run = Run.create(run_id, agent_slug, parent_run_id, started_at, status, tags)
-        explicit_start = started_at is not None
-
+    async def _create_run(self, run: Run, explicit_start: bool) -> dict[str, Any]:
         def op(conn: sqlite3.Connection) -> dict[str, Any]:
             conn.execute(
                 "INSERT INTO runs (run_id, agent_slug, parent_run_id, status, started_at, tags) "
@@ -330,10 +324,8 @@ class SQLiteStorageBackend(StorageBackend):
 
         return await self.write(op)
 
-    async def upsert_runs(self, runs: Iterable[Run | Mapping[str, Any]]) -> int:
-        rows = [Run.from_mapping(r).row() for r in runs]
-        if not rows:
-            return 0
+    async def _upsert_runs(self, batch: list[Run]) -> int:
+        rows = [r.row() for r in batch]
         cols = ", ".join(RUN_COLUMNS)
         updates = ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS[1:])
         sql = (
@@ -342,21 +334,9 @@ class SQLiteStorageBackend(StorageBackend):
         )
         return await self.write(lambda c: c.executemany(sql, rows).rowcount)
 
-    async def update_run(
-        self,
-        run_id: str,
-        status: str | None = None,
-        ended_at: datetime | None = None,
-        metrics: dict[str, Any] | None = None,
+    async def _update_run(
+        self, run_id: str, status: str | None, ended_us: int | None, patch: str | None, clear_end: bool
     ) -> dict[str, Any]:
-        if status is not None:
-            normalize_status(status)
-        ended = coerce_datetime(ended_at, "ended_at", required=False)
-        ended_us = to_us(ended) if ended else None
-        if ended_us is None and status in TERMINAL_STATUSES:
-            ended_us = to_us(utc_now())
-        patch = json_object_text(metrics, "metrics") if metrics is not None else None
-
         def op(conn: sqlite3.Connection) -> dict[str, Any]:
             row = conn.execute("SELECT metrics, ended_at FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:
@@ -364,9 +344,7 @@ class SQLiteStorageBackend(StorageBackend):
             merged = row[0]
             if patch is not None:
                 merged = jsontext.dumps({**jsontext.loads(row[0] or "{}"), **jsontext.loads(patch)})
-            new_end = ended_us if ended_us is not None else row[1]
-            if status == RUNNING and ended is None:
-                new_end = None
+            new_end = None if clear_end else ended_us if ended_us is not None else row[1]
             conn.execute(
                 "UPDATE runs SET status = coalesce(?, status), ended_at = ?, metrics = ? WHERE run_id = ?",
                 (status, new_end, merged, run_id),
@@ -379,24 +357,10 @@ class SQLiteStorageBackend(StorageBackend):
     async def get_run(self, run_id: str) -> dict[str, Any] | None:
         return await self._read(lambda c: _fetch_run(c, run_id))
 
-    async def list_runs(
-        self,
-        agent_slug: str | None = None,
-        status: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[dict[str, Any]]:
-        check_limit(limit)
-        check_limit(offset, "offset")
-        if status is not None:
-            normalize_status(status)
+    async def _list_runs(self, window: Window, status: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
         where: list[str] = []
         params: list[Any] = []
-        _filters(
-            where, params, time_col="started_at", agent_col="agent_slug", agent=agent_slug, since=since, until=until
-        )
+        extras.window(where, params, window.agent_slug, window.since_us, window.until_us, "started_at")
         if status is not None:
             where.append("status = ?")
             params.append(status)
@@ -408,71 +372,33 @@ class SQLiteStorageBackend(StorageBackend):
         rows = await self._read(lambda c: c.execute(sql, params).fetchall())
         return [run_record(r) for r in rows]
 
-    async def get_events(  # type: ignore[override]
-        self,
-        run_id: str,
-        event_type: str | None = None,
-        level: str | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[dict[str, Any]]:
-        check_limit(limit)
+    async def _events_page(
+        self, run_id: str, event_type: str | None, level: str | None, after: Any, n: int
+    ) -> tuple[list[tuple[Any, ...]], Any]:
         where, params = ["e.run_id = ?"], [run_id]
         if event_type is not None:
             where.append("e.type = ?")
             params.append(event_type)
         if level is not None:
             where.append("e.level = ?")
-            params.append(level.lower())
+            params.append(level)
+        ts, seq = after or (-(2**62), -1)
         sql = (
             f"SELECT {ddl.EVENT_SELECT}, e.seq FROM events e WHERE {' AND '.join(where)} "
             "AND (e.ts > ? OR (e.ts = ? AND e.seq > ?)) ORDER BY e.ts, e.seq LIMIT ?"
         )
-        remaining = limit
-        cursor: tuple[int, int] = (-(2**62), -1)
-        while remaining is None or remaining > 0:
-            page = _PAGE if remaining is None else min(_PAGE, remaining)
-            args = [*params, cursor[0], cursor[0], cursor[1], page]
-            rows = await self._read(lambda c, a=args: c.execute(sql, a).fetchall())
-            for r in rows:
-                yield event_record(r[:-1])
-            if len(rows) < page:
-                return
-            cursor = (rows[-1][1], rows[-1][-1])
-            if remaining is not None:
-                remaining -= len(rows)
+        rows = await self._read(lambda c: c.execute(sql, [*params, ts, ts, seq, n]).fetchall())
+        return [r[:-1] for r in rows], ((rows[-1][1], rows[-1][-1]) if rows else after)
 
-    def stream_events(
-        self,
-        run_id: str | None = None,
-        agent_slug: str | None = None,
-        event_type: str | None = None,
-        level: str | None = None,
-        since: datetime | None = None,
-        *,
-        cursor: str | None = None,
-        follow: bool = True,
-    ) -> AsyncIterator[dict[str, Any]]:
+    def _stream_events(self, flt: Any, cursor: str | None, follow: bool) -> AsyncIterator[dict[str, Any]]:
         self._require()
-        flt = stream_filter(run_id, agent_slug, event_type, level, since)
         return self._stream.events(flt, cursor, follow=follow)
 
-    async def search_text(
-        self,
-        query: str,
-        agent_slug: str | None = None,
-        since: datetime | None = None,
-        limit: int = 100,
-        *,
-        raw: bool = False,
-        until: datetime | None = None,
-    ) -> list[dict[str, Any]]:
-        check_limit(limit)
-        if not isinstance(query, str):
-            raise QueryError("the search query must be text")
+    async def _search_text(self, query: str, window: Window, limit: int, raw: bool) -> list[dict[str, Any]]:
         filters: list[str] = []
         params: list[Any] = []
-        _filters(filters, params, time_col="e.ts", agent_col="e.agent_slug", agent=agent_slug, since=since, until=until)
-        extra = "".join(f" AND {f}" for f in filters)
+        extras.window(filters, params, window.agent_slug, window.since_us, window.until_us, "ts")
+        extra = "".join(f" AND e.{f}" for f in filters)
         if self.enable_fts:
             match = query if raw else fts_words(query)
             if not match or not match.strip():
@@ -511,49 +437,21 @@ class SQLiteStorageBackend(StorageBackend):
             out.append(rec)
         return out
 
-    async def query_metrics(
-        self,
-        metric_name: str,
-        agent_slug: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        aggregation: str = "avg",
-    ) -> dict[str, Any]:
-        check_aggregation(aggregation)
-        where = ["type = 'metric'", "json_extract(payload, '$.name') = ?"]
-        params: list[Any] = [metric_name]
-        _filters(where, params, time_col="ts", agent_col="agent_slug", agent=agent_slug, since=since, until=until)
-        value_expr = "CAST(json_extract(payload, '$.value') AS REAL)"
-        cond = " AND ".join(where) + " AND json_type(payload, '$.value') IN ('integer', 'real')"
+    async def _query_metrics(self, metric_name: str, window: Window, aggregation: str) -> tuple[Any, int]:
+        cond, params = extras.metric_where(metric_name, window.agent_slug, window.since_us, window.until_us)
         if aggregation.startswith("p"):
-            rows = await self._read(
-                lambda c: c.execute(f"SELECT {value_expr} FROM events WHERE {cond}", params).fetchall()
-            )
-            values = [r[0] for r in rows]
-            value = _percentile(values, int(aggregation[1:]) / 100)
-            count = len(values)
-        else:
-            fn = {"avg": "avg", "sum": "total", "min": "min", "max": "max", "count": "count"}[aggregation]
-            value, count = await self._read(
-                lambda c: c.execute(f"SELECT {fn}({value_expr}), count(*) FROM events WHERE {cond}", params).fetchone()
-            )
-            if count == 0 and aggregation != "count":
-                value = None
-        return {"metric": metric_name, "aggregation": aggregation, "value": value, "count": count}
+            sql = f"SELECT {extras.METRIC_VALUE} FROM events WHERE {cond}"
+            values = [r[0] for r in await self._read(lambda c: c.execute(sql, params).fetchall())]
+            return aggregate(aggregation, values)
+        fn = {"avg": "avg", "sum": "total", "min": "min", "max": "max", "count": "count"}[aggregation]
+        sql = f"SELECT {fn}({extras.METRIC_VALUE}), count(*) FROM events WHERE {cond}"
+        return await self._read(lambda c: c.execute(sql, params).fetchone())
 
     # --------------------------------------------------------------- retention
-    async def vacuum(
-        self,
-        hot_days: int = 7,
-        max_disk_mb: float | None = None,
-        dry_run: bool = False,
-        *,
-        now: datetime | None = None,
-        keep_days: Iterable[Any] | None = None,
+    async def _vacuum(
+        self, hot_days: int, max_disk_mb: float | None, dry_run: bool, now: datetime | None, keep: list[date]
     ) -> dict[str, Any]:
-        cutoff = hot_cutoff(hot_days, now)
-        cutoff_us = to_us(cutoff)
-        keep = sorted({d if isinstance(d, date) else date.fromisoformat(str(d)) for d in (keep_days or ())})
+        cutoff_us = to_us(hot_cutoff(hot_days, now))
         if max_disk_mb is not None:
             cutoff_us = max(cutoff_us, await self._read(lambda c: _disk_cutoff(c, cutoff_us, max_disk_mb, now)))
         keep_ranges = [(day_start_us(d), day_start_us(d) + US_PER_DAY) for d in keep]
@@ -590,6 +488,45 @@ class SQLiteStorageBackend(StorageBackend):
         result.update(runs_deleted=runs_deleted, events_deleted=events_deleted)
         return result
 
+    # ------------------------------------------------- optional capabilities
+    def tier_source(self) -> Any:
+        from magsag.backends.sqlite.tiering import SQLiteTierSource
+
+        return SQLiteTierSource(self)
+
+    async def metric_samples(
+        self, metric_name: str, agent_slug: str | None, since: datetime | None, until: datetime | None
+    ) -> list[tuple[str, float]]:
+        w = Window.of(agent_slug, since, until)
+        return await self._read(lambda c: extras.metric_samples(c, metric_name, w.agent_slug, w.since_us, w.until_us))
+
+    async def day_stats(self) -> list[dict[str, Any]]:
+        return await self._read(extras.day_stats)
+
+    duckdb_extensions = duck.EXTENSIONS
+
+    def duckdb_source(self, con: Any, alias: str, mode: str = "auto") -> HotSource | None:
+        return duck.source(con, self.db_path, alias, mode)
+
+    def duckdb_exclusive_key(self) -> str | None:
+        return duck.exclusive_key(self.db_path)
+
+    async def activity(self, since_us: int, buckets: Sequence[float]) -> list[list[tuple[Any, ...]]]:
+        return await self._read(lambda c: extras.activity(c, since_us, buckets))
+
+    async def finished_runs(self, sel: RunSelection, after: RunKey, limit: int) -> list[dict[str, Any]]:
+        rows = await self._read(lambda c: extras.finished_runs(c, sel, after, limit))
+        return [run_record(r) for r in rows]
+
+    async def read_export_state(self, destination: str) -> tuple[RunKey, int] | None:
+        return await self.write(lambda c: extras.read_export_state(c, destination))
+
+    async def save_export_state(self, destination: str, key: RunKey, runs: int, updated_at_us: int) -> None:
+        await self.write(lambda c: extras.save_export_state(c, destination, key, runs, updated_at_us))
+
+    async def export_states(self) -> list[tuple[str, RunKey, int]]:
+        return await self.write(extras.export_states)
+
     # ------------------------------------------------------------------- misc
     async def stats(self) -> dict[str, Any]:
         """Row counts, time range and file size of the hot store."""
@@ -615,21 +552,6 @@ class SQLiteStorageBackend(StorageBackend):
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def _filters(
-    where: list[str], params: list[Any], *, time_col: str, agent_col: str, agent: str | None, since: Any, until: Any
-) -> None:
-    """Append the agent / [since, until) conditions every read method shares."""
-    if agent is not None:
-        where.append(f"{agent_col} = ?")
-        params.append(agent)
-    if since is not None:
-        where.append(f"{time_col} >= ?")
-        params.append(to_us(coerce_datetime(since, "since")))  # type: ignore[arg-type]
-    if until is not None:
-        where.append(f"{time_col} < ?")
-        params.append(to_us(coerce_datetime(until, "until")))  # type: ignore[arg-type]
 
 
 def _like_escape(word: str) -> str:

@@ -57,7 +57,6 @@ All methods are coroutines; ``export_events`` is an async iterator. Errors are
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -301,23 +300,13 @@ class TierSource(Protocol):
 
 
 def tier_source(backend: StorageBackend) -> TierSource:
-    """The :class:`TierSource` of a hot store: the backend's own ``tier_source()`` if it
-    has one, else the built-in implementation for its ``name``."""
+    """The :class:`TierSource` of a hot store: its ``tier_source()`` (the ``tiering`` capability)."""
     own = getattr(backend, "tier_source", None)
-    if callable(own):
-        return own()
-    target = _BUILTIN.get(backend.name)
-    if target is None:
-        raise UnsupportedOperation(f"the {backend.name} hot store does not support tiering")
-    module, cls = target.split(":")
+    if not callable(own):
+        raise UnsupportedOperation(
+            f"the {backend.name} hot store does not support tiering (it declares no 'tiering' capability)"
+        )
     try:
-        return getattr(importlib.import_module(module), cls)(backend)
+        return own()
     except ImportError as exc:
         raise UnsupportedOperation(f"tiering from the {backend.name} hot store is not available here: {exc}") from None
-
-
-_BUILTIN = {
-    "sqlite": "magsag.backends.sqlite.tiering:SQLiteTierSource",
-    "postgres": "magsag.backends.postgres.tiering:PostgresTierSource",
-    "timescale": "magsag.backends.postgres.tiering:PostgresTierSource",
-}

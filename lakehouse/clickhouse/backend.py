@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable, Iterable
-from datetime import datetime
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from magsag.backends.base import StorageBackend, StorageCapabilities, check_aggregation, check_limit
+from magsag.backends.base import StorageBackend, StorageCapabilities, Window
 from magsag.backends.errors import BackendUnavailable, QueryError, UnsupportedOperation
-from magsag.backends.schema import Event, coerce_datetime, event_record, normalize_status, run_record, to_us
+from magsag.backends.schema import Event, Run, event_record, run_record
 from magsag.lakehouse.clickhouse import sql
 from magsag.lakehouse.clickhouse.engines import Engine, open_engine
 from magsag.lakehouse.clickhouse.schema import ensure_schema
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
     from magsag.lakehouse.settings import StorageSettings
 
 T = TypeVar("T")
-PAGE = 5000
 MAX_WORDS = 32
 # hasToken's notion of a token: ASCII letters and digits, and any non-ASCII character.
 _TOKEN = re.compile(r"[0-9A-Za-z\u0080-\U0010FFFF]+")
@@ -50,16 +48,11 @@ def search_tokens(query: str) -> list[str]:
     return list(seen)[:MAX_WORDS]
 
 
-def _us(value: Any, name: str) -> int | None:
-    if value is None:
-        return None
-    return to_us(coerce_datetime(value, name))  # type: ignore[arg-type]
-
-
 class ClickHouseBackend(StorageBackend):
     """Read-only backend over ClickHouse tables loaded from the lake."""
 
     name: ClassVar[str] = "clickhouse"
+    events_page_size: ClassVar[int] = 5000
 
     def __init__(self, settings: StorageSettings | None = None, *, engine: Engine | None = None):
         if settings is None and engine is None:
@@ -118,35 +111,13 @@ class ClickHouseBackend(StorageBackend):
     async def _append_validated(self, events: list[Event]) -> int:
         raise UnsupportedOperation(_READ_ONLY)
 
-    async def create_run(
-        self,
-        run_id: str,
-        agent_slug: str,
-        parent_run_id: str | None = None,
-        started_at: datetime | None = None,
-        status: str = "running",
-        tags: list[str] | None = None,
-    ) -> dict[str, Any]:
+    async def _create_run(self, run: Run, explicit_start: bool) -> dict[str, Any]:
         raise UnsupportedOperation(_READ_ONLY)
 
-    async def update_run(
-        self,
-        run_id: str,
-        status: str | None = None,
-        ended_at: datetime | None = None,
-        metrics: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    async def _update_run(self, run_id: str, *args: Any) -> dict[str, Any]:
         raise UnsupportedOperation(_READ_ONLY)
 
-    async def vacuum(
-        self,
-        hot_days: int = 7,
-        max_disk_mb: float | None = None,
-        dry_run: bool = False,
-        *,
-        now: datetime | None = None,
-        keep_days: Iterable[Any] | None = None,
-    ) -> dict[str, Any]:
+    async def _vacuum(self, *args: Any) -> dict[str, Any]:
         raise UnsupportedOperation(
             "the clickhouse backend does not vacuum: set MAGSAG_CLICKHOUSE_TTL_DAYS and run "
             "`magsag data clickhouse init`, or drop partitions in ClickHouse"
@@ -157,65 +128,28 @@ class ClickHouseBackend(StorageBackend):
         rows = await self._rows(sql.get_run(self.database), {"run_id": run_id})
         return run_record(rows[0]) if rows else None
 
-    async def list_runs(
-        self,
-        agent_slug: str | None = None,
-        status: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[dict[str, Any]]:
-        check_limit(limit)
-        check_limit(offset, "offset")
-        where = sql.Where().window("started_at", agent_slug, _us(since, "since"), _us(until, "until"))
+    async def _list_runs(self, window: Window, status: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
+        where = sql.Where().window("started_at", window.agent_slug, window.since_us, window.until_us)
         if status is not None:
-            where.add("status = {status:String}", status=normalize_status(status))
+            where.add("status = {status:String}", status=status)
         params = {**where.params, "limit": limit, "offset": offset}
         return [run_record(r) for r in await self._rows(sql.list_runs(self.database, where), params)]
 
-    async def get_events(  # type: ignore[override]
-        self,
-        run_id: str,
-        event_type: str | None = None,
-        level: str | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[dict[str, Any]]:
-        check_limit(limit)
+    async def _events_page(
+        self, run_id: str, event_type: str | None, level: str | None, after: Any, n: int
+    ) -> tuple[list[tuple[Any, ...]], Any]:
         where = sql.Where().add("run_id = {run_id:String}", run_id=run_id)
         if event_type is not None:
             where.add("type = {type:String}", type=event_type)
         if level is not None:
-            where.add("level = {level:String}", level=level.lower())
-        query = sql.events_page(self.database, where)
-        remaining = limit
-        cursor: tuple[int, str] = (-(2**62), "")
-        while remaining is None or remaining > 0:
-            page = PAGE if remaining is None else min(PAGE, remaining)
-            params = {**where.params, "after_ts": cursor[0], "after_id": cursor[1], "page": page}
-            rows = await self._rows(query, params)
-            for r in rows:
-                yield event_record(r)
-            if len(rows) < page:
-                return
-            cursor = (rows[-1][1], rows[-1][0])
-            if remaining is not None:
-                remaining -= len(rows)
+            where.add("level = {level:String}", level=level)
+        ts, event_id = after or (-(2**62), "")
+        params = {**where.params, "after_ts": ts, "after_id": event_id, "page": n}
+        rows = await self._rows(sql.events_page(self.database, where), params)
+        return rows, ((rows[-1][1], rows[-1][0]) if rows else after)
 
-    async def search_text(
-        self,
-        query: str,
-        agent_slug: str | None = None,
-        since: datetime | None = None,
-        limit: int = 100,
-        *,
-        raw: bool = False,
-        until: datetime | None = None,
-    ) -> list[dict[str, Any]]:
-        check_limit(limit)
-        if not isinstance(query, str):
-            raise QueryError("the search query must be text")
-        where = sql.Where().window("ts", agent_slug, _us(since, "since"), _us(until, "until"))
+    async def _search_text(self, query: str, window: Window, limit: int, raw: bool) -> list[dict[str, Any]]:
+        where = sql.Where().window("ts", window.agent_slug, window.since_us, window.until_us)
         if raw:
             if not query.strip():
                 return []
@@ -246,22 +180,8 @@ class ClickHouseBackend(StorageBackend):
             out.append(rec)
         return out
 
-    async def query_metrics(
-        self,
-        metric_name: str,
-        agent_slug: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        aggregation: str = "avg",
-    ) -> dict[str, Any]:
-        check_aggregation(aggregation)
-        where = sql.Where().window("ts", agent_slug, _us(since, "since"), _us(until, "until"))
+    async def _query_metrics(self, metric_name: str, window: Window, aggregation: str) -> tuple[Any, int]:
+        where = sql.Where().window("ts", window.agent_slug, window.since_us, window.until_us)
         sql.metric_conditions(where, metric_name)
         rows = await self._rows(sql.query_metrics(self.database, where, aggregation), where.params)
-        value, count = rows[0] if rows else (None, 0)
-        count = int(count or 0)
-        if aggregation == "count":
-            value = count
-        elif count == 0:
-            value = None
-        return {"metric": metric_name, "aggregation": aggregation, "value": value, "count": count}
+        return rows[0] if rows else (None, 0)

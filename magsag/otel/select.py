@@ -9,83 +9,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from magsag.backends.base import StorageBackend
-from magsag.backends.schema import RUN_COLUMNS, run_record, to_us
+from magsag.backends.capabilities import RunSelection, has
+from magsag.backends.schema import run_record
 from magsag.lakehouse.tiered_backend import TieredBackend
 
 Key = tuple[int, str]  # (ended_at µs, run_id)
 START: Key = (-(2**53), "")  # before any run (year 1684), inside every engine's timestamp range
 
 
-@dataclass(frozen=True)
-class Selection:
-    """``--since/--until`` bound ``started_at`` (until exclusive), like ``data query``."""
-
-    since: datetime | None = None
-    until: datetime | None = None
-    agent: str | None = None
-    status: str | None = None
-    run_ids: tuple[str, ...] = ()
-
-    def where(self, ph: Any, after: Key) -> tuple[list[str], list[Any]]:
-        """Conditions and parameters; ``ph(i)`` renders the i-th placeholder (1-based)."""
-        params: list[Any] = []
-
-        def p(value: Any) -> str:
-            params.append(value)
-            return ph(len(params))
-
-        where = [
-            "status <> 'running'",
-            "ended_at IS NOT NULL",
-            f"(ended_at > {p(after[0])} OR (ended_at = {p(after[0])} AND run_id > {p(after[1])}))",
-        ]
-        if self.since is not None:
-            where.append(f"started_at >= {p(to_us(self.since))}")
-        if self.until is not None:
-            where.append(f"started_at < {p(to_us(self.until))}")
-        if self.agent is not None:
-            where.append(f"agent_slug = {p(self.agent)}")
-        if self.status is not None:
-            where.append(f"status = {p(self.status)}")
-        if self.run_ids:
-            where.append(f"run_id IN ({', '.join(p(r) for r in self.run_ids)})")
-        return where, params
-
-
-def hot_kind(hot: StorageBackend) -> str | None:
-    for cls in type(hot).__mro__:
-        if cls.__module__.startswith("magsag.backends.sqlite"):
-            return "sqlite"
-        if cls.__module__.startswith("magsag.backends.postgres"):
-            return "postgres"
-    return None
+#: ``--since/--until`` bound ``started_at`` (until exclusive), like ``data query``.
+Selection = RunSelection
 
 
 async def _hot_runs(hot: StorageBackend, sel: Selection, after: Key, limit: int) -> list[dict[str, Any]]:
-    kind = hot_kind(hot)
-    cols = ", ".join(RUN_COLUMNS)
-    if kind == "sqlite":
-        where, params = sel.where(lambda i: "?", after)
-        sql = f"SELECT {cols} FROM runs WHERE {' AND '.join(where)} ORDER BY ended_at, run_id LIMIT {int(limit)}"
-        rows = await hot.read(lambda c: c.execute(sql, params).fetchall())  # type: ignore[attr-defined]
-        return [run_record(r) for r in rows]
-    if kind == "postgres":
-        where, params = sel.where(lambda i: f"${i}", after)
-        schema = hot.schema  # type: ignore[attr-defined]
-        sql = (
-            f"SELECT {cols} FROM {schema}.runs WHERE {' AND '.join(where)} ORDER BY ended_at, run_id LIMIT {int(limit)}"
-        )
-
-        async def fetch(c: Any) -> list[Any]:
-            return await c.fetch(sql, *params)
-
-        rows = await hot.read(fetch)  # type: ignore[attr-defined]
-        return [run_record(tuple(r)) for r in rows]
+    if has(hot, "finished_runs"):
+        return await hot.finished_runs(sel, after, limit)  # type: ignore[attr-defined]
     return await _generic_runs(hot, sel, after, limit)
 
 

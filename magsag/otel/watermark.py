@@ -1,6 +1,7 @@
 """The continuous export's watermark, kept in the hot store beside the data.
 
-One row per destination in ``otel_export_state``: the key (``ended_at`` µs, ``run_id``)
+One row per destination in the store's export state (its ``export_state`` capability;
+``otel_export_state`` in SQLite and PostgreSQL): the key (``ended_at`` µs, ``run_id``)
 of the last run the destination accepted. It moves only after a batch was accepted, so
 an unreachable endpoint leaves it where it was and the next attempt resends that batch
 (the ids are deterministic: a backend that upserts by id keeps one copy).
@@ -8,20 +9,13 @@ an unreachable endpoint leaves it where it was and the next attempt resends that
 
 from __future__ import annotations
 
-import time
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from magsag.backends.base import StorageBackend
-from magsag.backends.errors import UnsupportedOperation
+from magsag.backends.capabilities import has, require
+from magsag.backends.schema import to_us, utc_now
 from magsag.lakehouse.tiered_backend import unwrap
-from magsag.otel.select import START, Key, hot_kind
-
-TABLE = "otel_export_state"
-_DDL = (
-    "CREATE TABLE IF NOT EXISTS {t} (destination TEXT PRIMARY KEY, ended_at_us BIGINT NOT NULL, "
-    "run_id TEXT NOT NULL, runs BIGINT NOT NULL DEFAULT 0, updated_at_us BIGINT NOT NULL)"
-)
+from magsag.otel.select import START, Key
 
 
 def destination_key(endpoint: str, project: str) -> str:
@@ -33,92 +27,24 @@ def destination_key(endpoint: str, project: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", "")) + f"#{project}"
 
 
-def _table(hot: StorageBackend) -> str:
-    return f"{hot.schema}.{TABLE}" if hot_kind(hot) == "postgres" else TABLE  # type: ignore[attr-defined]
-
-
 async def read(storage: StorageBackend, destination: str) -> tuple[Key, int]:
     """The destination's watermark and how many runs it has taken (``START``, 0 when new)."""
     hot = unwrap(storage)
-    kind = hot_kind(hot)
-    t = _table(hot)
-    if kind == "sqlite":
-
-        def q(c: Any) -> Any:
-            c.execute(_DDL.format(t=t))
-            return c.execute(
-                f"SELECT ended_at_us, run_id, runs FROM {t} WHERE destination = ?", [destination]
-            ).fetchone()
-
-        row = await hot.write(q)  # type: ignore[attr-defined]
-    elif kind == "postgres":
-
-        async def pq(c: Any) -> Any:
-            await c.execute(_DDL.format(t=t))
-            return await c.fetchrow(f"SELECT ended_at_us, run_id, runs FROM {t} WHERE destination = $1", destination)
-
-        row = await hot.read(pq)  # type: ignore[attr-defined]
-    else:
-        raise UnsupportedOperation(
-            f"the continuous export keeps its watermark in a SQLite or PostgreSQL hot store, not {hot.name!r}"
-        )
-    if row is None:
-        return START, 0
-    return (int(row[0]), str(row[1])), int(row[2])
+    require(hot, "export_state", "the continuous export (its watermark lives in the hot store)")
+    found = await hot.read_export_state(destination)  # type: ignore[attr-defined]
+    return found if found is not None else (START, 0)
 
 
 async def save(storage: StorageBackend, destination: str, key: Key, runs: int) -> None:
     hot = unwrap(storage)
-    t = _table(hot)
-    now = time.time_ns() // 1000
-    if hot_kind(hot) == "sqlite":
-        sql = (
-            f"INSERT INTO {t} (destination, ended_at_us, run_id, runs, updated_at_us) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (destination) DO UPDATE SET ended_at_us = excluded.ended_at_us, run_id = excluded.run_id, "
-            "runs = excluded.runs, updated_at_us = excluded.updated_at_us"
-        )
-
-        def w(c: Any) -> None:
-            c.execute(_DDL.format(t=t))
-            c.execute(sql, [destination, key[0], key[1], runs, now])
-
-        await hot.write(w)  # type: ignore[attr-defined]
-        return
-    sql = (
-        f"INSERT INTO {t} (destination, ended_at_us, run_id, runs, updated_at_us) VALUES ($1, $2, $3, $4, $5) "
-        "ON CONFLICT (destination) DO UPDATE SET ended_at_us = excluded.ended_at_us, run_id = excluded.run_id, "
-        "runs = excluded.runs, updated_at_us = excluded.updated_at_us"
-    )
-
-    async def pq(c: Any) -> None:
-        await c.execute(_DDL.format(t=t))
-        await c.execute(sql, destination, key[0], key[1], runs, now)
-
-    await hot.read(pq)  # type: ignore[attr-defined]
+    require(hot, "export_state", "the continuous export (its watermark lives in the hot store)")
+    await hot.save_export_state(destination, key, runs, to_us(utc_now()))  # type: ignore[attr-defined]
 
 
 async def destinations(storage: StorageBackend) -> list[tuple[str, Key, int]]:
-    """Every destination's (key, watermark, runs taken), read only; ``[]`` before any export."""
+    """Every destination's (key, watermark, runs taken); ``[]`` before any export or when
+    the store keeps no export state."""
     hot = unwrap(storage)
-    kind = hot_kind(hot)
-    t = _table(hot)
-    if kind == "sqlite":
-
-        def q(c: Any) -> Any:
-            found = c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [TABLE]).fetchone()
-            if found is None:
-                return []
-            return c.execute(f"SELECT destination, ended_at_us, run_id, runs FROM {t} ORDER BY destination").fetchall()
-
-        rows = await hot.read(q)  # type: ignore[attr-defined]
-    elif kind == "postgres":
-
-        async def pq(c: Any) -> Any:
-            if await c.fetchval("SELECT to_regclass($1)", t) is None:
-                return []
-            return await c.fetch(f"SELECT destination, ended_at_us, run_id, runs FROM {t} ORDER BY destination")
-
-        rows = await hot.read(pq)  # type: ignore[attr-defined]
-    else:
+    if not has(hot, "export_state"):
         return []
-    return [(str(r[0]), (int(r[1]), str(r[2])), int(r[3])) for r in rows]
+    return list(await hot.export_states())  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""The agents' activity as a few GROUP BY queries on the hot store (SQLite or PostgreSQL).
+"""The agents' activity as a few GROUP BY queries on the hot store (its ``activity`` capability).
 
 One read per scrape refresh (:class:`magsag.serve.metrics.LiveMetrics` caches it): runs
 by agent and status; runs that ended in the trailing window by agent and status, with
@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from magsag.backends.capabilities import has
 from magsag.lakehouse.tiered_backend import unwrap
 
 BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -29,79 +30,15 @@ class Activity:
     mcp: dict[tuple[str, str, str], tuple[int, float, list[int]]] = field(default_factory=dict)
 
 
-def _kind(hot: Any) -> str | None:
-    for cls in type(hot).__mro__:
-        if cls.__module__ == "magsag.backends.sqlite.store":
-            return "sqlite"
-        if cls.__module__ == "magsag.backends.postgres.store":
-            return "postgres"
-    return None
-
-
-def _sqlite_sql() -> tuple[str, str, str, str]:
-    lat = "(CAST(json_extract(payload, '$.latency_ms') AS REAL) / 1000.0)"
-    buckets = ", ".join(f"total({lat} <= {b})" for b in BUCKETS_S)
-    return (
-        "SELECT agent_slug, status, count(*) FROM runs GROUP BY 1, 2",
-        "SELECT agent_slug, status, count(*) FROM runs WHERE ended_at >= ? GROUP BY 1, 2",
-        "SELECT agent_slug, coalesce(json_extract(metrics, '$.model'), 'none'), count(*), "
-        "total(CAST(json_extract(metrics, '$.tokens') AS REAL)), "
-        "total(CAST(json_extract(metrics, '$.cost_usd') AS REAL)) "
-        "FROM runs WHERE ended_at >= ? GROUP BY 1, 2",
-        "SELECT coalesce(json_extract(payload, '$.server_id'), 'unknown'), coalesce(json_extract(payload, '$.tool'), "
-        f"'unknown'), coalesce(json_extract(payload, '$.status'), 'unknown'), count(*), total({lat}), {buckets} "
-        "FROM events WHERE type = 'mcp.call' AND ts >= ? AND json_type(payload, '$.latency_ms') IN ('integer', 'real') "
-        "GROUP BY 1, 2, 3",
-    )
-
-
-def _postgres_sql(s: str) -> tuple[str, str, str, str]:
-    lat = "((payload ->> 'latency_ms')::float8 / 1000.0)"
-    buckets = ", ".join(f"count(*) FILTER (WHERE {lat} <= {b})" for b in BUCKETS_S)
-    num = "CASE WHEN jsonb_typeof(metrics -> '{k}') = 'number' THEN (metrics ->> '{k}')::float8 ELSE 0 END"
-    return (
-        f"SELECT agent_slug, status, count(*) FROM {s}.runs GROUP BY 1, 2",
-        f"SELECT agent_slug, status, count(*) FROM {s}.runs WHERE ended_at >= $1 GROUP BY 1, 2",
-        f"SELECT agent_slug, coalesce(metrics ->> 'model', 'none'), count(*), "
-        f"sum({num.format(k='tokens')}), sum({num.format(k='cost_usd')}) "
-        f"FROM {s}.runs WHERE ended_at >= $1 GROUP BY 1, 2",
-        "SELECT coalesce(payload ->> 'server_id', 'unknown'), coalesce(payload ->> 'tool', 'unknown'), "
-        f"coalesce(payload ->> 'status', 'unknown'), count(*), sum({lat}), {buckets} "
-        f"FROM {s}.events WHERE type = 'mcp.call' AND ts >= $1 AND jsonb_typeof(payload -> 'latency_ms') = 'number' "
-        "GROUP BY 1, 2, 3",
-    )
-
-
 async def read(storage: Any, since_us: int) -> Activity:
-    """The activity of the hot store behind ``storage`` (runs: all hot; the rest: since ``since_us``)."""
+    """The activity of the hot store behind ``storage`` (runs: all hot; the rest: since ``since_us``).
+
+    Empty when the store does not declare the ``activity`` capability.
+    """
     hot = unwrap(storage)
-    kind = _kind(hot)
-    if kind == "sqlite":
-        q_runs, q_ended, q_costs, q_mcp = _sqlite_sql()
-
-        def fetch(c: Any) -> list[list[Any]]:
-            return [
-                c.execute(q_runs).fetchall(),
-                c.execute(q_ended, (since_us,)).fetchall(),
-                c.execute(q_costs, (since_us,)).fetchall(),
-                c.execute(q_mcp, (since_us,)).fetchall(),
-            ]
-
-        results = await hot.read(fetch)
-    elif kind == "postgres":
-        q_runs, q_ended, q_costs, q_mcp = _postgres_sql(hot.schema)
-
-        async def fetch_pg(c: Any) -> list[list[Any]]:
-            return [
-                [tuple(r) for r in await c.fetch(q_runs)],
-                [tuple(r) for r in await c.fetch(q_ended, since_us)],
-                [tuple(r) for r in await c.fetch(q_costs, since_us)],
-                [tuple(r) for r in await c.fetch(q_mcp, since_us)],
-            ]
-
-        results = await hot.read(fetch_pg)
-    else:
+    if not has(hot, "activity"):
         return Activity()
+    results = await hot.activity(since_us, BUCKETS_S)
     runs, ended, costs, mcp = results
     out = Activity()
     out.runs = {(a, s): int(n) for a, s, n in runs}

@@ -250,14 +250,13 @@ def create_app(
 
 def describe_store(settings: StorageSettings) -> str:
     """The store as a start-up line may name it (never a password)."""
-    if settings.backend == "sqlite":
-        return f"sqlite {settings.db_path}"
-    from magsag.backends.postgres.conn import DsnInfo
+    from magsag.lakehouse.settings import backend_from_settings
 
     try:
-        return f"{settings.backend} {DsnInfo.parse(settings.dsn_value() or '')}"
+        where = getattr(backend_from_settings(settings), "where", "")
     except Exception:
         return str(settings.backend)
+    return f"{settings.backend} {where}".strip()
 
 
 def serve_forever(settings: StorageSettings, config: ServeConfig) -> None:

@@ -10,7 +10,6 @@ from magsag.backends.base import AGGREGATIONS
 from magsag.backends.errors import UnsupportedOperation
 from magsag.backends.schema import Event, Run
 from magsag.backends.sqlite.store import SQLiteStorageBackend
-from magsag.lakehouse.clickhouse import backend as ch_backend
 from magsag.lakehouse.clickhouse.backend import ClickHouseBackend, search_tokens
 from magsag.lakehouse.clickhouse.engines import Engine
 from magsag.lakehouse.clickhouse.load import load_lake
@@ -69,7 +68,7 @@ async def test_get_events_pages_through_equal_timestamps(
     lake = open_lake(str(tmp_path / "lake"))
     write_lake(lake, events)
     load_lake(chdb, lake)
-    monkeypatch.setattr(ch_backend, "PAGE", 5)
+    monkeypatch.setattr(ClickHouseBackend, "events_page_size", 5)
     async with ClickHouseBackend(engine=chdb) as b:
         assert [e["msg"] async for e in b.get_events("r")] == [f"m{i:02d}" for i in range(23)]
         assert [e["msg"] async for e in b.get_events("r", limit=7)] == [f"m{i:02d}" for i in range(7)]

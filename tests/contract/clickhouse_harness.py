@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from magsag.backends.arrow import events_table, runs_table
@@ -56,32 +55,18 @@ class LakeLoadedClickHouse(ClickHouseBackend):
         await self.sync()
         return n
 
-    async def create_run(
-        self,
-        run_id: str,
-        agent_slug: str,
-        parent_run_id: str | None = None,
-        started_at: datetime | None = None,
-        status: str = "running",
-        tags: list[str] | None = None,
-    ) -> dict[str, Any]:
-        run = await self.hot.create_run(run_id, agent_slug, parent_run_id, started_at, status, tags)
+    async def _create_run(self, run: Run, explicit_start: bool) -> dict[str, Any]:
+        stored = await self.hot._create_run(run, explicit_start)
         await self.sync()
-        return run
+        return stored
 
-    async def update_run(
-        self,
-        run_id: str,
-        status: str | None = None,
-        ended_at: datetime | None = None,
-        metrics: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        run = await self.hot.update_run(run_id, status, ended_at, metrics)
+    async def _update_run(self, run_id: str, *args: Any) -> dict[str, Any]:
+        stored = await self.hot._update_run(run_id, *args)
         await self.sync()
-        return run
+        return stored
 
-    async def upsert_runs(self, runs: Iterable[Run | Mapping[str, Any]]) -> int:
-        n = await self.hot.upsert_runs(runs)
+    async def _upsert_runs(self, batch: list[Run]) -> int:
+        n = await self.hot._upsert_runs(batch)
         await self.sync()
         return n
 

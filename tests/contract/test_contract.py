@@ -9,9 +9,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from magsag.backends import capabilities
 from magsag.backends.base import StorageBackend, StorageCapabilities
-from magsag.backends.errors import NotFoundError, QueryError, ValidationError
+from magsag.backends.capabilities import OPTIONAL
+from magsag.backends.errors import NotFoundError, QueryError, UnsupportedOperation, ValidationError
 from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS
+from magsag.lakehouse.tiered_backend import unwrap
 
 T0 = datetime(2025, 10, 23, 8, 0, 0, tzinfo=UTC)
 
@@ -40,6 +43,7 @@ def test_capabilities_and_signatures(backend: StorageBackend) -> None:
         "archive_artifacts",
         "lifecycle_policy",
         "streaming",
+        *OPTIONAL,
     }
     assert all(isinstance(v, bool) for v in caps.as_dict().values())
     for name in (
@@ -62,6 +66,56 @@ def test_capabilities_and_signatures(backend: StorageBackend) -> None:
         for pname, p in base.parameters.items():
             assert mine.parameters[pname].default == p.default, f"{name}({pname})"
     assert not inspect.iscoroutinefunction(type(backend).get_events)
+
+
+def test_declared_capabilities_are_implemented(backend: StorageBackend) -> None:
+    """Each optional capability a store declares has its methods, and each it implements is declared."""
+    store = unwrap(backend)
+    cls = type(store)
+    for flag, methods in OPTIONAL.items():
+        present = [m for m in methods if hasattr(cls, m)]
+        if capabilities.has(store, flag):
+            assert present == list(methods), f"{cls.__name__} declares {flag} without {set(methods) - set(present)}"
+        elif flag != "day_stats":  # stats() alone is a hot-only extra, not the capability
+            assert not present, f"{cls.__name__} implements {present} but does not declare {flag}"
+    if capabilities.has(store, "duckdb_source"):
+        assert all(isinstance(e, str) for e in store.duckdb_extensions)  # type: ignore[attr-defined]
+
+
+async def test_capabilities_answer(backend: StorageBackend) -> None:
+    """The declared capabilities answer over the same data the contract methods see."""
+    store = unwrap(backend)
+    metric = {"run_id": "cap-1", "agent_slug": "a", "type": "metric"}
+    await backend.append_events(
+        [
+            {**metric, "ts": at(1), "payload": {"name": "m", "value": 2}},
+            {**metric, "ts": at(2), "payload": {"name": "m", "value": 4}},
+            {**metric, "ts": at(3), "payload": {"name": "m", "value": "x"}},
+        ]
+    )
+    await backend.update_run("cap-1", status="succeeded", ended_at=at(10))
+    if capabilities.has(store, "metric_samples"):
+        samples = await store.metric_samples("m", None, None, None)  # type: ignore[attr-defined]
+        assert sorted(v for _, v in samples) == [2.0, 4.0]
+        assert await store.metric_samples("m", "other-agent", None, None) == []  # type: ignore[attr-defined]
+    else:
+        with pytest.raises(UnsupportedOperation, match="metric_samples"):
+            capabilities.require(store, "metric_samples", "test")
+    if capabilities.has(store, "day_stats"):
+        (day,) = await store.day_stats()  # type: ignore[attr-defined]
+        assert (day["dt"], day["events"], day["runs"]) == ("2025-10-23", 3, 1)
+    if capabilities.has(store, "finished_runs"):
+        sel = capabilities.RunSelection(agent="a")
+        (run,) = await store.finished_runs(sel, (-(2**53), ""), 10)  # type: ignore[attr-defined]
+        assert run["run_id"] == "cap-1"
+    if capabilities.has(store, "export_state"):
+        assert await store.read_export_state("dest") is None  # type: ignore[attr-defined]
+        await store.save_export_state("dest", (5, "cap-1"), 1, 7)  # type: ignore[attr-defined]
+        assert await store.read_export_state("dest") == ((5, "cap-1"), 1)  # type: ignore[attr-defined]
+    if capabilities.has(store, "activity"):
+        runs, ended, _costs, _mcp = await store.activity(0, (0.1, 1.0))  # type: ignore[attr-defined]
+        assert [tuple(r) for r in runs] == [("a", "succeeded", 1)]
+        assert [tuple(r) for r in ended] == [("a", "succeeded", 1)]
 
 
 async def test_records_have_canonical_keys(backend: StorageBackend) -> None:

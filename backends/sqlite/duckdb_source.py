@@ -1,4 +1,4 @@
-"""Reading the SQLite hot store from DuckDB, without ever running two SQLites on one file.
+"""The SQLite store's ``duckdb_source`` capability: read by DuckDB, never two SQLites on one file.
 
 DuckDB's sqlite_scanner carries its own copy of the SQLite library. Two copies in one
 process do not see each other's POSIX locks: when one closes the file it drops the
@@ -12,11 +12,11 @@ two ways:
   indexes go unused. Used when nothing else in this process has the file open, e.g.
   ``magsag data sql`` or a notebook that only queries.
 * ``snapshot``: Python's own ``sqlite3`` (the copy the hot-store backend uses) reads the
-  rows once, at :func:`~magsag.lakehouse.query.connect`/:func:`~magsag.lakehouse.query.refresh`,
+  rows once, when the query connection is made or refreshed,
   and DuckDB scans them as Arrow. Used when this process already has the store open
   (checked through ``/proc/self/fd``), e.g. a notebook that also writes through
-  ``magsag.storage``; :class:`~magsag.lakehouse.tiered_backend.TieredBackend` switches attached
-  connections of this process to it before it opens the store itself.
+  ``magsag.storage``; the store's :meth:`duckdb_exclusive_key` tells the query layer which
+  attached connections of this process to switch to it before the store opens itself.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from magsag.backends.arrow import events_table, runs_table
+from magsag.backends.capabilities import HotSource
+from magsag.backends.duckdb_ext import load_extension
 from magsag.backends.duckdb_sql import sql_string
-from magsag.backends.errors import BackendUnavailable
+from magsag.backends.errors import BackendUnavailable, ConfigError, StorageError
 from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS, day_of_us
-from magsag.lakehouse.views import HOT, HotSource
 
 if TYPE_CHECKING:
     import duckdb
@@ -57,8 +58,39 @@ def open_in_process(path: Path) -> bool:
     return False
 
 
-def attach_source(con: duckdb.DuckDBPyConnection) -> HotSource:
-    """Views over the file DuckDB attached as ``magsag_hot``."""
+EXTENSIONS = ("sqlite_scanner",)
+MODES = ("auto", "attach", "snapshot")
+
+
+def source(con: duckdb.DuckDBPyConnection, path: Path, alias: str, mode: str = "auto") -> HotSource | None:
+    """The store at ``path`` readable on ``con``; None when the file does not exist yet."""
+    if mode not in MODES:
+        raise ConfigError(f"sqlite_mode must be auto, attach or snapshot, got {mode!r}")
+    if not path.is_file():
+        return None  # nothing stored yet; never create the file here
+    if mode == "auto":
+        mode = "snapshot" if open_in_process(path) else "attach"
+    if mode == "snapshot":
+        return snapshot_source(con, path)
+    try:
+        load_extension(con, "sqlite_scanner")
+        con.execute(f"ATTACH {sql_string(str(path.resolve()))} AS {alias} (TYPE sqlite, READ_ONLY)")
+        return attach_source(con, alias, path)
+    except StorageError:
+        raise
+    except Exception as exc:
+        text = str(exc).strip()
+        raise BackendUnavailable(
+            f"cannot read the SQLite store {path}: {text.splitlines()[0] if text else type(exc).__name__}"
+        ) from None
+
+
+def exclusive_key(path: Path) -> str:
+    return f"sqlite:{path.expanduser().resolve()}"
+
+
+def attach_source(con: duckdb.DuckDBPyConnection, alias: str, path: Path) -> HotSource:
+    """Views over the file DuckDB attached as ``alias``."""
     ev = (
         ", ".join("make_timestamp(ts)::TIMESTAMPTZ AS ts" if c == "ts" else c for c in EVENT_COLUMNS)
         + ", CAST(make_timestamp(ts) AS DATE) AS dt"
@@ -73,16 +105,18 @@ def attach_source(con: duckdb.DuckDBPyConnection) -> HotSource:
             run_cols.append(f"{c}::VARCHAR AS {c}")
     runs = ", ".join(run_cols) + ", CAST(make_timestamp(started_at::BIGINT) AS DATE) AS dt"
     oldest = sql_string("SELECT (SELECT min(ts) FROM events), (SELECT min(started_at) FROM runs)")
-    row = con.execute(f"SELECT * FROM sqlite_query({sql_string(HOT)}, {oldest})").fetchone() or (None, None)
+    row = con.execute(f"SELECT * FROM sqlite_query({sql_string(alias)}, {oldest})").fetchone() or (None, None)
     lo_ev, lo_run = (day_of_us(int(v)) if v is not None else None for v in row)
     run_query = sql_string("SELECT " + ", ".join(RUN_COLUMNS) + " FROM runs")
     return HotSource(
         "sqlite",
-        f"SELECT {ev} FROM {HOT}.events",
+        f"SELECT {ev} FROM {alias}.events",
         # runs is a WITHOUT ROWID table, which the scanner cannot scan: SQLite reads it.
-        f"SELECT {runs} FROM sqlite_query({sql_string(HOT)}, {run_query})",
+        f"SELECT {runs} FROM sqlite_query({sql_string(alias)}, {run_query})",
         lo_ev,
         lo_run,
+        reread=lambda c: snapshot_source(c, path),
+        exclusive_key=exclusive_key(path),
     )
 
 
@@ -113,4 +147,5 @@ def snapshot_source(con: duckdb.DuckDBPyConnection, path: Path) -> HotSource:
         lo_ev,
         lo_run,
         mode="snapshot",
+        reread=lambda c: snapshot_source(c, path),
     )
