@@ -87,9 +87,21 @@ def move(lake: Lake, src: str, dst: str, size: int) -> None:
 
 
 def remove(lake: Lake, rel: str) -> bool:
-    """Delete one object; True if it existed. Missing is fine."""
+    """Delete one object; True if it existed. Missing is fine.
+
+    Only ever inside the lake root: ``rel`` must be a normalised relative path
+    (:func:`~magsag.lakehouse.layout.check_rel`) and, on local disk, its folder must
+    resolve (symbolic links followed) to a folder under the root.
+    """
+    try:
+        layout.check_rel(rel)
+    except ValueError as exc:
+        raise IntegrityError(f"refusing to delete from lake {lake.uri()}: {exc}") from None
     path = lake.path(rel)
     if lake.is_local:
+        root = os.path.realpath(lake.root)
+        if not os.path.realpath(os.path.dirname(path)).startswith(root + os.sep):
+            raise IntegrityError(f"refusing to delete {rel}: its folder leads outside lake {lake.uri()}")
         try:
             os.unlink(path)
             return True
@@ -127,7 +139,7 @@ def read_entry(lake: Lake, rel: str) -> ManifestEntry | None:
         raw = retry(lake, f"reading the manifest entry of {rel}", lake.fs.cat_file, path)
     except NotFoundError:
         return None
-    return ManifestEntry.from_json(raw)
+    return ManifestEntry.from_json(raw, manifest.entry_source(lake, path))
 
 
 def partition_entries(lake: Lake, dataset: str, day: date) -> list[ManifestEntry]:
