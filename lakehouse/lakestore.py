@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from magsag.backends.errors import IntegrityError, NotFoundError, StorageError
 from magsag.lakehouse import layout, manifest
+from magsag.lakehouse.lakeformat import schema_problem
 from magsag.lakehouse.manifest import ManifestEntry
 from magsag.lakehouse.objstore import Lake, retry
 
@@ -60,6 +61,27 @@ def _footer_rows(lake: Lake, rel: str, tail: bytes) -> int | None:
             return pq.read_metadata(f).num_rows
     except (pa.ArrowException, OSError):
         return None
+
+
+def check_schema(lake: Lake, rel: str, dataset: str) -> None:
+    """Raise :class:`IntegrityError` naming ``rel`` unless its footer has the canonical schema."""
+
+    def read() -> pa.Schema | str:
+        with lake.fs.open(lake.path(rel), "rb") as f:
+            try:
+                return pq.read_schema(f)
+            except pa.ArrowException as exc:  # the bytes, not the store: not retried
+                return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+    schema = retry(lake, f"reading the schema of {rel}", read)
+    if isinstance(schema, str):
+        raise IntegrityError(f"lake file {rel} is not readable Parquet ({schema}); {REFUSED}")
+    problem = schema_problem(schema, dataset)
+    if problem:
+        raise IntegrityError(f"lake file {rel} {problem}; {REFUSED}")
+
+
+REFUSED = "refused, nothing changed (restore the file, or remove its manifest entry)"
 
 
 def exists(lake: Lake, rel: str) -> bool:

@@ -143,6 +143,7 @@ def connect(
     kind = _hot_kind(settings) if include_hot else None
     hot_ext = {"sqlite": ("sqlite_scanner",), "postgres": ("postgres_scanner",)}.get(kind or "", ())
     con = new_connection(threads, lake_extensions(lake) + hot_ext)
+    snap = None
     try:
         attach_lake(con, lake)
         hot = _attach_hot(con, settings, include_hot, sqlite_mode)
@@ -151,8 +152,12 @@ def connect(
         cuts = views.create_views(con, hot, snap)
         if locked:
             lock_down(con, [lake.uri()])
-    except BaseException:
+    except BaseException as exc:
         con.close()
+        if snap is not None and isinstance(exc, Exception):
+            from magsag.lakehouse.lakeread import diagnose
+
+            diagnose(lake, [f for fs in snap.files.values() for f in fs], exc)  # name a damaged file
         raise
     with _contexts_lock:
         _contexts[con] = _Context(lake, reader, hot, snap, cuts, locked, settings)
@@ -225,7 +230,9 @@ def run_sql(
             ctx = _contexts.get(con)
             message = _sql_error(exc)
             if ctx is not None:
-                from magsag.lakehouse.lakeread import scrub
+                from magsag.lakehouse.lakeread import diagnose, scrub
+
+                diagnose(ctx.lake, [f for fs in ctx.snapshot.files.values() for f in fs], exc)
 
                 message = scrub(ctx.lake, message)
             raise QueryError(message) from None
