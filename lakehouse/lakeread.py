@@ -136,6 +136,19 @@ class LakeReader:
         rows = self._query(build)
         return _run_row(rows[0]) if rows else None
 
+    def runs_by_id(self, run_ids: list[str]) -> list[tuple[Any, ...]]:
+        """The lake's records of ``run_ids`` (those it holds), in hot row shape."""
+        if not run_ids:
+            return []
+
+        def build(snap: LakeSnapshot) -> tuple[str, list[Any]] | None:
+            uris = [f.uri for f in snap.of("runs")]
+            if not uris:
+                return None
+            return f"SELECT {RUN_SELECT} FROM {self._source(uris)} WHERE list_contains({sql_list(run_ids)}, run_id)", []
+
+        return [_run_row(r) for r in self._query(build)]
+
     def events(
         self,
         run_id: str,
@@ -259,6 +272,27 @@ def diagnose(lake: Lake, files: list[LakeFile], exc: BaseException) -> None:
             check_schema(lake, f.rel, f.dataset)
         except NotFoundError:
             return  # gone since the snapshot (a compaction finishing): the caller reads again
+
+
+def is_placeholder(run: dict[str, Any]) -> bool:
+    """A run record a hot store made for an event of an unknown run (no parent, metrics, tags).
+
+    When the lake holds a record of the same run (a late event of a tiered run), the lake's
+    record is the run: the placeholder knows nothing of its status, metrics or parent.
+    """
+    return (
+        run.get("status") == "running"
+        and not run.get("parent_run_id")
+        and not run.get("metrics")
+        and not run.get("tags")
+    )
+
+
+def resolve_placeholders(reader: LakeReader, hot_runs: list[dict[str, Any]]) -> set[str]:
+    """Ids of the placeholders among ``hot_runs`` whose run the lake holds (so the lake's
+    record, filtered like the lake's rows, stands for them)."""
+    ids = [r["run_id"] for r in hot_runs if is_placeholder(r)]
+    return {row[0] for row in reader.runs_by_id(ids)}
 
 
 def scrub(lake: Lake, text: str) -> str:
