@@ -41,3 +41,12 @@ def check_output(output: Path, settings: StorageSettings, option: str = "--outpu
         lake = _resolved(url.split("://", 1)[-1])
         if _inside(out, lake):
             raise ConfigError(f"{option}: {output} is inside the lake {lake}; write the result elsewhere")
+
+
+def check_id(value: str | None, option: str) -> str | None:
+    """An id option (``--run-id``): at most :data:`~magsag.backends.schema.MAX_ID_LEN` characters."""
+    from magsag.backends.schema import MAX_ID_LEN
+
+    if value is not None and len(value) > MAX_ID_LEN:
+        raise ConfigError(f"{option}: {len(value)} characters, longer than any id (at most {MAX_ID_LEN})")
+    return value
