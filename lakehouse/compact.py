@@ -31,7 +31,7 @@ from magsag.backends.errors import IntegrityError, LockedError, NotFoundError
 from magsag.lakehouse import layout, manifest
 from magsag.lakehouse.faults import fault_point, fault_scope
 from magsag.lakehouse.lakeformat import SORT_KEYS, StagedFile
-from magsag.lakehouse.lakestore import discard_staging, partition_entries, remove, staged_jobs
+from magsag.lakehouse.lakestore import check_schema, discard_staging, partition_entries, remove, staged_jobs
 from magsag.lakehouse.lakewriter import PartitionWriter, publish
 from magsag.lakehouse.manifest import ManifestEntry
 from magsag.lakehouse.objstore import Lake, retry, store_errors
@@ -209,6 +209,8 @@ def compact_partition(
         if len(small) < 2:
             report["seconds"] = round(time.monotonic() - started, 3)
             return report
+        for e in small:  # a file missing a column would merge as NULLs and be deleted
+            check_schema(lake, e.path, dataset)
         job = compaction_job(small)
         discard_staging(lake, job)
         fault_point("compact.start")

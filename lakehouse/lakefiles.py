@@ -140,7 +140,8 @@ class SnapshotReader:
                     raw = blobs.get(p)
                     if raw is None or isinstance(raw, Exception):
                         continue  # removed between list and read (a compaction finishing)
-                    self._entries[p] = (listed[p], manifest.ManifestEntry.from_json(raw))
+                    entry = manifest.ManifestEntry.from_json(raw, manifest.entry_source(self.lake, p))
+                    self._entries[p] = (listed[p], entry)
         with self._lock:
             current = set(paths)
             for p in [p for p in self._entries if p not in current]:
@@ -174,9 +175,9 @@ class SnapshotReader:
             for p in self._list(d, ".parquet"):
                 rel = _strip(lake, p)
                 try:
-                    ds, day = layout.parse_partition(rel)
+                    ds, day = layout.check_data_path(rel)
                 except ValueError:
-                    continue
+                    continue  # not a data file of the layout (a subfolder, a stray name)
                 if ds == d:
                     out.append(LakeFile(d, day, rel, lake.uri(rel)))
             files[d] = tuple(sorted(out, key=lambda f: (f.day, f.rel)))
@@ -214,8 +215,8 @@ def _disk_cache_load(lake: Lake) -> dict[str, tuple[str, manifest.ManifestEntry]
         return {}
     try:
         raw = jsontext.loads(path.read_bytes())
-        return {p: (v, manifest.ManifestEntry.from_json(jsontext.dumpb(e))) for p, (v, e) in raw.items()}
-    except (OSError, ValueError, TypeError, KeyError):
+        return {p: (v, manifest.ManifestEntry.from_json(jsontext.dumpb(e), p)) for p, (v, e) in raw.items()}
+    except (OSError, ValueError, TypeError, KeyError, manifest.ManifestError):
         return {}
 
 

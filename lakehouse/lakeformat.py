@@ -81,6 +81,44 @@ class StagedFile:
         return cls(**d)
 
 
+# ---------------------------------------------------------------- checking stored files
+
+
+def _same_kind(got: pa.DataType, want: pa.DataType) -> bool:
+    """Whether a stored column of type ``got`` holds what the canonical ``want`` means."""
+    if got.equals(want):
+        return True
+    t = pa.types
+    if t.is_string(want) or t.is_large_string(want):
+        return t.is_string(got) or t.is_large_string(got)
+    if t.is_timestamp(want):
+        return t.is_timestamp(got) and (got.tz is None) == (want.tz is None)
+    if t.is_integer(want):
+        return t.is_integer(got)
+    if t.is_floating(want):
+        return t.is_floating(got)
+    if t.is_list(want) or t.is_large_list(want):
+        return (t.is_list(got) or t.is_large_list(got)) and _same_kind(got.value_type, want.value_type)
+    return False
+
+
+def schema_problem(schema: pa.Schema, dataset: str) -> str | None:
+    """What keeps a stored file's ``schema`` from being a ``dataset`` file (None: nothing).
+
+    Every canonical column must be there with its type (string widths, timestamp units,
+    integer widths and list field names may differ); a missing column would read as
+    NULLs and a retyped one as garbage.
+    """
+    for f in arrow_schema(dataset):
+        i = schema.get_field_index(f.name)
+        if i < 0:
+            return f"lacks the canonical column {f.name}"
+        got = schema.field(i).type
+        if not _same_kind(got, f.type):
+            return f"has column {f.name} as {got}, expected {f.type}"
+    return None
+
+
 # ---------------------------------------------------------------- conforming input
 
 

@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from magsag.backends import jsontext
 from magsag.backends.duckdb_ext import new_connection
 from magsag.backends.duckdb_sql import bind, sql_list
-from magsag.backends.errors import BackendUnavailable, QueryError, StorageError, redact_dsn
+from magsag.backends.errors import BackendUnavailable, NotFoundError, QueryError, StorageError, redact_dsn
 from magsag.backends.retry import retrying
 from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS, coerce_datetime, day_of_us, to_us
 from magsag.lakehouse import search
 from magsag.lakehouse.duckdb_lake import attach_lake, lake_extensions
-from magsag.lakehouse.lakefiles import LakeSnapshot, SnapshotReader
+from magsag.lakehouse.lakefiles import LakeFile, LakeSnapshot, SnapshotReader
+from magsag.lakehouse.lakestore import check_schema
 from magsag.lakehouse.objstore import Lake
 
 if TYPE_CHECKING:
@@ -91,13 +92,18 @@ class LakeReader:
         """Run the query ``build(snapshot)`` makes (None: nothing to read); retry once on a vanished file."""
 
         def once() -> list[tuple[Any, ...]]:
-            built = build(self.snapshots.snapshot())  # a fresh snapshot on each try
+            snap = self.snapshots.snapshot()  # a fresh snapshot on each try
+            built = build(snap)
             if built is None:
                 return []
             sql, params = built
             cur = self._cursor()
             try:
                 return cur.execute(bind(sql, params)).fetchall()
+            except Exception as exc:
+                # a damaged file? name it rather than the engine's symptom
+                diagnose(self.lake, [f for fs in snap.files.values() for f in fs if f.uri in sql], exc)
+                raise
             finally:
                 cur.close()
 
@@ -129,6 +135,19 @@ class LakeReader:
 
         rows = self._query(build)
         return _run_row(rows[0]) if rows else None
+
+    def runs_by_id(self, run_ids: list[str]) -> list[tuple[Any, ...]]:
+        """The lake's records of ``run_ids`` (those it holds), in hot row shape."""
+        if not run_ids:
+            return []
+
+        def build(snap: LakeSnapshot) -> tuple[str, list[Any]] | None:
+            uris = [f.uri for f in snap.of("runs")]
+            if not uris:
+                return None
+            return f"SELECT {RUN_SELECT} FROM {self._source(uris)} WHERE list_contains({sql_list(run_ids)}, run_id)", []
+
+        return [_run_row(r) for r in self._query(build)]
 
     def events(
         self,
@@ -235,6 +254,45 @@ class LakeReader:
             return sql, params
 
         return [(r[0], float(r[1])) for r in self._query(build)]
+
+
+# Engine errors that a damaged or foreign file can cause (the file is then looked for).
+_FILE_SYMPTOMS = ("Failed to read file", "schema mismatch", "Conversion Error", "Binder Error", "Invalid Input Error")
+DIAGNOSE_FILES = 2000  # most footers read to find the damaged file behind one failed query
+
+
+def diagnose(lake: Lake, files: list[LakeFile], exc: BaseException) -> None:
+    """Raise :class:`IntegrityError` naming the first of ``files`` whose schema is not canonical,
+    if ``exc`` is an engine error such a file can cause; return otherwise (the caller re-raises)."""
+    text = str(exc)
+    if not any(s in text for s in _FILE_SYMPTOMS):
+        return
+    for f in files[:DIAGNOSE_FILES]:
+        try:
+            check_schema(lake, f.rel, f.dataset)
+        except NotFoundError:
+            return  # gone since the snapshot (a compaction finishing): the caller reads again
+
+
+def is_placeholder(run: dict[str, Any]) -> bool:
+    """A run record a hot store made for an event of an unknown run (no parent, metrics, tags).
+
+    When the lake holds a record of the same run (a late event of a tiered run), the lake's
+    record is the run: the placeholder knows nothing of its status, metrics or parent.
+    """
+    return (
+        run.get("status") == "running"
+        and not run.get("parent_run_id")
+        and not run.get("metrics")
+        and not run.get("tags")
+    )
+
+
+def resolve_placeholders(reader: LakeReader, hot_runs: list[dict[str, Any]]) -> set[str]:
+    """Ids of the placeholders among ``hot_runs`` whose run the lake holds (so the lake's
+    record, filtered like the lake's rows, stands for them)."""
+    ids = [r["run_id"] for r in hot_runs if is_placeholder(r)]
+    return {row[0] for row in reader.runs_by_id(ids)}
 
 
 def scrub(lake: Lake, text: str) -> str:

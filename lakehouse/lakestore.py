@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from magsag.backends.errors import IntegrityError, NotFoundError, StorageError
 from magsag.lakehouse import layout, manifest
+from magsag.lakehouse.lakeformat import schema_problem
 from magsag.lakehouse.manifest import ManifestEntry
 from magsag.lakehouse.objstore import Lake, retry
 
@@ -62,6 +63,27 @@ def _footer_rows(lake: Lake, rel: str, tail: bytes) -> int | None:
         return None
 
 
+def check_schema(lake: Lake, rel: str, dataset: str) -> None:
+    """Raise :class:`IntegrityError` naming ``rel`` unless its footer has the canonical schema."""
+
+    def read() -> pa.Schema | str:
+        with lake.fs.open(lake.path(rel), "rb") as f:
+            try:
+                return pq.read_schema(f)
+            except pa.ArrowException as exc:  # the bytes, not the store: not retried
+                return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+    schema = retry(lake, f"reading the schema of {rel}", read)
+    if isinstance(schema, str):
+        raise IntegrityError(f"lake file {rel} is not readable Parquet ({schema}); {REFUSED}")
+    problem = schema_problem(schema, dataset)
+    if problem:
+        raise IntegrityError(f"lake file {rel} {problem}; {REFUSED}")
+
+
+REFUSED = "refused, nothing changed (restore the file, or remove its manifest entry)"
+
+
 def exists(lake: Lake, rel: str) -> bool:
     path = lake.path(rel)
     if lake.is_local:
@@ -87,9 +109,21 @@ def move(lake: Lake, src: str, dst: str, size: int) -> None:
 
 
 def remove(lake: Lake, rel: str) -> bool:
-    """Delete one object; True if it existed. Missing is fine."""
+    """Delete one object; True if it existed. Missing is fine.
+
+    Only ever inside the lake root: ``rel`` must be a normalised relative path
+    (:func:`~magsag.lakehouse.layout.check_rel`) and, on local disk, its folder must
+    resolve (symbolic links followed) to a folder under the root.
+    """
+    try:
+        layout.check_rel(rel)
+    except ValueError as exc:
+        raise IntegrityError(f"refusing to delete from lake {lake.uri()}: {exc}") from None
     path = lake.path(rel)
     if lake.is_local:
+        root = os.path.realpath(lake.root)
+        if not os.path.realpath(os.path.dirname(path)).startswith(root + os.sep):
+            raise IntegrityError(f"refusing to delete {rel}: its folder leads outside lake {lake.uri()}")
         try:
             os.unlink(path)
             return True
@@ -127,7 +161,7 @@ def read_entry(lake: Lake, rel: str) -> ManifestEntry | None:
         raw = retry(lake, f"reading the manifest entry of {rel}", lake.fs.cat_file, path)
     except NotFoundError:
         return None
-    return ManifestEntry.from_json(raw)
+    return ManifestEntry.from_json(raw, manifest.entry_source(lake, path))
 
 
 def partition_entries(lake: Lake, dataset: str, day: date) -> list[ManifestEntry]:

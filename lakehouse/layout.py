@@ -27,7 +27,12 @@ META_DIR = "_magsag"
 MANIFEST_DIR = f"{META_DIR}/manifest"
 STAGING_DIR = f"{META_DIR}/staging"
 
-_PARTITION_RE = re.compile(r"(?:^|/)(events|runs)/dt=(\d{4}-\d{2}-\d{2})(?:/|$)")
+_PARTITION_RE = re.compile(r"(?:^|/)(events|runs)/dt=([0-9]{4}-[0-9]{2}-[0-9]{2})(?:/|$)")
+# A data file the manifest may name: exactly <dataset>/dt=YYYY-MM-DD/<name>.parquet, nothing more.
+_DATA_FILE_RE = re.compile(
+    r"(events|runs)/dt=([0-9]{4}-[0-9]{2}-[0-9]{2})/[A-Za-z0-9_][A-Za-z0-9_.=+-]{0,199}\.parquet"
+)
+_SHOWN = 120  # characters of a refused path quoted in a message
 _JOB_RE = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 
 
@@ -89,6 +94,39 @@ def parse_partition(path: str) -> tuple[str, date]:
     if not m:
         raise ValueError(f"not a lake partition path: {path!r}")
     return m.group(1), date.fromisoformat(m.group(2))
+
+
+def _shown(path: object) -> str:
+    text = repr(path)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 4] + "...'"
+
+
+def check_data_path(path: object) -> tuple[str, date]:
+    """``(dataset, day)`` of a data file path read from a manifest, a listing or user input.
+
+    Only ``events|runs/dt=YYYY-MM-DD/<name>.parquet`` relative to the lake root is a lake
+    data file: no ``..``, no ``.``, no empty or absolute part, no backslash, no subfolder.
+    Anything else raises ValueError (nothing is normalised into shape: a path that needs
+    it did not come from this lake's writer).
+    """
+    if not isinstance(path, str) or not _DATA_FILE_RE.fullmatch(path):
+        raise ValueError(f"path {_shown(path)} is not a lake data file (events|runs/dt=YYYY-MM-DD/<name>.parquet)")
+    dataset, day = path.split("/", 2)[:2]
+    try:
+        return dataset, date.fromisoformat(day[3:])
+    except ValueError:
+        raise ValueError(f"path {_shown(path)} names no valid day") from None
+
+
+def check_rel(rel: str) -> str:
+    """``rel`` if it is a normalised path inside the lake root (what every delete checks).
+
+    Relative, ``/``-separated, no empty, ``.`` or ``..`` part, no backslash or NUL.
+    """
+    parts = rel.split("/") if isinstance(rel, str) else [""]
+    if any(p in ("", ".", "..") for p in parts) or "\\" in rel or "\0" in rel:
+        raise ValueError(f"path {_shown(rel)} is not inside the lake root")
+    return rel
 
 
 def join(root: str, rel: str) -> str:

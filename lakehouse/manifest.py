@@ -21,11 +21,16 @@ from datetime import date
 from typing import Any
 
 from magsag.backends import jsontext
+from magsag.backends.errors import IntegrityError
 from magsag.backends.schema import SCHEMA_VERSION, utc_now
 from magsag.lakehouse import layout
 from magsag.lakehouse.objstore import Lake
 
 MANIFEST_FORMAT = 1
+
+
+class ManifestError(IntegrityError):
+    """A manifest entry this lake's writer cannot have written; names the entry's file."""
 
 
 @dataclass(frozen=True)
@@ -54,12 +59,40 @@ class ManifestEntry:
         return jsontext.dumpb(d, sort_keys=True)
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> ManifestEntry:
+    def from_json(cls, raw: bytes | str, source: str = "") -> ManifestEntry:
+        """Parse and check one entry; ``source`` (the entry's file) is named in errors.
+
+        Raises :class:`ManifestError` for an entry whose paths leave the lake's layout.
+        """
         d = jsontext.loads(raw)
         known = {f for f in cls.__dataclass_fields__}
         d = {k: v for k, v in d.items() if k in known}
         d["replaces"] = tuple(d.get("replaces") or ())
-        return cls(**d)
+        entry = cls(**d)
+        check_entry(entry, source)
+        return entry
+
+
+def check_entry(entry: ManifestEntry, source: str = "") -> None:
+    """Refuse an entry whose paths could reach outside its partition.
+
+    Its ``path`` and every ``replaces`` path must be data files of the layout
+    (:func:`~magsag.lakehouse.layout.check_data_path`) in the entry's own partition, and
+    the entry must sit at its own file's manifest path: compaction deletes exactly
+    what an entry replaces, so nothing else may ever be named there.
+    """
+    where = f"manifest entry {source}" if source else "manifest entry"
+    try:
+        dataset, day = layout.check_data_path(entry.path)
+        if (dataset, day.isoformat()) != (entry.dataset, entry.dt):
+            raise ValueError(f"path {entry.path!r} is not in partition {entry.dataset}/dt={entry.dt}")
+        for old in entry.replaces:
+            if layout.check_data_path(old) != (dataset, day):
+                raise ValueError(f"replaces {old!r}, a file of another partition")
+        if source and not source.endswith("/" + layout.manifest_path(entry.path)):
+            raise ValueError(f"it names {entry.path!r}, whose entry is {layout.manifest_path(entry.path)}")
+    except ValueError as exc:
+        raise ManifestError(f"{where}: {exc}; refused, nothing changed (remove or fix that file)") from None
 
 
 def checksum_bytes(data: bytes) -> str:
@@ -120,8 +153,13 @@ def read_entries(lake: Lake, dataset: str, day: date | None = None) -> list[Mani
         raw = blobs.get(p)
         if isinstance(raw, Exception) or raw is None:
             continue  # deleted between list and read (a compaction finishing)
-        out.append(ManifestEntry.from_json(raw))
+        out.append(ManifestEntry.from_json(raw, entry_source(lake, p)))
     return out
+
+
+def entry_source(lake: Lake, path: str) -> str:
+    """How a message names the entry file at ``path`` (as ``lake.fs`` names it)."""
+    return path if lake.is_local else f"{lake.protocol}://{path}"
 
 
 def live(entries: Iterable[ManifestEntry]) -> list[ManifestEntry]:

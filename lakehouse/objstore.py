@@ -251,6 +251,21 @@ class Lake:
         return self.s3.polars_options() if self.s3 else {}
 
 
+# Filesystems that keep what is written after this process ends. Only these may receive
+# rows that then leave the hot store (tier, archive --delete): memory://, and any protocol
+# not named here (a cache, a zip file, http), would "move" rows into nothing.
+PERSISTENT_PROTOCOLS = frozenset({"file", "s3", "gs", "gcs", "abfs", "abfss", "az", "adl", "hdfs", "webhdfs"})
+
+
+def check_persistent(lake: Lake, why: str = "it would receive rows deleted from the hot store") -> None:
+    """Raise :class:`ConfigError` unless ``lake`` is on a filesystem that persists."""
+    if lake.protocol not in PERSISTENT_PROTOCOLS:
+        allowed = ", ".join(p + "://" for p in sorted(PERSISTENT_PROTOCOLS))
+        raise ConfigError(
+            f"lake {redact_dsn(lake.url)} does not persist ({why}); use one of {allowed} (nothing was moved)"
+        )
+
+
 def _protocol(url: str) -> str:
     if "://" not in url:
         return "file"

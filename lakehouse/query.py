@@ -105,6 +105,7 @@ def connect(
         tuple(getattr(store, "duckdb_extensions", ())) if store is not None and has(store, "duckdb_source") else ()
     )
     con = new_connection(threads, lake_extensions(lake) + hot_ext)
+    snap = None
     try:
         attach_lake(con, lake)
         hot = _attach_hot(con, store, sqlite_mode)
@@ -113,8 +114,12 @@ def connect(
         cuts = views.create_views(con, hot, snap)
         if locked:
             lock_down(con, [lake.uri()])
-    except BaseException:
+    except BaseException as exc:
         con.close()
+        if snap is not None and isinstance(exc, Exception):
+            from magsag.lakehouse.lakeread import diagnose
+
+            diagnose(lake, [f for fs in snap.files.values() for f in fs], exc)  # name a damaged file
         raise
     with _contexts_lock:
         _contexts[con] = _Context(lake, reader, hot, snap, cuts, locked, settings)
@@ -182,7 +187,9 @@ def run_sql(
             ctx = _contexts.get(con)
             message = _sql_error(exc)
             if ctx is not None:
-                from magsag.lakehouse.lakeread import scrub
+                from magsag.lakehouse.lakeread import diagnose, scrub
+
+                diagnose(ctx.lake, [f for fs in ctx.snapshot.files.values() for f in fs], exc)
 
                 message = scrub(ctx.lake, message)
             raise QueryError(message) from None

@@ -20,6 +20,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "MAGSAG_STORAGE_"
+MAX_SETTING_CHARS = 8192  # no URL, DSN, path or name is longer (longer ones are refused early)
 
 
 def _ch(name: str) -> AliasChoices:
@@ -100,6 +101,14 @@ class StorageSettings(BaseSettings):
         description="S3 endpoint as the ClickHouse server reaches it (default: MAGSAG_STORAGE_S3_ENDPOINT_URL)",
     )
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _sane_length(cls, value: Any) -> Any:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(text, (str, Path)) and len(str(text)) > MAX_SETTING_CHARS:
+            raise ValueError(f"{len(str(text))} characters, longer than any sane value (at most {MAX_SETTING_CHARS})")
+        return value
+
     @field_validator("clickhouse_url", "clickhouse_s3_endpoint_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -166,7 +175,7 @@ def load_settings(**overrides: Any) -> StorageSettings:
         source = field if field in values else _env_name(field)
         raw = values.get(field, os.environ.get(_env_name(field)))
         hidden = raw is None or "secret" in field or "password" in field or field in ("dsn", "clickhouse_url")
-        shown = "" if hidden else f" (got {raw!r})"
+        shown = "" if hidden else f" (got {raw!r})" if len(str(raw)) <= 200 else " (got a value too long to show)"
         raise ConfigError(f"{source}: {err['msg'].lower()}{shown}") from None
 
 

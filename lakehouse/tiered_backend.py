@@ -35,7 +35,7 @@ from magsag.backends.errors import NotFoundError, QueryError
 from magsag.backends.schema import Event, Run, event_record, from_us, run_record
 from magsag.lakehouse import search
 from magsag.lakehouse.lakefiles import SnapshotReader
-from magsag.lakehouse.lakeread import LakeReader, day_range
+from magsag.lakehouse.lakeread import LakeReader, day_range, is_placeholder, resolve_placeholders
 
 if TYPE_CHECKING:
     from magsag.lakehouse.objstore import Lake
@@ -166,18 +166,19 @@ class TieredBackend(StorageBackend):
     # ----------------------------------------------------------------- reads
     async def get_run(self, run_id: str) -> dict[str, Any] | None:
         found = await self.hot.get_run(run_id)
-        if found is not None or not await self._has_lake():
+        if (found is not None and not is_placeholder(found)) or not await self._has_lake():
             return found
         row = await self._in_lake(self._lake_reader().run, run_id)
-        return run_record(row) if row is not None else None
+        return run_record(row) if row is not None else found  # the lake's record beats a placeholder
 
     async def run_tier(self, run_id: str) -> str | None:
         """Where the run record is: 'hot', 'lake' or None."""
-        if await self.hot.get_run(run_id) is not None:
+        hot = await self.hot.get_run(run_id)
+        if hot is not None and not is_placeholder(hot):
             return "hot"
         if await self._has_lake() and await self._in_lake(self._lake_reader().run, run_id) is not None:
             return "lake"
-        return None
+        return "hot" if hot is not None else None
 
     async def locate_run(self, run_id: str) -> dict[str, Any]:
         """Where a run lives: ``{"run": 'hot'|'lake'|None, "events": {"hot": n, "lake": m}}``."""
@@ -230,12 +231,14 @@ class TieredBackend(StorageBackend):
         want = limit + offset
         n = want
         while True:
-            hot = await self.hot.list_runs(agent_slug, status, since, until, n, 0)
+            all_hot = await self.hot.list_runs(agent_slug, status, since, until, n, 0)
             rows = await self._in_lake(self._lake_reader().runs, agent_slug, status, since, until, n)
+            shadowed = await self._in_lake(resolve_placeholders, self._lake_reader(), all_hot)
+            hot = [r for r in all_hot if r["run_id"] not in shadowed]  # the lake's record is the run
             seen = {r["run_id"] for r in hot}
             merged = [*hot, *(run_record(r) for r in rows if r[0] not in seen)]
             merged.sort(key=lambda r: (r["started_at"], r["run_id"]), reverse=True)
-            if len(merged) >= want or (len(hot) < n and len(rows) < n):
+            if len(merged) >= want or (len(all_hot) < n and len(rows) < n):
                 return merged[offset:want]
             n *= 2
 

@@ -78,14 +78,28 @@ def _union(dataset: str, cut: date | None, newest: date | None) -> str:
     hot = f"SELECT *, 'hot' AS tier FROM hot_{dataset}"
     if cut is None:
         return hot
+    # A hot placeholder run (made for a late event) never hides the lake's record of the run.
+    real = f" AND NOT ({PLACEHOLDER_SQL})" if dataset == "runs" else ""
+    if dataset == "runs":
+        hot = (
+            f"SELECT h.*, 'hot' AS tier FROM hot_runs h WHERE NOT (({PLACEHOLDER_SQL}) "
+            "AND EXISTS (SELECT 1 FROM lake_runs l WHERE l.run_id = h.run_id))"
+        )
     d = f"DATE '{cut.isoformat()}'"
     sql = f"{hot}\nUNION ALL SELECT *, 'lake' AS tier FROM lake_{dataset} WHERE dt < {d}"
     if newest is not None and newest >= cut:
         sql += (
             f"\nUNION ALL SELECT l.*, 'lake' AS tier FROM lake_{dataset} l WHERE l.dt >= {d} "
-            f"AND NOT EXISTS (SELECT 1 FROM hot_{dataset} h WHERE h.{key} = l.{key})"
+            f"AND NOT EXISTS (SELECT 1 FROM hot_{dataset} h WHERE h.{key} = l.{key}{real})"
         )
     return sql
+
+
+# What a hot store auto-creates for an event of an unknown run (backends/tiering/protocol.py).
+PLACEHOLDER_SQL = (
+    "h.status = 'running' AND h.parent_run_id IS NULL AND coalesce(h.metrics, '{}') IN ('{}', '') "
+    "AND coalesce(len(h.tags), 0) = 0"
+)
 
 
 _NUMERIC = "json_type(payload, '$.value') IN ('BIGINT', 'UBIGINT', 'DOUBLE')"

@@ -51,7 +51,7 @@ from magsag.backends.tiering.protocol import DONE, MOVE, Claim, TierDay, tier_so
 from magsag.lakehouse.faults import fault_point, fault_scope
 from magsag.lakehouse.lakestore import check_writable
 from magsag.lakehouse.layout import new_job_id
-from magsag.lakehouse.objstore import Lake
+from magsag.lakehouse.objstore import Lake, check_persistent
 from magsag.lakehouse.tiering.commit import ClaimContext, commit_claim, planned_files
 from magsag.lakehouse.tiering.destination import dest_key, find_orphans
 from magsag.lakehouse.tiering.report import DayResult, TierProgress, TierReport
@@ -85,6 +85,8 @@ async def run_tier(
     ``stopped``. Errors are :class:`~magsag.backends.errors.StorageError` subclasses.
     """
     check_mode(mode)
+    if mode == MOVE:
+        check_persistent(lake)  # rows leave the hot store only for a place that keeps them
     started = time.monotonic()
     cutoff = hot_cutoff(hot_days, now)
     src = tier_source(storage)

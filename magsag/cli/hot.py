@@ -111,6 +111,9 @@ def query(
     Runs and events are found in the hot store and the lake alike; with --run-id the
     output says where the run and its events live (hot, lake, or split across both).
     """
+    from magsag.cli.validate import check_id
+
+    check_id(run_id, "--run-id")
     settings = settings_from(backend, db_path, dsn, lake_url=lake)
     since_dt, until_dt = parse_when(since, "--since"), parse_when(until, "--until")
 

@@ -69,6 +69,10 @@ def sql(
     if fmt == "parquet" and output is None:
         raise ConfigError("--format parquet needs --output PATH")
     settings = settings_from(backend, db_path, dsn, lake_url=lake)
+    if output is not None:
+        from magsag.cli.validate import check_output
+
+        check_output(output, settings)
     table = run_sql(query, settings)
     write_result(table, fmt, output, max_rows)
 

@@ -1,0 +1,52 @@
+"""Checks of option values at the door, before a command touches anything.
+
+Each check raises :class:`~magsag.backends.errors.ConfigError` (exit 2) with one line
+that names the option.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from magsag.backends.errors import ConfigError
+from magsag.lakehouse.settings import StorageSettings
+
+
+def _resolved(path: Path | str) -> Path:
+    return Path(os.path.realpath(Path(path).expanduser()))
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_output(output: Path, settings: StorageSettings, option: str = "--output") -> None:
+    """Refuse an output file that is the hot store, one of its companions, or inside the lake.
+
+    The SQLite store's companions are every file next to it whose name starts with the
+    store's (``-wal``, ``-shm``, ``-journal``, ``.magsag-journal/``, ``.tier-lock``).
+    Paths are compared after following symbolic links; an existing file is also compared
+    by identity (a hard link to the store is the store).
+    """
+    out = _resolved(output)
+    if settings.backend.strip().lower() == "sqlite":
+        db = _resolved(settings.db_path)
+        journal = db.with_name(db.name + ".magsag-journal")
+        same = out.exists() and db.exists() and os.path.samefile(out, db)
+        if same or (out.parent == db.parent and out.name.startswith(db.name)) or _inside(out, journal):
+            raise ConfigError(f"{option}: {output} is the hot store {settings.db_path} or one of its files; refused")
+    url = settings.lake_url.strip()
+    if "://" not in url or url.lower().startswith(("file://", "local://")):
+        lake = _resolved(url.split("://", 1)[-1])
+        if _inside(out, lake):
+            raise ConfigError(f"{option}: {output} is inside the lake {lake}; write the result elsewhere")
+
+
+def check_id(value: str | None, option: str) -> str | None:
+    """An id option (``--run-id``): at most :data:`~magsag.backends.schema.MAX_ID_LEN` characters."""
+    from magsag.backends.schema import MAX_ID_LEN
+
+    if value is not None and len(value) > MAX_ID_LEN:
+        raise ConfigError(f"{option}: {len(value)} characters, longer than any id (at most {MAX_ID_LEN})")
+    return value
