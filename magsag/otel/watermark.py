@@ -8,12 +8,12 @@ an unreachable endpoint leaves it where it was and the next attempt resends that
 
 from __future__ import annotations
 
-import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from magsag.backends.base import StorageBackend
 from magsag.backends.errors import UnsupportedOperation
+from magsag.backends.schema import to_us, utc_now
 from magsag.lakehouse.tiered_backend import unwrap
 from magsag.otel.select import START, Key, hot_kind
 
@@ -70,7 +70,7 @@ async def read(storage: StorageBackend, destination: str) -> tuple[Key, int]:
 async def save(storage: StorageBackend, destination: str, key: Key, runs: int) -> None:
     hot = unwrap(storage)
     t = _table(hot)
-    now = time.time_ns() // 1000
+    now = to_us(utc_now())
     if hot_kind(hot) == "sqlite":
         sql = (
             f"INSERT INTO {t} (destination, ended_at_us, run_id, runs, updated_at_us) VALUES (?, ?, ?, ?, ?) "
