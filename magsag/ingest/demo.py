@@ -6,6 +6,11 @@ models, retry on rate limits, sometimes fail with real-looking errors, and write
 artifacts. Runs are spread over the last ``days`` days up to ``end``; the newest ones are
 still ``running``. Everything is a function of ``seed`` (and ``end``): the same call
 gives the same runs, events and event ids, so loading it twice stores nothing twice.
+
+Cost and tokens follow the one rollup rule of the storage layer (docs/query.md, "Cost and
+tokens: one rule"): ``cost_usd`` and ``tokens`` (run metrics and metric events) are what a
+run itself spent; a MAG also records ``total_cost_usd``/``total_tokens``, its own spend plus
+its delegates', which is never added to ``cost_usd``.
 """
 
 from __future__ import annotations
@@ -166,8 +171,11 @@ class DemoGenerator:
         w.emit(t, LOG, f"decomposition into {n_tasks} tasks", {"tasks": n_tasks, "task_ids": tasks})
         contract = (f"{mag.removesuffix('-mag')}.result", rng.choice(("1.0.0", "1.1.0", "2.0.0")))
         ok = 0
-        cost = 0.0
-        tokens = 0
+        model, price = rng.choice(MODELS)  # the MAG's own planning call
+        own_tokens = rng.randint(300, 2500)
+        own_cost = own_tokens / 1000 * price
+        cost = own_cost  # own spend + the delegates' (the rollup)
+        tokens = own_tokens
         for task_id in tasks:
             sag = rng.choice(SAGS[mag])
             sag_id = f"sag-{self._hex(8)}"
@@ -212,13 +220,22 @@ class DemoGenerator:
         elif rng.random() < 0.01:
             status = "canceled"
         duration_ms = (t - w.events[0].ts_us) // 1000
-        for name, value in (("duration_ms", duration_ms), ("tokens", tokens), ("cost_usd", round(cost, 6))):
+        metrics = {
+            "duration_ms": duration_ms,
+            "tokens": own_tokens,
+            "cost_usd": round(own_cost, 6),
+            "total_tokens": tokens,
+            "total_cost_usd": round(cost, 6),
+            "model": model,
+        }
+        for name in ("duration_ms", "tokens", "cost_usd", "total_tokens", "total_cost_usd"):
             t += 50
+            value = metrics[name]
             w.emit(t, METRIC, f"metric {name}={value}", {"name": name, "value": value, "unit": _unit(name)})
         t += 100
         end_msg = f"end {status} in {duration_ms} ms" if status != "failed" else "end failed: all delegations failed"
         w.emit(t, LOG, end_msg, {"status": status, "duration_ms": duration_ms}, level="error" if ok == 0 else "info")
-        metrics = {"duration_ms": duration_ms, "tokens": tokens, "cost_usd": round(cost, 6), "tasks": n_tasks}
+        metrics["tasks"] = n_tasks
         batch.runs.insert(0, self._run(run_id, mag, None, w.events[0].ts_us, t, status, metrics, ["demo", mag]))
         batch.events[:0] = w.events
         return batch
@@ -331,7 +348,7 @@ class DemoGenerator:
 
 
 def _unit(name: str) -> str:
-    return {"cost_usd": "usd", "tokens": "tokens"}.get(name, "ms")
+    return {"cost_usd": "usd", "total_cost_usd": "usd", "tokens": "tokens", "total_tokens": "tokens"}.get(name, "ms")
 
 
 @dataclass
