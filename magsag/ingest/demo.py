@@ -3,9 +3,11 @@
 A MAG (main agent) run decomposes its work into tasks and delegates each to a SAG
 (sub-agent) run; SAGs call MCP tools with realistic latencies, spend tokens and money on
 models, retry on rate limits, sometimes fail with real-looking errors, and write
-artifacts. Runs are spread over the last ``days`` days up to ``end``; the newest ones are
-still ``running``. Everything is a function of ``seed`` (and ``end``): the same call
-gives the same runs, events and event ids, so loading it twice stores nothing twice.
+artifacts. Each of the ``days`` days before ``end`` gets ``runs_per_day`` MAG runs; the
+newest ones are still ``running`` at ``end``. ``end`` defaults to today's UTC midnight
+(:func:`demo_end`), so the window only moves once a day. Everything is a function of
+``seed``, ``days`` and ``end``: the same call gives the same runs, events and event ids,
+so loading it twice stores nothing twice.
 
 Cost and tokens follow the one rollup rule of the storage layer (docs/query.md, "Cost and
 tokens: one rule"): ``cost_usd`` and ``tokens`` (run metrics and metric events) are what a
@@ -19,7 +21,7 @@ import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from magsag.backends import jsontext
@@ -132,6 +134,12 @@ class _RunWriter:
         )
 
 
+def demo_end(now: datetime | None = None) -> datetime:
+    """The default end of the demo window: UTC midnight of ``now`` (default: ``utc_now()``)."""
+    now = (now or utc_now()).astimezone(UTC)
+    return datetime(now.year, now.month, now.day, tzinfo=UTC)
+
+
 class DemoGenerator:
     """Iterate :class:`DemoBatch` objects in time order."""
 
@@ -141,7 +149,7 @@ class DemoGenerator:
         if runs_per_day < 1:
             raise ValueError("runs_per_day must be >= 1")
         self.days, self.runs_per_day, self.seed = days, runs_per_day, seed
-        end = (end or utc_now()).replace(second=0, microsecond=0)
+        end = demo_end() if end is None else end.replace(second=0, microsecond=0)
         self.end_us = to_us(end)
         self.start_us = self.end_us - days * US_PER_DAY
         self.rng = random.Random(seed)
@@ -151,9 +159,12 @@ class DemoGenerator:
         return f"{self.rng.getrandbits(4 * n):0{n}x}"
 
     def __iter__(self) -> Iterator[DemoBatch]:
-        total = self.days * self.runs_per_day
-        span = self.end_us - self.start_us
-        starts = sorted(self.start_us + int(self.rng.random() * span) for _ in range(total))
+        # runs_per_day runs in every day of the window, at random times of that day
+        starts = sorted(
+            self.start_us + day * US_PER_DAY + int(self.rng.random() * US_PER_DAY)
+            for day in range(self.days)
+            for _ in range(self.runs_per_day)
+        )
         for start in starts:
             yield self._mag_run(start)
 
