@@ -36,7 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +174,7 @@ async def time_single_appends(backend: Any, n: int) -> dict[str, float]:
     Each figure is timed twice: until the last call returned (each call returns once its
     event is durable), and until a read sees the last event (everything committed).
     """
-    base = datetime.now(UTC) - timedelta(minutes=30)
+    base = utc_now() - timedelta(minutes=30)
     out: dict[str, float] = {}
 
     t = time.perf_counter()
@@ -207,7 +207,7 @@ def bare_sqlite_singles(path: Path, n: int) -> float:
     thread, rows built beforehand."""
     from magsag.backends.sqlite import schema as ddl
 
-    base = datetime.now(UTC) - timedelta(minutes=30)
+    base = utc_now() - timedelta(minutes=30)
     rows = [
         Event.create("run-single", "planner", "log", base + timedelta(microseconds=i), message=f"s{i}").row()
         for i in range(n)

@@ -31,11 +31,11 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
+from magsag.backends.schema import utc_now
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -88,14 +88,14 @@ async def ours(backend: Any, rate: int, seconds: float) -> dict[str, Any]:
 
     consumer = asyncio.create_task(consume())
     await started.wait()
-    await backend.append_event("bench", "warm", "log", datetime.now(UTC), message="warm-up")  # starts the stream
+    await backend.append_event("bench", "warm", "log", utc_now(), message="warm-up")  # starts the stream
     await asyncio.sleep(0.3)
     per_tick = max(1, round(rate * TICK_S))
     n = 0
     t0 = time.perf_counter()
 
     async def one(i: int) -> None:
-        eid = await backend.append_event("bench", "agent", "log", datetime.now(UTC), message=f"e{i}")
+        eid = await backend.append_event("bench", "agent", "log", utc_now(), message=f"e{i}")
         sent[eid] = time.perf_counter()
 
     while n < total:

@@ -1,5 +1,6 @@
 """A short summary read back from the lake with DuckDB: per agent and day, runs, failures,
-error rate, cost and tokens (from the runs files), events and error events (from the
+error rate, cost and tokens (from the runs files: each run's own spend, the rollup rule of
+docs/query.md, so the column sums to the money spent), events and error events (from the
 events files). It reads the Parquet files by plain glob with Hive partitioning, exactly as
 any other engine would, so it also shows that the lake stands on its own.
 """

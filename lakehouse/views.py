@@ -128,7 +128,13 @@ DERIVED_SQL = {
         "SELECT run_id, agent_slug, parent_run_id, status, started_at, ended_at, dt, tier, "
         "TRY_CAST(metrics ->> 'duration_ms' AS DOUBLE) / 1000 AS duration_s, "
         "TRY_CAST(metrics ->> 'cost_usd' AS DOUBLE) AS cost_usd, "
-        "TRY_CAST(metrics ->> 'tokens' AS BIGINT) AS tokens, metrics ->> 'model' AS model, tags FROM runs"
+        "TRY_CAST(metrics ->> 'tokens' AS BIGINT) AS tokens, "
+        # the rollup rule (docs/query.md): cost_usd/tokens are the run's own spend, summed freely;
+        # total_* add the delegates' (recorded by a MAG), never summed together with cost_usd
+        "coalesce(TRY_CAST(metrics ->> 'total_cost_usd' AS DOUBLE), TRY_CAST(metrics ->> 'cost_usd' AS DOUBLE)) "
+        "AS total_cost_usd, "
+        "coalesce(TRY_CAST(metrics ->> 'total_tokens' AS BIGINT), TRY_CAST(metrics ->> 'tokens' AS BIGINT)) "
+        "AS total_tokens, metrics ->> 'model' AS model, tags FROM runs"
     ),
 }
 

@@ -11,12 +11,15 @@ import concurrent.futures
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from magsag.backends.base import StorageBackend
+from magsag.backends.schema import NOW_ENV
+
+from tests.clock import PINNED_NOW_ISO
 
 pytest_plugins = ["tests.lake_fixtures"]
 
@@ -155,10 +158,23 @@ def sqlite_path(tmp_path: Path) -> Path:
     return tmp_path / "store.db"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _pinned_clock() -> Iterator[None]:
+    """``MAGSAG_NOW`` for session- and module-scoped fixtures too (they start before ``_isolated_env``)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(NOW_ENV, PINNED_NOW_ISO)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test reads the developer's own MAGSAG_* settings or .env."""
+    """No test reads the developer's own MAGSAG_* settings or .env, nor the wall clock.
+
+    ``MAGSAG_NOW`` pins the code's one clock (``utc_now()``) to tests/clock.py's
+    ``PINNED_NOW`` unless a test sets its own; CLI calls and child processes inherit it.
+    """
     for key in list(os.environ):
         if key.startswith(("MAGSAG_STORAGE_", "MAGSAG_CLICKHOUSE_")) or key == "MAGSAG_RUNS_BASE_DIR":
             monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv(NOW_ENV, PINNED_NOW_ISO)
     monkeypatch.chdir(tmp_path)

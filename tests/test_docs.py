@@ -43,12 +43,11 @@ def test_readme_gives_exactly_two_setup_commands_and_ci_runs_the_test_one() -> N
 
 
 async def test_api_example_in_docs_runs(sqlite_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
-    from datetime import UTC, datetime
-
+    from magsag.backends.schema import utc_now
     from magsag.backends.sqlite.store import SQLiteStorageBackend
 
     async with SQLiteStorageBackend(sqlite_path) as s:
-        await s.append_event("mag-a1b2c3d4", "offer-mag", "log", datetime.now(UTC), message="error: tool timed out")
+        await s.append_event("mag-a1b2c3d4", "offer-mag", "log", utc_now(), message="error: tool timed out")
     monkeypatch.setenv("MAGSAG_STORAGE_DB_PATH", str(sqlite_path))
     doc = (ROOT / "docs" / "api.md").read_text()
     code = re.search(r"<!-- example: api -->\n```python\n(.*?)```", doc, re.S).group(1)  # type: ignore[union-attr]

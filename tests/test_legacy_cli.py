@@ -126,6 +126,10 @@ def test_dry_run_reports_and_writes_nothing(runner, tmp_path):
     assert dry.exit_code == 0
     planned = json.loads(dry.stdout)
     assert planned["dry_run"] is True and planned["written"] is False and planned["events"]["new"] == 24
+    assert not db.exists()  # issue 13 item 9: a dry run creates no store
+    default = migrate(runner, str(runs / "agents"), "--dry-run", "--json")  # default store .magsag/storage.db
+    assert default.exit_code == 0 and json.loads(default.stdout)["events"]["new"] == 24
+    assert not (tmp_path / ".magsag").exists()
     assert json.loads(runner.invoke(app, ["data", "query", "--db-path", str(db), "--json"]).stdout) == []
     real = json.loads(migrate(runner, str(runs / "agents"), "--db-path", str(db), "--json").stdout)
     assert real["events"]["by_type"] == planned["events"]["by_type"] and real["events"]["written"] == 24

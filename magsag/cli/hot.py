@@ -259,17 +259,31 @@ def vacuum(
 def demo(
     days: Annotated[int, typer.Option("--days", min=1, max=3650, help="Spread activity over the last N days.")] = 30,
     runs_per_day: Annotated[int, typer.Option("--runs-per-day", min=1, help="MAG runs per day (each with SAGs).")] = 40,
-    seed: Annotated[int, typer.Option("--seed", help="Same seed, same data (and same event ids).")] = 7,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed and window, same data (and same event ids).")] = 7,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            "--now",
+            help="End of the window: ISO date/time or age like 1d (default: today's UTC midnight).",
+        ),
+    ] = None,
     backend: BackendOpt = None,
     db_path: DbPathOpt = None,
     dsn: DsnOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Fill the store with realistic synthetic agent activity (MAG -> SAG delegations, MCP calls,
-    tokens and cost, retries, failures, artifacts) over the last N days up to now."""
-    from magsag.ingest.demo import load_demo
+    tokens and cost, retries, failures, artifacts) over the N days before --until.
+
+    The window ends at today's UTC midnight unless --until says otherwise, so the same
+    seed, --days and --until give the same runs and event ids: running it again the same
+    day adds nothing.
+    """
+    from magsag.ingest.demo import demo_end, load_demo
 
     settings = settings_from(backend, db_path, dsn)
+    end = demo_end() if until is None else parse_when(until, "--until")
     total = days * runs_per_day
 
     async def go() -> Any:
@@ -290,6 +304,7 @@ def demo(
                     days=days,
                     runs_per_day=runs_per_day,
                     seed=seed,
+                    end=end,
                     progress=lambda n: bar.update(task, completed=n),
                 )
 

@@ -498,6 +498,8 @@ def report(
 ) -> None:
     """Cost and error rate per agent per day, read back from the lake with DuckDB.
 
+    cost_usd and tokens are what each agent's runs spent themselves (a MAG's delegates
+    count under their own agent), so the column sums to the money spent (docs/query.md).
     Exit code 1 when the lake holds no data yet.
     """
     from magsag.lakehouse.lake_report import lake_summary

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -92,7 +94,32 @@ def migrate(
     src = None if no_runs else (source if source is not None else settings.runs_base_dir)
     if no_runs and not costs:
         raise ConfigError("--no-runs needs --costs (the cost ledger to import)")
+    with contextlib.ExitStack() as stack:
+        if dry_run and settings.backend == "sqlite" and not Path(settings.db_path).exists():
+            # A dry run writes nothing: with no store yet, compare against an empty one in a
+            # temporary folder (the lake, if configured, is still read) instead of creating it.
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="magsag-dry-run-")))
+            settings = settings.model_copy(update={"db_path": tmp / "empty.db"})
+        report = _import(settings, src, costs or [], dry_run, strict, max_line_mb, workers, rescan, json_out)
+    if json_out:
+        print_json(report.to_dict())
+    else:
+        print_report(report, show)
+    if not report.ok:
+        raise typer.Exit(EXIT_REJECTED)
 
+
+def _import(
+    settings: Any,
+    src: Path | None,
+    costs: list[Path],
+    dry_run: bool,
+    strict: bool,
+    max_line_mb: float,
+    workers: int | None,
+    rescan: bool,
+    json_out: bool,
+) -> ImportReport:
     async def go() -> ImportReport:
         async with open_storage(settings) as storage:
             with Progress(
@@ -118,15 +145,9 @@ def migrate(
                     progress=progress,
                     rescan=rescan,
                 )
-                return await importer.run(src, costs or [], dry_run=dry_run, strict=strict)
+                return await importer.run(src, costs, dry_run=dry_run, strict=strict)
 
-    report = run(go())
-    if json_out:
-        print_json(report.to_dict())
-    else:
-        print_report(report, show)
-    if not report.ok:
-        raise typer.Exit(EXIT_REJECTED)
+    return run(go())
 
 
 def print_report(report: ImportReport, show: int = 20) -> None:

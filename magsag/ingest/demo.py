@@ -3,9 +3,16 @@
 A MAG (main agent) run decomposes its work into tasks and delegates each to a SAG
 (sub-agent) run; SAGs call MCP tools with realistic latencies, spend tokens and money on
 models, retry on rate limits, sometimes fail with real-looking errors, and write
-artifacts. Runs are spread over the last ``days`` days up to ``end``; the newest ones are
-still ``running``. Everything is a function of ``seed`` (and ``end``): the same call
-gives the same runs, events and event ids, so loading it twice stores nothing twice.
+artifacts. Each of the ``days`` days before ``end`` gets ``runs_per_day`` MAG runs; the
+newest ones are still ``running`` at ``end``. ``end`` defaults to today's UTC midnight
+(:func:`demo_end`), so the window only moves once a day. Everything is a function of
+``seed``, ``days`` and ``end``: the same call gives the same runs, events and event ids,
+so loading it twice stores nothing twice.
+
+Cost and tokens follow the one rollup rule of the storage layer (docs/query.md, "Cost and
+tokens: one rule"): ``cost_usd`` and ``tokens`` (run metrics and metric events) are what a
+run itself spent; a MAG also records ``total_cost_usd``/``total_tokens``, its own spend plus
+its delegates', which is never added to ``cost_usd``.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from magsag.backends import jsontext
@@ -127,6 +134,12 @@ class _RunWriter:
         )
 
 
+def demo_end(now: datetime | None = None) -> datetime:
+    """The default end of the demo window: UTC midnight of ``now`` (default: ``utc_now()``)."""
+    now = (now or utc_now()).astimezone(UTC)
+    return datetime(now.year, now.month, now.day, tzinfo=UTC)
+
+
 class DemoGenerator:
     """Iterate :class:`DemoBatch` objects in time order."""
 
@@ -136,7 +149,7 @@ class DemoGenerator:
         if runs_per_day < 1:
             raise ValueError("runs_per_day must be >= 1")
         self.days, self.runs_per_day, self.seed = days, runs_per_day, seed
-        end = (end or utc_now()).replace(second=0, microsecond=0)
+        end = demo_end() if end is None else end.replace(second=0, microsecond=0)
         self.end_us = to_us(end)
         self.start_us = self.end_us - days * US_PER_DAY
         self.rng = random.Random(seed)
@@ -146,9 +159,12 @@ class DemoGenerator:
         return f"{self.rng.getrandbits(4 * n):0{n}x}"
 
     def __iter__(self) -> Iterator[DemoBatch]:
-        total = self.days * self.runs_per_day
-        span = self.end_us - self.start_us
-        starts = sorted(self.start_us + int(self.rng.random() * span) for _ in range(total))
+        # runs_per_day runs in every day of the window, at random times of that day
+        starts = sorted(
+            self.start_us + day * US_PER_DAY + int(self.rng.random() * US_PER_DAY)
+            for day in range(self.days)
+            for _ in range(self.runs_per_day)
+        )
         for start in starts:
             yield self._mag_run(start)
 
@@ -166,8 +182,11 @@ class DemoGenerator:
         w.emit(t, LOG, f"decomposition into {n_tasks} tasks", {"tasks": n_tasks, "task_ids": tasks})
         contract = (f"{mag.removesuffix('-mag')}.result", rng.choice(("1.0.0", "1.1.0", "2.0.0")))
         ok = 0
-        cost = 0.0
-        tokens = 0
+        model, price = rng.choice(MODELS)  # the MAG's own planning call
+        own_tokens = rng.randint(300, 2500)
+        own_cost = own_tokens / 1000 * price
+        cost = own_cost  # own spend + the delegates' (the rollup)
+        tokens = own_tokens
         for task_id in tasks:
             sag = rng.choice(SAGS[mag])
             sag_id = f"sag-{self._hex(8)}"
@@ -212,13 +231,22 @@ class DemoGenerator:
         elif rng.random() < 0.01:
             status = "canceled"
         duration_ms = (t - w.events[0].ts_us) // 1000
-        for name, value in (("duration_ms", duration_ms), ("tokens", tokens), ("cost_usd", round(cost, 6))):
+        metrics = {
+            "duration_ms": duration_ms,
+            "tokens": own_tokens,
+            "cost_usd": round(own_cost, 6),
+            "total_tokens": tokens,
+            "total_cost_usd": round(cost, 6),
+            "model": model,
+        }
+        for name in ("duration_ms", "tokens", "cost_usd", "total_tokens", "total_cost_usd"):
             t += 50
+            value = metrics[name]
             w.emit(t, METRIC, f"metric {name}={value}", {"name": name, "value": value, "unit": _unit(name)})
         t += 100
         end_msg = f"end {status} in {duration_ms} ms" if status != "failed" else "end failed: all delegations failed"
         w.emit(t, LOG, end_msg, {"status": status, "duration_ms": duration_ms}, level="error" if ok == 0 else "info")
-        metrics = {"duration_ms": duration_ms, "tokens": tokens, "cost_usd": round(cost, 6), "tasks": n_tasks}
+        metrics["tasks"] = n_tasks
         batch.runs.insert(0, self._run(run_id, mag, None, w.events[0].ts_us, t, status, metrics, ["demo", mag]))
         batch.events[:0] = w.events
         return batch
@@ -331,7 +359,7 @@ class DemoGenerator:
 
 
 def _unit(name: str) -> str:
-    return {"cost_usd": "usd", "tokens": "tokens"}.get(name, "ms")
+    return {"cost_usd": "usd", "total_cost_usd": "usd", "tokens": "tokens", "total_tokens": "tokens"}.get(name, "ms")
 
 
 @dataclass

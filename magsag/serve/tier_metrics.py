@@ -14,7 +14,6 @@ node-exporter never reads half of it.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,8 @@ from prometheus_client import (
     start_http_server,
     write_to_textfile,
 )
+
+from magsag.backends.schema import utc_now
 
 disable_created_metrics()  # no *_created series: they double every counter for nothing here
 OUTCOMES = ("success", "failed", "stopped")
@@ -52,7 +53,7 @@ class TierJobMetrics:
 
     def record(self, report: Any | None, seconds: float, *, failed: bool = False, now: float | None = None) -> None:
         """One finished job: its report (None when it failed before having one)."""
-        ended = time.time() if now is None else now
+        ended = utc_now().timestamp() if now is None else now
         stopped = bool(getattr(report, "stopped", False))
         outcome = "failed" if failed else "stopped" if stopped else "success"
         self.runs.labels(outcome).inc()

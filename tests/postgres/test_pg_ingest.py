@@ -10,9 +10,11 @@ import pytest
 from magsag.backends.errors import ValidationError
 from magsag.backends.schema import Event
 
+from tests.clock import PINNED_NOW
+
 pytestmark = pytest.mark.postgres
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+NOW = PINNED_NOW
 
 
 def uid(prefix: str) -> str:

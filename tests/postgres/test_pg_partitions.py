@@ -9,9 +9,11 @@ import pytest
 from magsag.backends.postgres.schema import partition_name
 from magsag.backends.schema import Event
 
+from tests.clock import PINNED_TODAY
+
 pytestmark = pytest.mark.postgres
 
-TODAY = datetime.now(UTC).date()
+TODAY = PINNED_TODAY
 
 
 async def partitions(admin, schema: str) -> dict[str, str]:

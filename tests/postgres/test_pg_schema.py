@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 
 import pytest
 from magsag.backends.errors import ConfigError
@@ -11,9 +10,11 @@ from magsag.backends.postgres import schema as postgres_schema
 from magsag.backends.postgres.store import PostgresStorageBackend
 from magsag.lakehouse.settings import backend_from_settings, load_settings
 
+from tests.clock import PINNED_NOW
+
 pytestmark = pytest.mark.postgres
 
-NOW = datetime.now(UTC)
+NOW = PINNED_NOW
 
 
 async def meta(admin, schema: str) -> dict[str, str]:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from magsag.backends.errors import QueryError
 from magsag.backends.postgres.store import websearch_words
 from magsag.backends.schema import Event
 
+from tests.clock import PINNED_NOW
+
 pytestmark = pytest.mark.postgres
 
-T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
+T0 = PINNED_NOW - timedelta(hours=6)
 
 MESSAGES = [
     # (agent, minutes after T0, message)

@@ -8,9 +8,11 @@ import pytest
 from magsag.backends.errors import ValidationError
 from magsag.backends.schema import Event
 
+from tests.clock import PINNED_TODAY
+
 pytestmark = pytest.mark.postgres
 
-TODAY = datetime.now(UTC).date()
+TODAY = PINNED_TODAY
 
 
 def at(d: date, hour: int = 12) -> datetime:

@@ -7,11 +7,11 @@ hot. Every answer (API, views, CLI) must be the same, now coming from two tiers.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from magsag.backends.schema import utc_now
 from magsag.lakehouse import query
 from magsag.lakehouse.settings import load_settings
 from magsag.lakehouse.tiered_backend import TieredBackend
@@ -31,7 +31,7 @@ def _settings(env: dict[str, str]) -> Any:
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_demo_tier_query(kind: str, tmp_path: Path) -> None:
     make = make_sqlite if kind == "sqlite" else make_postgres
-    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    end = utc_now().replace(second=0, microsecond=0)  # the pinned clock (tests/clock.py)
     stores, cleanups = [], []
     for name in ("hot", "tiered"):
         folder = tmp_path / name

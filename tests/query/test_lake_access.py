@@ -112,12 +112,12 @@ def test_pure_hot_reads_start_no_duckdb(tmp_path: Path) -> None:
     """With no lake, the API is the hot store's own: DuckDB is not even imported."""
     code = f"""
 import asyncio, sys, json
-from datetime import datetime, UTC
+from magsag.backends.schema import utc_now
 from magsag.storage import get_storage_backend
 
 async def main():
     s = await get_storage_backend(db_path={str(tmp_path / "hot.db")!r}, lake_url={str(tmp_path / "lake")!r})
-    await s.append_event("r", "a", "log", datetime.now(UTC), message="hello world")
+    await s.append_event("r", "a", "log", utc_now(), message="hello world")
     assert await s.get_run("r") is not None
     assert [e async for e in s.get_events("r")]
     assert await s.list_runs() and await s.search_text("hello")

@@ -44,13 +44,13 @@ def demo_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         res = magsag("data", "tier", "--json", env=env)
         assert res.code == 0, res.err
     else:  # before the tiering job exists: the same move, by the test helper
-        from magsag.backends.schema import to_us
+        from magsag.backends.schema import to_us, utc_now
         from magsag.backends.sqlite.store import SQLiteStorageBackend
         from magsag.lakehouse.objstore import open_lake
 
         from tests.tier_sim import move_rows
 
-        now = datetime.now(UTC)
+        now = utc_now()
         cut = to_us(datetime(now.year, now.month, now.day, tzinfo=UTC) - timedelta(days=HOT_DAYS))
 
         async def tier() -> None:

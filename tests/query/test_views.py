@@ -22,7 +22,7 @@ DOCUMENTED = {
     "metrics": "event_id ts dt tier run_id agent_slug name value unit model",
     "costs": "event_id ts dt tier run_id agent_slug model input_tokens output_tokens total_tokens cost_usd step",
     "run_summary": "run_id agent_slug parent_run_id status started_at ended_at dt tier duration_s cost_usd tokens "
-    "model tags",
+    "total_cost_usd total_tokens model tags",
 }
 
 

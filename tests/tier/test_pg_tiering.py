@@ -32,12 +32,13 @@ from magsag.lakehouse.tiering.destination import dest_key
 from magsag.lakehouse.tiering.job import run_tier
 from magsag.lakehouse.tiering.report import TierProgress
 
+from tests.clock import PINNED_TODAY
 from tests.conftest import PG_DSN, make_postgres
 
 pytestmark = pytest.mark.postgres
 
 ROOT = Path(__file__).resolve().parents[2]
-TODAY = datetime.now(UTC).date()
+TODAY = PINNED_TODAY
 DAY_A, DAY_B = TODAY - timedelta(days=10), TODAY - timedelta(days=9)
 
 
