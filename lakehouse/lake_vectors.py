@@ -79,7 +79,7 @@ def search(reader: LakeReader, query: Any, info: EmbedderInfo, flt: Filters, lim
         if not uris:
             return None
         sql = (
-            f"SELECT {EVENT_SELECT}, array_cosine_similarity(embedding, {lit}) AS score "
+            f"SELECT {EVENT_SELECT}, array_cosine_similarity(embedding::FLOAT[{info.dim}], {lit}) AS score "
             f"FROM {reader._source(uris)} WHERE {' AND '.join(where)} ORDER BY score DESC, event_id LIMIT ?"
         )
         return sql, [*params, limit]

@@ -268,7 +268,7 @@ def search(
         print_table(hits, cols, title=f"{len(hits)} matches for {what!r}", widths={"msg": 80})
     if not hits:
         if mode != "words":
-            err_console.print("no match: only embedded events are found; run `magsag data embed` (it reports the backlog)")
+            err_console.print("no match: only embedded events are found; run `magsag data embed` (reports the backlog)")
         raise typer.Exit(1)
 
 
