@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
 import time
@@ -23,6 +25,8 @@ from magsag.cli.common import (
     settings_from,
 )
 from magsag.storage import open_storage
+
+NICE = 10  # CPU priority drop of `embed --every`
 
 
 def register(app: typer.Typer) -> None:
@@ -64,8 +68,9 @@ def embed(
     """Embed hot events that have no vector yet (resumable), and report the backlog.
 
     Appends never wait for this: run it after ingest, from cron, or as a long-lived job with
-    --every. Tiering then writes each event's vector into the lake. A PostgreSQL server
-    without the pgvector extension is refused with the reason (exit 2).
+    --every (which lowers its own CPU priority by 10, so ingest keeps the processor). Tiering
+    then writes each event's vector into the lake. A PostgreSQL server without the pgvector
+    extension is refused with the reason (exit 2).
     """
     settings = settings_from(backend, db_path, dsn)
     if every is None:
@@ -76,6 +81,8 @@ def embed(
 
     interval = parse_every(every)
     assert interval is not None
+    with contextlib.suppress(OSError):  # a background job: the appends it follows go first for the CPU
+        os.nice(NICE)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
