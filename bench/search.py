@@ -52,13 +52,10 @@ def pick_words(db: Path, n: int) -> list[tuple[str, int]]:
     return common + middle
 
 
-async def run(events: int, nq: int, semantic: bool) -> dict[str, Any]:
+async def run(meta: dict[str, Any], nq: int, semantic: bool) -> dict[str, Any]:
     from magsag.backends.sqlite import schema as ddl
     from magsag.backends.sqlite.store import SQLiteStorageBackend, fts_words
 
-    from bench.tier import setup_sqlite
-
-    meta = setup_sqlite(events)
     tmp = Path(tempfile.mkdtemp(prefix="magsag-bench-search-"))
     try:
         db = tmp / "s.db"
@@ -155,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--semantic", action="store_true", help="also embed, then time search_similar and hybrid")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    result = asyncio.run(run(args.events, args.queries, args.semantic))
+    from bench.tier import setup_sqlite
+
+    result = asyncio.run(run(setup_sqlite(args.events), args.queries, args.semantic))
     result["uptime"] = os.popen("uptime").read().strip()
     command = "python3 bench/search.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.json:
