@@ -398,6 +398,52 @@ class StorageBackend(abc.ABC):
         """``stream_events`` with a validated :class:`~magsag.backends.stream.StreamFilter`."""
         raise UnsupportedOperation(f"the {self.name} backend cannot stream events (capabilities.streaming is false)")
 
+    # ------------------------------------------------------- semantic search
+    async def search_similar(
+        self,
+        text: str | None = None,
+        event_id: str | None = None,
+        run_id: str | None = None,
+        agent_slug: str | None = None,
+        event_type: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 20,
+    ) -> list[dict[str, Any]]:
+        """Events whose meaning is nearest ``text`` (or the event ``event_id``), best first.
+
+        Each event carries ``score`` (cosine similarity, 1 is identical). Filters narrow the
+        candidates; ``event_id`` itself is left out. Only events embedded already are found
+        (``magsag data embed``). Raises :class:`~magsag.backends.errors.UnsupportedOperation`
+        when ``capabilities.vector_search`` is false, saying why. See docs/search.md.
+        """
+        from magsag.backends import semantic
+
+        embedder = await semantic.embedder()
+        tiers = [await semantic.hot_tier(self, embedder)]
+        return await semantic.search_similar(
+            self,
+            tiers,
+            embedder,
+            text=text,
+            event_id=event_id,
+            run_id=run_id,
+            agent_slug=agent_slug,
+            event_type=event_type,
+            since=since,
+            until=until,
+            limit=limit,
+        )
+
+    async def similar_runs(self, run_id: str, limit: int = 10) -> list[dict[str, Any]]:
+        """Runs that failed (or ran) the way ``run_id`` did, best first, each with ``score``,
+        ``match_event_id`` and ``match_msg`` (its event nearest the run's vector)."""
+        from magsag.backends import semantic
+
+        embedder = await semantic.embedder()
+        tiers = [await semantic.hot_tier(self, embedder)]
+        return await semantic.similar_runs(self, tiers, embedder, run_id, limit)
+
     # ------------------------------------------------------------ retention
     async def vacuum(
         self,

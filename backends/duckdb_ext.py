@@ -36,6 +36,7 @@ PACKAGES = {
     "aws": ("duckdb_extension_aws", "s3"),
     "sqlite_scanner": ("duckdb_extension_sqlite_scanner", None),
     "postgres_scanner": ("duckdb_extension_postgres_scanner", "postgres"),
+    "vss": ("duckdb_extension_vss", "semantic"),
 }
 
 

@@ -11,6 +11,10 @@ delegating to SAGs, MCP calls, metrics, errors, artifacts), outside the timings.
   migration: same indexes, same FTS5 table kept in sync by one ``INSERT ... SELECT``
   per batch, unknown runs created the same way, WAL, ``synchronous=NORMAL``). Then
   one-at-a-time ``append_event`` from one task and from 16 concurrent tasks.
+* ``--embed`` (sqlite): the same batches once more into a fresh store while ``magsag data embed
+  --every 1s`` runs beside it as its own process (how it is deployed: appends never wait for
+  it); reports that ingest rate against the plain one (``embed_ratio``, target >= 0.8), the
+  embedder's backlog when the load ends and how long it takes to catch up.
 * **postgres**: batches through ``PostgresStorageBackend.append_events`` vs bare asyncpg
   ``copy_records_to_table`` into an identical table (same migration DDL: day partitions,
   the same indexes, generated tsvector; partitions made beforehand, rows pre-built, the
@@ -459,9 +463,64 @@ def show(result: dict[str, Any], command: str) -> None:
             ),
             ("store", f"{r['partitions']} day partitions, {r['runs']:,} runs, {r['bytes'] / 2**20:,.0f} MiB"),
         ]
+    if "embed_ratio" in r:
+        lines += [
+            ("append_events + embed process", f"{r['embed_eps']:>12,.0f} events/s"),
+            ("ratio with / without embedding", f"{r['embed_ratio']:>12.2f}x   (target >= 0.80x)"),
+            (
+                "  embed backlog at end / catch-up",
+                f"{r['embed_backlog_at_end']:>12,} events / {r['embed_catchup_s']:.1f} s "
+                f"({r['embed_vectors']:,} vectors)",
+            ),
+        ]
     width = max(len(k) for k, _ in lines)
     for k, v in lines:
         print(f"  {k:<{width}}  {v}")
+
+
+async def bench_embed(events: list[Event], batch: int, plain_eps: float) -> dict[str, Any]:
+    """Ingest with ``magsag data embed --every 1s`` running as a separate process."""
+    import signal
+    import subprocess
+
+    from magsag.backends.sqlite.store import SQLiteStorageBackend
+    from magsag.backends.vectors import vector_store
+
+    tmp = Path(tempfile.mkdtemp(prefix="magsag-bench-embed-"))
+    db = tmp / "embed.db"
+    try:
+        ours = SQLiteStorageBackend(db_path=db)
+        await ours.initialize()
+        env = {**os.environ, "MAGSAG_STORAGE_DB_PATH": str(db)}
+        cmd = [sys.executable, "-m", "magsag", "data", "embed", "--every", "1s", "--json"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            t_ours = 0.0
+            for chunk in batches(events, batch):
+                t = time.perf_counter()
+                await ours.append_events(chunk)
+                t_ours += time.perf_counter() - t
+            store = vector_store(ours)
+            backlog_end = await store.backlog()
+            t = time.perf_counter()
+            while await store.backlog() and time.perf_counter() - t < 600:
+                await asyncio.sleep(0.5)
+            catchup = time.perf_counter() - t
+            vectors = await store.count()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        await ours.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    eps = len(events) / t_ours
+    return {
+        "embed_eps": eps,
+        "embed_ratio": eps / plain_eps,
+        "embed_backlog_at_end": backlog_end,
+        "embed_catchup_s": catchup,
+        "embed_vectors": vectors,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -478,6 +537,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the PostgreSQL bench schemas")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--embed", action="store_true", help="sqlite: also ingest with `magsag data embed --every 1s` running"
+    )
     p.add_argument(
         "--metrics",
         action="store_true",
@@ -496,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     gen_s = time.perf_counter() - t
     if args.backend == "sqlite":
         result = asyncio.run(bench_sqlite(events, args.batch, args.singles))
+        if args.embed:
+            result.update(asyncio.run(bench_embed(events, args.batch, result["ours_eps"])))
     else:
         from magsag.backends.errors import StorageError
 

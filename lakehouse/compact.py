@@ -20,6 +20,7 @@ lock); a concurrent change of the inputs is detected before the commit.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -30,11 +31,13 @@ from typing import Any
 from magsag.backends.errors import IntegrityError, LockedError, NotFoundError
 from magsag.lakehouse import layout, manifest
 from magsag.lakehouse.faults import fault_point, fault_scope
-from magsag.lakehouse.lakeformat import SORT_KEYS, StagedFile
+from magsag.lakehouse.lakeformat import EMBEDDING, SORT_KEYS, StagedFile, embedding_info
 from magsag.lakehouse.lakestore import check_schema, discard_staging, partition_entries, remove, staged_jobs
 from magsag.lakehouse.lakewriter import PartitionWriter, publish
 from magsag.lakehouse.manifest import ManifestEntry
 from magsag.lakehouse.objstore import Lake, retry, store_errors
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TARGET_ROWS = 1_000_000  # files with at least this many rows are left alone
 COMPACT_PREFIX = "compact-"
@@ -138,6 +141,22 @@ def _local_inputs(lake: Lake, entries: list[ManifestEntry], tmp: str) -> list[st
     return out
 
 
+def has_embedding(paths: list[str]) -> bool:
+    import pyarrow.parquet as pq
+
+    return any(EMBEDDING in pq.read_schema(p).names for p in paths)
+
+
+def merged_embedding(paths: list[str]) -> tuple[str, int] | None:
+    """The one (model, dim) of the inputs' vectors; None if none has them, or two models differ."""
+    import pyarrow.parquet as pq
+
+    found = {info for p in paths if (info := embedding_info(pq.read_schema(p))) is not None}
+    if len(found) > 1:
+        log.warning("compaction drops vectors of mixed models %s; re-embed to restore them", sorted(found))
+    return found.pop() if len(found) == 1 else None
+
+
 def _merge(
     lake: Lake, dataset: str, day: date, entries: list[ManifestEntry], job: str, memory_limit: str
 ) -> StagedFile:
@@ -159,10 +178,13 @@ def _merge(
             con.execute("SET TimeZone = 'UTC'")
             order = ", ".join(f'"{c}"' for c in SORT_KEYS[dataset])
             files = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
+            embedding = merged_embedding(paths)  # vectors are kept (docs/search.md)
+            cols = "* EXCLUDE (embedding)" if embedding is None and has_embedding(paths) else "*"
             reader = con.execute(
-                f"SELECT * FROM read_parquet([{files}], hive_partitioning = false) ORDER BY {order}"
+                f"SELECT {cols} FROM read_parquet([{files}], hive_partitioning = false, union_by_name = true) "
+                f"ORDER BY {order}"
             ).to_arrow_reader(65_536)
-            with PartitionWriter(lake, dataset, day, job) as writer:
+            with PartitionWriter(lake, dataset, day, job, embedding=embedding) as writer:
                 for batch in reader:
                     writer.write(batch)
                 return writer.finish()

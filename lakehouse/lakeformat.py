@@ -37,6 +37,28 @@ def arrow_schema(dataset: str) -> pa.Schema:
     return event_arrow_schema() if layout.check_dataset(dataset) == layout.EVENTS else run_arrow_schema()
 
 
+# Events files may end with one more column: each event's vector (docs/search.md). Its model
+# and dimension are recorded in the file's key-value metadata under EMBEDDING_META.
+EMBEDDING = "embedding"
+EMBEDDING_META = b"magsag.embedding"
+
+
+def with_embedding(schema: pa.Schema, model: str, dim: int) -> pa.Schema:
+    """``schema`` + a nullable ``embedding`` column (``fixed_size_list<float32>[dim]``) and its metadata."""
+    meta = dict(schema.metadata or {})
+    meta[EMBEDDING_META] = jsontext.dumps({"model": model, "dim": int(dim)}).encode()
+    return schema.append(pa.field(EMBEDDING, pa.list_(pa.float32(), int(dim)))).with_metadata(meta)
+
+
+def embedding_info(schema: pa.Schema) -> tuple[str, int] | None:
+    """(model, dim) of a file's ``embedding`` column, or None when it has none."""
+    raw = (schema.metadata or {}).get(EMBEDDING_META)
+    if raw is None or EMBEDDING not in schema.names:
+        return None
+    d = jsontext.loads(raw)
+    return str(d["model"]), int(d["dim"])
+
+
 def parquet_options(dataset: str) -> dict[str, Any]:
     """Keyword arguments of ``pq.ParquetWriter`` for a dataset's files."""
     schema = arrow_schema(dataset)
@@ -130,13 +152,14 @@ def _parse_tags(col: pa.ChunkedArray | pa.Array, target: pa.DataType) -> pa.Arra
         raise ValidationError("runs column tags: not a JSON list of strings") from None
 
 
-def conform(data: pa.RecordBatch | pa.Table, dataset: str) -> pa.Table:
+def conform(data: pa.RecordBatch | pa.Table, dataset: str, schema: pa.Schema | None = None) -> pa.Table:
     """``data`` as a table of the dataset's canonical schema (columns picked by name, cast).
 
+    ``schema``: the canonical schema with an ``embedding`` column (:func:`with_embedding`).
     Raises :class:`ValidationError` for unknown columns, missing required columns, values
     that do not cast, or nulls in a required column.
     """
-    schema = arrow_schema(dataset)
+    schema = schema or arrow_schema(dataset)
     table = pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch) else data
     if not isinstance(table, pa.Table):
         raise ValidationError(f"expected an Arrow RecordBatch or Table, got {type(data).__name__}")

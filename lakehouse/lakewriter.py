@@ -38,6 +38,7 @@ from magsag.lakehouse.lakeformat import (
     arrow_schema,
     conform,
     parquet_options,
+    with_embedding,
 )
 from magsag.lakehouse.lakestore import (
     discard_staging,
@@ -144,6 +145,7 @@ class PartitionWriter:
         *,
         row_group_rows: int = ROW_GROUP_ROWS,
         progress: Callable[[int], None] | None = None,
+        embedding: tuple[str, int] | None = None,
     ) -> None:
         self.lake, self.dataset, self.day, self.job_id, self.seq = lake, layout.check_dataset(dataset), day, job_id, seq
         self.final_rel = layout.data_path(dataset, day, job_id, seq)
@@ -154,6 +156,8 @@ class PartitionWriter:
         self._hi = self._lo + US_PER_DAY
         self._ts = TS_COLUMN[dataset]
         self._schema = arrow_schema(dataset)
+        if embedding is not None:  # (model, dim): events files with each event's vector (docs/search.md)
+            self._schema = with_embedding(self._schema, *embedding)
         self._buf: list[pa.Table] = []
         self._buf_rows = 0
         self._buf_bytes = 0
@@ -187,7 +191,7 @@ class PartitionWriter:
     def write(self, data: pa.RecordBatch | pa.Table) -> None:
         if self._state != "open":
             raise StorageError(f"writer of {self.final_rel} is {self._state}; cannot write")
-        table = conform(data, self.dataset)
+        table = conform(data, self.dataset, self._schema)
         if table.num_rows == 0:
             return
         mm = pc.min_max(table.column(self._ts).cast(pa.int64()))

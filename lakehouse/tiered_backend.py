@@ -272,6 +272,47 @@ class TieredBackend(StorageBackend):
         hits.sort(key=lambda h: (h["score"], h["ts"]), reverse=True)
         return hits[:limit]
 
+    async def _vector_tiers(self) -> tuple[Any, list[Any], Any]:
+        """(embedder, [hot, lake] searches, lake vector lookup) for semantic search (docs/search.md)."""
+        from magsag.lakehouse import lake_vectors
+
+        return await lake_vectors.tiers(self)
+
+    async def search_similar(
+        self,
+        text: str | None = None,
+        event_id: str | None = None,
+        run_id: str | None = None,
+        agent_slug: str | None = None,
+        event_type: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 20,
+    ) -> list[dict[str, Any]]:
+        from magsag.backends import semantic
+
+        embedder, tiers, lookup = await self._vector_tiers()
+        return await semantic.search_similar(
+            self.hot,
+            tiers,
+            embedder,
+            text=text,
+            event_id=event_id,
+            run_id=run_id,
+            agent_slug=agent_slug,
+            event_type=event_type,
+            since=since,
+            until=until,
+            limit=limit,
+            lookup=lookup,
+        )
+
+    async def similar_runs(self, run_id: str, limit: int = 10) -> list[dict[str, Any]]:
+        from magsag.backends import semantic
+
+        embedder, tiers, _ = await self._vector_tiers()
+        return await semantic.similar_runs(self, tiers, embedder, run_id, limit)
+
     async def _query_metrics(self, metric_name: str, window: Window, aggregation: str) -> tuple[Any, int]:
         agent_slug, since, until = window.agent_slug, window.since, window.until
         if await self._has_lake():

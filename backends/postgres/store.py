@@ -55,6 +55,7 @@ from magsag.backends.postgres.schema import (
     target_version,
 )
 from magsag.backends.postgres.stream import PostgresStream
+from magsag.backends.postgres.vectors import probe as pgvector_probe
 from magsag.backends.retry import async_retrying
 from magsag.backends.schema import (
     EVENT_COLUMNS,
@@ -131,6 +132,7 @@ class PostgresStorageBackend(StorageBackend):
         self.enable_fts = True  # the tsvector index always exists (parity with SQLite's flag)
         self.partitioning: str | None = None  # "native" or "timescale", known after initialize()
         self.schema_version: int | None = None
+        self.pgvector = False  # known after initialize(): pg_available_extensions has 'vector'
         self._pool: Any = None
         self._parts: dict[int, DayPartition] = {}
         self._parts_lock = asyncio.Lock()
@@ -188,6 +190,7 @@ class PostgresStorageBackend(StorageBackend):
             self.schema_version = int(meta.get("schema_version", "0"))
             self._pool = pool
             await self._refresh_partitions()
+            self.pgvector = any(await self._read(pgvector_probe, "probing the vector extension"))
             today = date_day(utc_now().date())
             await self.ensure_days(range(today - 1, today + self.premake_days + 1))
         except BaseException as exc:
@@ -259,7 +262,7 @@ class PostgresStorageBackend(StorageBackend):
             list_runs=True,
             query_metrics=True,
             search_text=True,
-            vector_search=False,
+            vector_search=self.pgvector,  # the server offers the vector extension (backends/postgres/vectors.py)
             archive_artifacts=False,
             lifecycle_policy=True,
             streaming=True,

@@ -242,7 +242,7 @@ class SQLiteStorageBackend(StorageBackend):
             list_runs=True,
             query_metrics=True,
             search_text=True,
-            vector_search=False,
+            vector_search=_numpy_present(),  # exact cosine over stored vectors (backends/sqlite/vectors.py)
             archive_artifacts=False,
             lifecycle_policy=True,
             streaming=True,
@@ -552,6 +552,12 @@ class SQLiteStorageBackend(StorageBackend):
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def _numpy_present() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("numpy") is not None
 
 
 def _like_escape(word: str) -> str:

@@ -40,6 +40,7 @@ from magsag.lakehouse.lakewriter import (
     read_keys,
 )
 from magsag.lakehouse.objstore import Lake, retry
+from magsag.lakehouse.tiering.embed import EventVectors
 from magsag.lakehouse.tiering.report import DayResult, TierProgress
 
 
@@ -108,8 +109,16 @@ async def _export(ctx: ClaimContext, claim: Claim, dataset: str, rel: str) -> tu
     lake = ctx.lake
     await asyncio.to_thread(_remove_leftover, lake, rel)
     known = await asyncio.to_thread(partition_keys, lake, dataset, claim, exclude=set(claim.files.values()))
+    vectors = await EventVectors.open(ctx.src.backend) if dataset == EVENTS else None  # docs/search.md
     writer = await asyncio.to_thread(
-        PartitionWriter, lake, dataset, claim.day, claim.batch_id, 0, row_group_rows=ctx.row_group_rows
+        PartitionWriter,
+        lake,
+        dataset,
+        claim.day,
+        claim.batch_id,
+        0,
+        row_group_rows=ctx.row_group_rows,
+        embedding=vectors.spec if vectors else None,
     )
     dupes = 0
     try:
@@ -118,6 +127,8 @@ async def _export(ctx: ClaimContext, claim: Claim, dataset: str, rel: str) -> tu
                 batch, skipped = _drop_known(batch, "event_id", known)
                 dupes += skipped
                 if batch.num_rows:
+                    if vectors is not None:
+                        batch = await vectors.attach(batch)
                     await asyncio.to_thread(writer.write, batch)
                     ctx.progress.rows(batch.num_rows)
         else:

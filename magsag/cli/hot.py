@@ -172,7 +172,9 @@ def query(
 
 @command
 def search(
-    text: Annotated[str, typer.Argument(metavar="QUERY", help="Words to find in event messages.")],
+    text: Annotated[
+        str | None, typer.Argument(metavar="[QUERY]", help="Words (or, with --semantic, a description).")
+    ] = None,
     agent: AgentOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
@@ -180,36 +182,96 @@ def search(
     raw: Annotated[
         bool, typer.Option("--raw", help="Pass the backend's own query syntax through (FTS5 / websearch).")
     ] = False,
+    semantic: Annotated[bool, typer.Option("--semantic", help="Rank by meaning (vectors) instead of words.")] = False,
+    hybrid: Annotated[
+        bool, typer.Option("--hybrid", help="Fuse word and vector rankings (reciprocal rank fusion).")
+    ] = False,
+    like: Annotated[
+        str | None, typer.Option("--like", metavar="EVENT_ID", help="Events similar to this event.")
+    ] = None,
+    runs_like: Annotated[
+        str | None, typer.Option("--runs-like", metavar="RUN_ID", help="Runs that failed or ran like this run.")
+    ] = None,
+    event_type: Annotated[str | None, typer.Option("--type", help="Only events of this type (semantic modes).")] = None,
+    run_id: Annotated[str | None, typer.Option("--run", help="Only events of this run (semantic modes).")] = None,
     lake: LakeOpt = None,
     backend: BackendOpt = None,
     db_path: DbPathOpt = None,
     dsn: DsnOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Full-text search over event messages in the hot store and the lake, best match first.
+    """Search event messages in the hot store and the lake, best match first.
 
-    The query is taken as plain words (all must appear) unless --raw is given. --since and
-    --until limit which days of the lake are read. Each result says its tier. Exit code 1
-    when nothing matches.
+    By default full-text: the query is taken as plain words (all must appear) unless --raw
+    is given. --semantic ranks events by meaning ("could not connect to the DB" finds
+    "database connection refused"), --like EVENT_ID finds events like that one, --runs-like
+    RUN_ID finds runs like that one, --hybrid fuses word and vector rankings; these need
+    vectors (magsag data embed, docs/search.md). --since and --until limit which days of
+    the lake are read. Each result says its tier. Exit code 1 when nothing matches.
     """
+    from magsag.backends.errors import ValidationError
+
+    modes = [
+        m
+        for m, on in (("--semantic", semantic), ("--hybrid", hybrid), ("--like", like), ("--runs-like", runs_like))
+        if on
+    ]
+    if len(modes) > 1:
+        raise ValidationError(f"choose one of {', '.join(modes)}")
+    mode = modes[0] if modes else "words"
+    if mode in ("words", "--semantic", "--hybrid") and not (text and text.strip()):
+        raise ValidationError(f"search {'' if mode == 'words' else mode + ' '}needs a QUERY")
+    if mode in ("--like", "--runs-like") and text:
+        raise ValidationError(f"{mode} takes no QUERY")
+    if raw and mode != "words":
+        raise ValidationError(f"--raw is for word search, not {mode}")
+    if mode == "words" and (event_type or run_id):
+        raise ValidationError("--type and --run are for the semantic modes (--semantic, --hybrid, --like)")
     settings = settings_from(backend, db_path, dsn, lake_url=lake)
     since_dt, until_dt = parse_when(since, "--since"), parse_when(until, "--until")
 
     async def go() -> list[dict[str, Any]]:
         async with open_storage(settings) as storage:
-            return await storage.search_text(
-                text, agent_slug=agent, since=since_dt, limit=limit, raw=raw, until=until_dt
+            if mode == "words":
+                return await storage.search_text(
+                    text, agent_slug=agent, since=since_dt, limit=limit, raw=raw, until=until_dt
+                )
+            if mode == "--runs-like":
+                return await storage.similar_runs(runs_like, limit=limit)
+            if mode == "--hybrid":
+                from magsag.backends.semantic import hybrid_search
+
+                return await hybrid_search(
+                    storage, text, agent_slug=agent, event_type=event_type, since=since_dt, until=until_dt, limit=limit
+                )
+            return await storage.search_similar(
+                text=text if mode == "--semantic" else None,
+                event_id=like,
+                run_id=run_id,
+                agent_slug=agent,
+                event_type=event_type,
+                since=since_dt,
+                until=until_dt,
+                limit=limit,
             )
 
     hits = run(go())
     if json_out:
         print_json(hits)
+    elif mode == "--runs-like":
+        cols = ["score", "run_id", "agent_slug", "status", "started_at", "match_msg"]
+        print_table(hits, cols, title=f"{len(hits)} runs like {runs_like}", widths={"match_msg": 80})
     else:
         cols = ["ts", "run_id", "agent_slug", "type", "level", "msg"]
+        if mode != "words":
+            cols.insert(0, "score")
         if any("tier" in h for h in hits):
             cols.append("tier")
-        print_table(hits, cols, title=f"{len(hits)} matches for {text!r}", widths={"msg": 80})
+        what = text if text else f"event {like}"
+        print_table(hits, cols, title=f"{len(hits)} matches for {what!r}", widths={"msg": 80})
     if not hits:
+        if mode != "words":
+            err_console.print("no match: only embedded events are found; run `magsag data embed` (reports the backlog)")
         raise typer.Exit(1)
 
 
