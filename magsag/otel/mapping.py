@@ -96,7 +96,6 @@ METRIC_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "output_tokens": (GEN_AI_OUTPUT_TOKENS, OI_COMPLETION_TOKENS),
     "completion_tokens": (GEN_AI_OUTPUT_TOKENS, OI_COMPLETION_TOKENS),
     "tokens": (OI_TOTAL_TOKENS,),
-    "total_tokens": (OI_TOTAL_TOKENS,),
     "token_count": (OI_TOTAL_TOKENS,),
     "cost_usd": (OI_COST_TOTAL,),
     "model": (GEN_AI_REQUEST_MODEL, OI_MODEL),
