@@ -64,6 +64,26 @@ class StorageCapabilities:
         return asdict(self)
 
 
+#: What a full hot store (SQLite, PostgreSQL) declares: the whole contract and every
+#: optional capability of :mod:`magsag.backends.capabilities`.
+HOT_STORE = StorageCapabilities(
+    append_event=True,
+    get_run=True,
+    list_runs=True,
+    query_metrics=True,
+    search_text=True,
+    lifecycle_policy=True,
+    streaming=True,
+    tiering=True,
+    metric_samples=True,
+    day_stats=True,
+    duckdb_source=True,
+    activity=True,
+    finished_runs=True,
+    export_state=True,
+)
+
+
 class StorageBackend(abc.ABC):
     """Abstract hot store. Subclasses set ``name`` and implement the abstract methods."""
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from magsag.backends import jsontext
-from magsag.backends.base import StorageBackend, StorageCapabilities, Window, aggregate
+from magsag.backends.base import HOT_STORE, StorageBackend, StorageCapabilities, Window, aggregate
 from magsag.backends.capabilities import HotSource, RunKey, RunSelection
 from magsag.backends.errors import BackendUnavailable, NotFoundError, QueryError
 from magsag.backends.schema import (
@@ -236,24 +236,7 @@ class SQLiteStorageBackend(StorageBackend):
 
     @property
     def capabilities(self) -> StorageCapabilities:
-        return StorageCapabilities(
-            append_event=True,
-            get_run=True,
-            list_runs=True,
-            query_metrics=True,
-            search_text=True,
-            vector_search=False,
-            archive_artifacts=False,
-            lifecycle_policy=True,
-            streaming=True,
-            tiering=True,
-            metric_samples=True,
-            day_stats=True,
-            duckdb_source=True,
-            activity=True,
-            finished_runs=True,
-            export_state=True,
-        )
+        return HOT_STORE
 
     # ----------------------------------------------------------------- plumbing
     def _require(self) -> SQLiteWriter:
