@@ -497,6 +497,15 @@ class Window:
         return from_us(self.until_us) if self.until_us is not None else None
 
 
+def equal_conditions(where: list[str], params: list[Any], prefix: str = "", **columns: Any) -> None:
+    """Append ``{prefix}{column} = ?`` and its value for each column whose value is not None
+    (the qmark filters the SQLite store and the lake's DuckDB reads share)."""
+    for column, value in columns.items():
+        if value is not None:
+            where.append(f"{prefix}{column} = ?")
+            params.append(value)
+
+
 def keep_dates(keep_days: Iterable[Any] | None) -> list[date]:
     """``keep_days`` of ``vacuum`` as sorted distinct dates (datetimes, dates or YYYY-MM-DD)."""
     out = set()

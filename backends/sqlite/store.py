@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from magsag.backends import jsontext
-from magsag.backends.base import HOT_STORE, StorageBackend, StorageCapabilities, Window, aggregate
+from magsag.backends.base import HOT_STORE, StorageBackend, StorageCapabilities, Window, aggregate, equal_conditions
 from magsag.backends.capabilities import HotSource, RunKey, RunSelection
 from magsag.backends.errors import BackendUnavailable, NotFoundError, QueryError
 from magsag.backends.schema import (
@@ -344,9 +344,7 @@ class SQLiteStorageBackend(StorageBackend):
         where: list[str] = []
         params: list[Any] = []
         extras.window(where, params, window.agent_slug, window.since_us, window.until_us, "started_at")
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
+        equal_conditions(where, params, status=status)
         sql = f"SELECT {_RUN_SELECT} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -358,13 +356,9 @@ class SQLiteStorageBackend(StorageBackend):
     async def _events_page(
         self, run_id: str, event_type: str | None, level: str | None, after: Any, n: int
     ) -> tuple[list[tuple[Any, ...]], Any]:
-        where, params = ["e.run_id = ?"], [run_id]
-        if event_type is not None:
-            where.append("e.type = ?")
-            params.append(event_type)
-        if level is not None:
-            where.append("e.level = ?")
-            params.append(level)
+        where: list[str] = []
+        params: list[Any] = []
+        equal_conditions(where, params, "e.", run_id=run_id, type=event_type, level=level)
         ts, seq = after or (-(2**62), -1)
         sql = (
             f"SELECT {ddl.EVENT_SELECT}, e.seq FROM events e WHERE {' AND '.join(where)} "
