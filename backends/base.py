@@ -64,6 +64,26 @@ class StorageCapabilities:
         return asdict(self)
 
 
+#: What a full hot store (SQLite, PostgreSQL) declares: the whole contract and every
+#: optional capability of :mod:`magsag.backends.capabilities`.
+HOT_STORE = StorageCapabilities(
+    append_event=True,
+    get_run=True,
+    list_runs=True,
+    query_metrics=True,
+    search_text=True,
+    lifecycle_policy=True,
+    streaming=True,
+    tiering=True,
+    metric_samples=True,
+    day_stats=True,
+    duckdb_source=True,
+    activity=True,
+    finished_runs=True,
+    export_state=True,
+)
+
+
 class StorageBackend(abc.ABC):
     """Abstract hot store. Subclasses set ``name`` and implement the abstract methods."""
 
@@ -521,6 +541,15 @@ class Window:
     @property
     def until(self) -> datetime | None:
         return from_us(self.until_us) if self.until_us is not None else None
+
+
+def equal_conditions(where: list[str], params: list[Any], prefix: str = "", **columns: Any) -> None:
+    """Append ``{prefix}{column} = ?`` and its value for each column whose value is not None
+    (the qmark filters the SQLite store and the lake's DuckDB reads share)."""
+    for column, value in columns.items():
+        if value is not None:
+            where.append(f"{prefix}{column} = ?")
+            params.append(value)
 
 
 def keep_dates(keep_days: Iterable[Any] | None) -> list[date]:

@@ -17,6 +17,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from magsag.backends import jsontext
+from magsag.backends.base import equal_conditions
 from magsag.backends.duckdb_ext import new_connection
 from magsag.backends.duckdb_sql import bind, sql_list
 from magsag.backends.errors import BackendUnavailable, NotFoundError, QueryError, StorageError, redact_dsn
@@ -157,13 +158,9 @@ class LakeReader:
         limit: int | None = None,
         days: tuple[date | None, date | None] = (None, None),
     ) -> list[tuple[Any, ...]]:
-        where, params = ["run_id = ?"], [run_id]
-        if event_type is not None:
-            where.append("type = ?")
-            params.append(event_type)
-        if level is not None:
-            where.append("level = ?")
-            params.append(level.lower())
+        where: list[str] = []
+        params: list[Any] = []
+        equal_conditions(where, params, run_id=run_id, type=event_type, level=level.lower() if level else level)
         tail = " LIMIT ?" if limit is not None else ""
 
         def build(snap: LakeSnapshot) -> tuple[str, list[Any]] | None:
@@ -184,12 +181,7 @@ class LakeReader:
         limit: int,
     ) -> list[tuple[Any, ...]]:
         where, params = time_filters("started_at", since, until)
-        if agent_slug is not None:
-            where.append("agent_slug = ?")
-            params.append(agent_slug)
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
+        equal_conditions(where, params, agent_slug=agent_slug, status=status)
         cond = " WHERE " + " AND ".join(where) if where else ""
 
         def build(snap: LakeSnapshot) -> tuple[str, list[Any]] | None:
@@ -211,9 +203,7 @@ class LakeReader:
     ) -> list[tuple[Any, ...]]:
         """Rows in EVENT_COLUMNS order + the score, best first."""
         where, params = time_filters("ts", since, until)
-        if agent_slug is not None:
-            where.append("agent_slug = ?")
-            params.append(agent_slug)
+        equal_conditions(where, params, agent_slug=agent_slug)
 
         def build(snap: LakeSnapshot) -> tuple[str, list[Any]] | None:
             uris = [f.uri for f in snap.of("events", *day_range(since, until))]
@@ -239,9 +229,7 @@ class LakeReader:
             "json_type(payload, '$.value') IN ('BIGINT', 'UBIGINT', 'DOUBLE')",
         ]
         params.append(metric_name)
-        if agent_slug is not None:
-            where.append("agent_slug = ?")
-            params.append(agent_slug)
+        equal_conditions(where, params, agent_slug=agent_slug)
 
         def build(snap: LakeSnapshot) -> tuple[str, list[Any]] | None:
             uris = [f.uri for f in snap.of("events", *day_range(since, until))]

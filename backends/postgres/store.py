@@ -27,10 +27,11 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import date, datetime
 from typing import Any, ClassVar, TypeVar
 
-from magsag.backends.base import StorageBackend, StorageCapabilities, Window
+from magsag.backends.base import HOT_STORE, StorageBackend, StorageCapabilities, Window
 from magsag.backends.capabilities import HotSource, RunKey, RunSelection, merge_days
 from magsag.backends.errors import ConfigError, NotFoundError, QueryError, StorageError
 from magsag.backends.postgres import duckdb_source as duck
@@ -256,24 +257,8 @@ class PostgresStorageBackend(StorageBackend):
 
     @property
     def capabilities(self) -> StorageCapabilities:
-        return StorageCapabilities(
-            append_event=True,
-            get_run=True,
-            list_runs=True,
-            query_metrics=True,
-            search_text=True,
-            vector_search=self.pgvector,  # the server offers the vector extension (backends/postgres/vectors.py)
-            archive_artifacts=False,
-            lifecycle_policy=True,
-            streaming=True,
-            tiering=True,
-            metric_samples=True,
-            day_stats=True,
-            duckdb_source=True,
-            activity=True,
-            finished_runs=True,
-            export_state=True,
-        )
+        # the server offers the vector extension (backends/postgres/vectors.py)
+        return replace(HOT_STORE, vector_search=self.pgvector)
 
     # ----------------------------------------------------------------- plumbing
     def _require(self) -> Any:

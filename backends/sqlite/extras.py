@@ -10,6 +10,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from magsag.backends.base import equal_conditions
 from magsag.backends.capabilities import RunKey, RunSelection, merge_days
 from magsag.backends.schema import RUN_COLUMNS, US_PER_DAY
 
@@ -23,7 +24,8 @@ _EXPORT_DDL = (
 
 def window(where: list[str], params: list[Any], agent: str | None, lo: int | None, hi: int | None, col: str) -> None:
     """Append the agent / [lo, hi) conditions every read shares."""
-    for cond, val in (("agent_slug = ?", agent), (f"{col} >= ?", lo), (f"{col} < ?", hi)):
+    equal_conditions(where, params, agent_slug=agent)
+    for cond, val in ((f"{col} >= ?", lo), (f"{col} < ?", hi)):
         if val is not None:
             where.append(cond)
             params.append(val)

@@ -16,13 +16,14 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import date, datetime
 from itertools import chain
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from magsag.backends import jsontext
-from magsag.backends.base import StorageBackend, StorageCapabilities, Window, aggregate
+from magsag.backends.base import HOT_STORE, StorageBackend, StorageCapabilities, Window, aggregate, equal_conditions
 from magsag.backends.capabilities import HotSource, RunKey, RunSelection
 from magsag.backends.errors import BackendUnavailable, NotFoundError, QueryError
 from magsag.backends.schema import (
@@ -236,24 +237,8 @@ class SQLiteStorageBackend(StorageBackend):
 
     @property
     def capabilities(self) -> StorageCapabilities:
-        return StorageCapabilities(
-            append_event=True,
-            get_run=True,
-            list_runs=True,
-            query_metrics=True,
-            search_text=True,
-            vector_search=_numpy_present(),  # exact cosine over stored vectors (backends/sqlite/vectors.py)
-            archive_artifacts=False,
-            lifecycle_policy=True,
-            streaming=True,
-            tiering=True,
-            metric_samples=True,
-            day_stats=True,
-            duckdb_source=True,
-            activity=True,
-            finished_runs=True,
-            export_state=True,
-        )
+        # exact cosine over stored vectors (backends/sqlite/vectors.py)
+        return replace(HOT_STORE, vector_search=_numpy_present())
 
     # ----------------------------------------------------------------- plumbing
     def _require(self) -> SQLiteWriter:
@@ -361,9 +346,7 @@ class SQLiteStorageBackend(StorageBackend):
         where: list[str] = []
         params: list[Any] = []
         extras.window(where, params, window.agent_slug, window.since_us, window.until_us, "started_at")
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
+        equal_conditions(where, params, status=status)
         sql = f"SELECT {_RUN_SELECT} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -375,13 +358,9 @@ class SQLiteStorageBackend(StorageBackend):
     async def _events_page(
         self, run_id: str, event_type: str | None, level: str | None, after: Any, n: int
     ) -> tuple[list[tuple[Any, ...]], Any]:
-        where, params = ["e.run_id = ?"], [run_id]
-        if event_type is not None:
-            where.append("e.type = ?")
-            params.append(event_type)
-        if level is not None:
-            where.append("e.level = ?")
-            params.append(level)
+        where: list[str] = []
+        params: list[Any] = []
+        equal_conditions(where, params, "e.", run_id=run_id, type=event_type, level=level)
         ts, seq = after or (-(2**62), -1)
         sql = (
             f"SELECT {ddl.EVENT_SELECT}, e.seq FROM events e WHERE {' AND '.join(where)} "

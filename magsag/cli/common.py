@@ -43,6 +43,10 @@ DbPathOpt = Annotated[
     Path | None, typer.Option("--db-path", help="SQLite file (default: MAGSAG_STORAGE_DB_PATH or .magsag/storage.db).")
 ]
 DsnOpt = Annotated[str | None, typer.Option("--dsn", help="PostgreSQL DSN (default: MAGSAG_STORAGE_DSN).")]
+LakeOpt = Annotated[
+    str | None,
+    typer.Option("--lake", help="Lake root: a folder or s3://bucket/prefix (default: MAGSAG_STORAGE_LAKE_URL)."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 SinceOpt = Annotated[
     str | None,

@@ -14,6 +14,7 @@ from magsag.cli.common import (
     DbPathOpt,
     DsnOpt,
     JsonOpt,
+    LakeOpt,
     SinceOpt,
     UntilOpt,
     command,
@@ -31,10 +32,6 @@ from magsag.storage import open_storage
 
 RUN_COLUMNS = ("run_id", "agent_slug", "status", "started_at", "duration_s", "cost_usd", "tokens", "parent_run_id")
 EVENT_COLUMNS = ("ts", "type", "level", "msg", "span_id", "tier")
-LakeOpt = Annotated[
-    str | None,
-    typer.Option("--lake", help="Lake root: a folder or s3://bucket/prefix (default: MAGSAG_STORAGE_LAKE_URL)."),
-]
 
 
 def register(app: typer.Typer) -> None:

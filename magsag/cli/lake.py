@@ -23,6 +23,7 @@ from magsag.cli.common import (
     DbPathOpt,
     DsnOpt,
     JsonOpt,
+    LakeOpt,
     command,
     console,
     err_console,
@@ -39,10 +40,6 @@ from magsag.lakehouse.settings import StorageSettings
 from magsag.lakehouse.tiering.report import TierProgress, TierReport
 from magsag.storage import open_storage
 
-LakeOpt = Annotated[
-    str | None,
-    typer.Option("--lake", help="Lake root: a folder or s3://bucket/prefix (default: MAGSAG_STORAGE_LAKE_URL)."),
-]
 NoWaitOpt = Annotated[
     bool, typer.Option("--no-wait", help="If another tiering job holds the lock, exit (code 3) instead of waiting.")
 ]

@@ -18,6 +18,7 @@ from magsag.cli.common import (
     DbPathOpt,
     DsnOpt,
     JsonOpt,
+    LakeOpt,
     command,
     console,
     err_console,
@@ -27,10 +28,6 @@ from magsag.cli.common import (
     settings_from,
 )
 
-LakeOpt = Annotated[
-    str | None,
-    typer.Option("--lake", help="Lake root: a folder or s3://bucket/prefix (default: MAGSAG_STORAGE_LAKE_URL)."),
-]
 FORMATS = ("table", "csv", "json", "parquet")
 
 

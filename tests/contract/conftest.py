@@ -39,15 +39,32 @@ def make_clickhouse(tmp_path: Path) -> tuple[StorageBackend, dict[str, str], Cal
     return backend, {"MAGSAG_STORAGE_BACKEND": "clickhouse", **ch_env("chdb", database)}, drop
 
 
+def make_legacy_api(tmp_path: Path) -> tuple[StorageBackend, dict[str, str], Callable[[], Any] | None]:
+    from tests.contract.legacy_backend import LegacyApiBackend
+
+    db = tmp_path / "legacy.db"
+    env = {
+        "MAGSAG_STORAGE_BACKEND": "tests.contract.legacy_backend:LegacyApiBackend",
+        "MAGSAG_STORAGE_DB_PATH": str(db),
+    }
+    return LegacyApiBackend(db), env, None
+
+
+# A custom backend written against the public methods only, declaring no optional capability.
+CUSTOM: dict[str, Callable[[Path], tuple[StorageBackend, dict[str, str], Callable[[], Any] | None]]] = {
+    "legacy-api": make_legacy_api,
+}
+
 READ_ONLY: dict[str, Callable[[Path], tuple[StorageBackend, dict[str, str], Callable[[], Any] | None]]] = {
     "clickhouse": make_clickhouse,
 }
 
 
-@pytest.fixture(params=[*sorted(BACKENDS), *sorted(READ_ONLY)])
+@pytest.fixture(params=[*sorted(BACKENDS), *sorted(CUSTOM), *sorted(READ_ONLY)])
 async def backend_case(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BackendCase]:
     kind = request.param
     if kind in READ_ONLY and request.node.get_closest_marker("hot_store"):
         pytest.skip(f"{kind} is read-only: this test checks hot-store behaviour (retention, concurrent writers)")
-    async with open_case(kind, READ_ONLY.get(kind) or BACKENDS[kind], request, tmp_path) as case:
+    make = READ_ONLY.get(kind) or CUSTOM.get(kind) or BACKENDS[kind]
+    async with open_case(kind, make, request, tmp_path) as case:
         yield case
