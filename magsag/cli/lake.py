@@ -64,10 +64,12 @@ def parse_every(text: str | None) -> float | None:
     """``1h``, ``30m``, ``90s``, ``1d`` (or plain seconds) -> seconds (> 0)."""
     if text is None:
         return None
+    from magsag.cli.validate import check_every
+
     seconds = parse_duration(text, "--every", default_unit="s").total_seconds()
     if seconds <= 0:
         raise ConfigError(f"--every: {text!r} is not an interval (use 1h, 30m, 90s or 1d)")
-    return seconds
+    return check_every(seconds, text)
 
 
 def parse_days(text: str | None, option: str) -> int | None:

@@ -50,3 +50,35 @@ def check_id(value: str | None, option: str) -> str | None:
     if value is not None and len(value) > MAX_ID_LEN:
         raise ConfigError(f"{option}: {len(value)} characters, longer than any id (at most {MAX_ID_LEN})")
     return value
+
+
+WORKERS_PER_CORE = 4  # --workers above this many per core only thrash
+MIN_EVERY_SECONDS = 1.0
+MAX_EVERY_SECONDS = 366 * 86400.0
+
+
+def cores() -> int:
+    """CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def check_workers(value: int | None, option: str = "--workers") -> int | None:
+    """A process count: 0 .. :data:`WORKERS_PER_CORE` x the cores."""
+    if value is None:
+        return None
+    top = WORKERS_PER_CORE * cores()
+    if not 0 <= value <= top:
+        raise ConfigError(
+            f"{option}: {value} is out of range 0..{top} ({WORKERS_PER_CORE} per core, {cores()} cores here)"
+        )
+    return value
+
+
+def check_every(seconds: float, text: str, option: str = "--every") -> float:
+    """A job interval: at least 1 s, at most 366 days."""
+    if not MIN_EVERY_SECONDS <= seconds <= MAX_EVERY_SECONDS:
+        raise ConfigError(f"{option}: {text!r} is out of range (from 1s to 366d)")
+    return seconds
