@@ -12,6 +12,7 @@ from typing import Any
 from magsag.backends.duckdb_sql import sql_list
 from magsag.backends.errors import NotFoundError
 from magsag.lakehouse import layout
+from magsag.lakehouse.lakecheck import diagnose
 from magsag.lakehouse.lakefiles import SnapshotReader
 from magsag.lakehouse.objstore import Lake, store_errors
 
@@ -74,13 +75,17 @@ def lake_summary(lake: Lake, *, days: int | None = 3, agent: str | None = None) 
             ORDER BY dt DESC, cost_usd DESC NULLS LAST, agent_slug
         """
         with store_errors(lake, "reading the lake with DuckDB"):
-            cur = con.execute(sql, {"agent": agent} if agent else None)
-            cols = [d[0] for d in cur.description]
-            rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-            span = con.execute(
-                f"SELECT min(CAST(dt AS DATE)), max(CAST(dt AS DATE)), count(DISTINCT dt), count(*) "
-                f"FROM {src(layout.EVENTS if has_events else layout.RUNS)}"
-            ).fetchone()
+            try:
+                cur = con.execute(sql, {"agent": agent} if agent else None)
+                cols = [d[0] for d in cur.description]
+                rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+                span = con.execute(
+                    f"SELECT min(CAST(dt AS DATE)), max(CAST(dt AS DATE)), count(DISTINCT dt), count(*) "
+                    f"FROM {src(layout.EVENTS if has_events else layout.RUNS)}"
+                ).fetchone()
+            except Exception as exc:
+                diagnose(lake, [f for fs in snap.files.values() for f in fs], exc)  # name a damaged file
+                raise
     finally:
         con.close()
     for r in rows:

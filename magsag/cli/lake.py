@@ -453,6 +453,14 @@ def compact(
     ] = None,
     lake: LakeOpt = None,
     no_wait: NoWaitOpt = False,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Verify every live file against its manifest entry; move those that fail (missing, "
+            "truncated, garbled, wrong schema) with their entries to _magsag/quarantine/.",
+        ),
+    ] = False,
     backend: BackendOpt = None,
     db_path: DbPathOpt = None,
     dsn: DsnOpt = None,
@@ -461,6 +469,8 @@ def compact(
     """Merge the small files of each lake partition into one, atomically.
 
     Readers never see a partition half-merged. Holds the tiering lock while it runs.
+    Uncommitted files older than a day are removed. --repair sets damaged files aside
+    first (nothing is deleted) and reports what it set aside.
     """
     settings = settings_from(backend, db_path, dsn, lake_url=lake)
     day = parse_day(partition, "--partition") if partition else None
@@ -476,6 +486,14 @@ def compact(
             src = tier_source(storage)
             try:
                 async with src.job_lock(wait=not no_wait):
+                    if repair:
+                        from magsag.lakehouse.lakecheck import repair_lake
+
+                        job = new_job_id("repair")
+                        return [
+                            {"status": "set aside", **r}
+                            for r in await asyncio.to_thread(repair_lake, the_lake, partition=day, stamp=job)
+                        ] + await asyncio.to_thread(compact_lake, the_lake, partition=day, job_id=job)
                     return await asyncio.to_thread(compact_lake, the_lake, partition=day, job_id=new_job_id("compact"))
             finally:
                 await src.close()
@@ -484,6 +502,9 @@ def compact(
     if json_out:
         print_json(results)
         return
+    aside = [r for r in results if r.get("status") == "set aside"]
+    if aside:
+        print_table(aside, ("dataset", "dt", "path", "rows", "problem"), title="set aside in _magsag/quarantine/")
     rows = [r for r in results if r.get("status") == "compacted"]
     cols = ("dataset", "dt", "files_before", "files_after", "rows", "bytes_before", "bytes_after", "seconds")
     if rows:
