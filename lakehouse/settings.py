@@ -179,8 +179,11 @@ def load_settings(**overrides: Any) -> StorageSettings:
         raise ConfigError(f"{source}: {err['msg'].lower()}{shown}") from None
 
 
-def backend_from_settings(settings: StorageSettings) -> StorageBackend:
-    """Instantiate (not initialize) the hot store the settings name."""
+def backend_from_settings(settings: StorageSettings, *, read_only: bool = False) -> StorageBackend:
+    """Instantiate (not initialize) the hot store the settings name.
+
+    ``read_only`` (SQLite): open an existing store for reading only, creating nothing.
+    """
     try:
         cls = resolve_backend_class(settings.backend)
     except ConfigError as exc:
@@ -190,6 +193,7 @@ def backend_from_settings(settings: StorageSettings) -> StorageBackend:
         return factory(settings)
     kind = settings.backend.strip().lower()
     if kind == "sqlite":
-        return cls(db_path=settings.db_path, enable_fts=settings.enable_fts)  # type: ignore[call-arg]
+        kw = {"read_only": True} if read_only else {}
+        return cls(db_path=settings.db_path, enable_fts=settings.enable_fts, **kw)  # type: ignore[call-arg]
     params = inspect.signature(cls).parameters
     return cls(**{k: v for k, v in {"settings": settings}.items() if k in params})  # type: ignore[arg-type]

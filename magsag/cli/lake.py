@@ -234,7 +234,7 @@ async def _job(
 ) -> TierReport:
     from magsag.lakehouse.tiering.job import run_tier
 
-    async with open_storage(settings) as storage:
+    async with open_storage(settings, read_only=dry_run) as storage:
         return await run_tier(
             storage,
             lake,
