@@ -8,12 +8,16 @@ them until they are asked for.
 from __future__ import annotations
 
 import importlib
+import re
 from importlib.metadata import entry_points
 
 from magsag.backends.base import StorageBackend
 from magsag.backends.errors import ConfigError
 
 ENTRY_POINT_GROUP = "magsag.storage.backends"
+MAX_DOTTED = 256
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_DOTTED = re.compile(rf"{_IDENT}(?:\.{_IDENT})*(?::{_IDENT}(?:\.{_IDENT})*)?")
 BUILTIN = {
     "sqlite": "magsag.backends.sqlite.store:SQLiteStorageBackend",
     "postgres": "magsag.backends.postgres.store:PostgresStorageBackend",
@@ -51,5 +55,8 @@ def resolve_backend_class(name: str) -> type[StorageBackend]:
         if ep.name == key:
             return _load(ep.value, key)
     if ":" in key or "." in key:
+        if len(key) > MAX_DOTTED or not _DOTTED.fullmatch(key):
+            shown = repr(key) if len(key) <= 80 else f"{key[:60]!r}... ({len(key)} characters)"
+            raise ConfigError(f"backend {shown} is not a dotted path like pkg.module:Class (at most {MAX_DOTTED})")
         return _load(key, key)
     raise ConfigError(f"unknown backend {name!r} (known: {', '.join(known_backends())}, or a dotted path)")

@@ -25,10 +25,11 @@ import os
 import shutil
 import tempfile
 import time
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from magsag.backends.errors import IntegrityError, LockedError, NotFoundError
+from magsag.backends.schema import utc_now
 from magsag.lakehouse import layout, manifest
 from magsag.lakehouse.faults import fault_point, fault_scope
 from magsag.lakehouse.lakeformat import EMBEDDING, SORT_KEYS, StagedFile, embedding_info
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TARGET_ROWS = 1_000_000  # files with at least this many rows are left alone
 COMPACT_PREFIX = "compact-"
 DEFAULT_MEMORY_LIMIT = "512MB"
+ORPHAN_GRACE = timedelta(hours=24)  # uncommitted files younger than this may belong to a running job
 
 
 def compaction_job(entries: list[ManifestEntry]) -> str:
@@ -297,7 +299,7 @@ def small_file_partitions(
 
 
 def uncommitted_files(lake: Lake, dataset: str | None = None) -> list[str]:
-    """Data files without any manifest entry (leftovers of a crashed job; plain globs see them)."""
+    """Data files of the layout without any manifest entry (leftovers of a crashed job; plain globs see them)."""
     out = []
     for ds in (dataset,) if dataset else layout.DATASETS:
         pattern = lake.path(layout.data_glob(ds))
@@ -308,13 +310,60 @@ def uncommitted_files(lake: Lake, dataset: str | None = None) -> list[str]:
         committed = {e.path for e in retry(lake, f"reading the {ds} manifest", manifest.read_entries, lake, ds)}
         for p in sorted(found):
             rel = p[len(lake.root) :].lstrip("/") if p.startswith(lake.root) else p
+            try:
+                layout.check_data_path(rel)
+            except ValueError:
+                continue
             if rel not in committed:
                 out.append(rel)
     return out
 
 
-def compact_lake(lake: Lake, *, partition: date | None = None, job_id: str | None = None) -> list[dict[str, Any]]:
-    """Merge the small files of every partition holding more than one (or of ``partition``)."""
+def _modified(info: dict[str, Any]) -> datetime | None:
+    """When a listed object was last written (None: the store does not say)."""
+    value = info.get("mtime", info.get("LastModified", info.get("last_modified")))
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, UTC)
+    return None
+
+
+def remove_orphans(lake: Lake, *, grace: timedelta = ORPHAN_GRACE, partition: date | None = None) -> list[str]:
+    """Delete data files no manifest entry names that were last written more than ``grace`` ago.
+
+    Such a file is a leftover of a crashed job (or a stray copy): readers that go through
+    the manifest never see it, plain globs would count it twice. A file younger than
+    ``grace`` may be a job's file between its move and its commit, and is kept. Only a
+    lake with a manifest is cleaned (a lake without one is all plain files), and only
+    files of the layout (``events|runs/dt=YYYY-MM-DD/<name>.parquet``). Returns what was
+    deleted.
+    """
+    now = utc_now()
+    removed = []
+    for ds in layout.DATASETS:
+        entries = retry(lake, f"reading the {ds} manifest", manifest.read_entries, lake, ds)
+        if not entries:
+            continue
+        committed = {e.path for e in entries} | {p for e in entries for p in e.replaces}
+        for rel in uncommitted_files(lake, ds):
+            if rel in committed or (partition is not None and layout.check_data_path(rel)[1] != partition):
+                continue
+            info = retry(lake, f"checking {rel}", lake.fs.info, lake.path(rel))
+            when = _modified(info)
+            if when is None or now - when < grace:
+                continue
+            if remove(lake, rel):
+                removed.append(rel)
+    return removed
+
+
+def compact_lake(
+    lake: Lake, *, partition: date | None = None, job_id: str | None = None, orphan_grace: timedelta = ORPHAN_GRACE
+) -> list[dict[str, Any]]:
+    """Merge the small files of every partition holding more than one (or of ``partition``),
+    after removing uncommitted files older than ``orphan_grace`` (:func:`remove_orphans`)."""
+    remove_orphans(lake, grace=orphan_grace, partition=partition)
     out = []
     for p in small_file_partitions(lake):
         day = date.fromisoformat(p["dt"])

@@ -1,16 +1,20 @@
 """A short summary read back from the lake with DuckDB: per agent and day, runs, failures,
 error rate, cost and tokens (from the runs files: each run's own spend, the rollup rule of
 docs/query.md, so the column sums to the money spent), events and error events (from the
-events files). It reads the Parquet files by plain glob with Hive partitioning, exactly as
-any other engine would, so it also shows that the lake stands on its own.
+events files). It reads the lake's live files (the manifest's committed files, or the
+plain glob of a lake without a manifest) with Hive partitioning, like every other reader:
+a crashed job's uncommitted leftover is never counted.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from magsag.backends.duckdb_sql import sql_list
 from magsag.backends.errors import NotFoundError
 from magsag.lakehouse import layout
+from magsag.lakehouse.lakecheck import diagnose
+from magsag.lakehouse.lakefiles import SnapshotReader
 from magsag.lakehouse.objstore import Lake, store_errors
 
 
@@ -23,27 +27,21 @@ def _connect(lake: Lake) -> Any:
     return con
 
 
-def _has_files(lake: Lake, dataset: str) -> bool:
-    with store_errors(lake, f"listing {dataset} files"):
-        if not lake.is_local:
-            lake.fs.invalidate_cache(lake.path(dataset))
-        return bool(lake.fs.glob(lake.path(layout.data_glob(dataset))))
-
-
 def lake_summary(lake: Lake, *, days: int | None = 3, agent: str | None = None) -> dict[str, Any]:
     """Per (day, agent) figures of the newest ``days`` lake days (all when None or 0).
 
     Raises :class:`~magsag.backends.errors.NotFoundError` when the lake holds no data yet.
     """
-    has_runs, has_events = _has_files(lake, layout.RUNS), _has_files(lake, layout.EVENTS)
+    snap = SnapshotReader(lake).snapshot()
+    uris = {d: [f.uri for f in snap.of(d)] for d in layout.DATASETS}
+    has_runs, has_events = bool(uris[layout.RUNS]), bool(uris[layout.EVENTS])
     if not (has_runs or has_events):
         raise NotFoundError(f"lake {lake.uri()} holds no data yet (run `magsag data tier` first)")
     con = _connect(lake)
     try:
 
         def src(dataset: str) -> str:
-            uri = lake.uri(layout.data_glob(dataset)).replace("'", "''")
-            return f"read_parquet('{uri}', hive_partitioning = true)"
+            return f"read_parquet({sql_list(uris[dataset])}, hive_partitioning = true)"
 
         runs = (
             f"SELECT CAST(dt AS DATE) AS dt, agent_slug, count(*) AS runs, "
@@ -78,13 +76,17 @@ def lake_summary(lake: Lake, *, days: int | None = 3, agent: str | None = None) 
             ORDER BY dt DESC, cost_usd DESC NULLS LAST, agent_slug
         """
         with store_errors(lake, "reading the lake with DuckDB"):
-            cur = con.execute(sql, {"agent": agent} if agent else None)
-            cols = [d[0] for d in cur.description]
-            rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-            span = con.execute(
-                f"SELECT min(CAST(dt AS DATE)), max(CAST(dt AS DATE)), count(DISTINCT dt), count(*) "
-                f"FROM {src(layout.EVENTS if has_events else layout.RUNS)}"
-            ).fetchone()
+            try:
+                cur = con.execute(sql, {"agent": agent} if agent else None)
+                cols = [d[0] for d in cur.description]
+                rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+                span = con.execute(
+                    f"SELECT min(CAST(dt AS DATE)), max(CAST(dt AS DATE)), count(DISTINCT dt), count(*) "
+                    f"FROM {src(layout.EVENTS if has_events else layout.RUNS)}"
+                ).fetchone()
+            except Exception as exc:
+                diagnose(lake, [f for fs in snap.files.values() for f in fs], exc)  # name a damaged file
+                raise
     finally:
         con.close()
     for r in rows:

@@ -20,13 +20,13 @@ from magsag.backends import jsontext
 from magsag.backends.base import equal_conditions
 from magsag.backends.duckdb_ext import new_connection
 from magsag.backends.duckdb_sql import bind, sql_list
-from magsag.backends.errors import BackendUnavailable, NotFoundError, QueryError, StorageError, redact_dsn
+from magsag.backends.errors import BackendUnavailable, QueryError, StorageError, redact_dsn
 from magsag.backends.retry import retrying
 from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS, coerce_datetime, day_of_us, to_us
 from magsag.lakehouse import search
 from magsag.lakehouse.duckdb_lake import attach_lake, lake_extensions
-from magsag.lakehouse.lakefiles import LakeFile, LakeSnapshot, SnapshotReader
-from magsag.lakehouse.lakestore import check_schema
+from magsag.lakehouse.lakecheck import diagnose
+from magsag.lakehouse.lakefiles import LakeSnapshot, SnapshotReader
 from magsag.lakehouse.objstore import Lake
 
 if TYPE_CHECKING:
@@ -242,24 +242,6 @@ class LakeReader:
             return sql, params
 
         return [(r[0], float(r[1])) for r in self._query(build)]
-
-
-# Engine errors that a damaged or foreign file can cause (the file is then looked for).
-_FILE_SYMPTOMS = ("Failed to read file", "schema mismatch", "Conversion Error", "Binder Error", "Invalid Input Error")
-DIAGNOSE_FILES = 2000  # most footers read to find the damaged file behind one failed query
-
-
-def diagnose(lake: Lake, files: list[LakeFile], exc: BaseException) -> None:
-    """Raise :class:`IntegrityError` naming the first of ``files`` whose schema is not canonical,
-    if ``exc`` is an engine error such a file can cause; return otherwise (the caller re-raises)."""
-    text = str(exc)
-    if not any(s in text for s in _FILE_SYMPTOMS):
-        return
-    for f in files[:DIAGNOSE_FILES]:
-        try:
-            check_schema(lake, f.rel, f.dataset)
-        except NotFoundError:
-            return  # gone since the snapshot (a compaction finishing): the caller reads again
 
 
 def is_placeholder(run: dict[str, Any]) -> bool:

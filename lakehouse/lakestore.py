@@ -81,7 +81,7 @@ def check_schema(lake: Lake, rel: str, dataset: str) -> None:
         raise IntegrityError(f"lake file {rel} {problem}; {REFUSED}")
 
 
-REFUSED = "refused, nothing changed (restore the file, or remove its manifest entry)"
+REFUSED = "refused, nothing changed (restore the file, or run `magsag data compact --repair`)"
 
 
 def exists(lake: Lake, rel: str) -> bool:

@@ -15,11 +15,14 @@ that go through the manifest; plain-glob readers need nothing but the data files
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date
+from functools import cache
 from typing import Any
 
+import pydantic
 from magsag.backends import jsontext
 from magsag.backends.errors import IntegrityError
 from magsag.backends.schema import SCHEMA_VERSION, utc_now
@@ -27,6 +30,7 @@ from magsag.lakehouse import layout
 from magsag.lakehouse.objstore import Lake
 
 MANIFEST_FORMAT = 1
+_CHECKSUM = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class ManifestError(IntegrityError):
@@ -64,13 +68,32 @@ class ManifestEntry:
 
         Raises :class:`ManifestError` for an entry whose paths leave the lake's layout.
         """
-        d = jsontext.loads(raw)
-        known = {f for f in cls.__dataclass_fields__}
-        d = {k: v for k, v in d.items() if k in known}
-        d["replaces"] = tuple(d.get("replaces") or ())
-        entry = cls(**d)
+        where = f"manifest entry {source}" if source else "manifest entry"
+        try:
+            entry = _adapter().validate_json(raw, strict=True)
+        except pydantic.ValidationError as exc:
+            raise ManifestError(f"{where}: {_first_problem(exc)}; {REFUSED}") from None
         check_entry(entry, source)
         return entry
+
+
+REFUSED = "refused, nothing changed (remove or fix that file)"
+
+
+@cache
+def _adapter() -> pydantic.TypeAdapter[ManifestEntry]:
+    """The one schema of an entry: the dataclass's fields and types, strictly (JSON in)."""
+    return pydantic.TypeAdapter(ManifestEntry)
+
+
+def _first_problem(exc: pydantic.ValidationError) -> str:
+    err = exc.errors(include_url=False, include_input=False)[0]
+    loc = ".".join(str(p) for p in err.get("loc", ()))
+    if err.get("type") == "json_invalid":
+        return "not valid JSON"
+    if err.get("type") in ("dataclass_type", "dataclass_exact_type", "model_type") and not loc:
+        return "not a JSON object"
+    return f"{loc}: {err['msg'].lower()}" if loc else err["msg"].lower()
 
 
 def check_entry(entry: ManifestEntry, source: str = "") -> None:
@@ -83,6 +106,11 @@ def check_entry(entry: ManifestEntry, source: str = "") -> None:
     """
     where = f"manifest entry {source}" if source else "manifest entry"
     try:
+        layout.check_dataset(entry.dataset)
+        if not (0 <= entry.rows < 2**63 and 0 <= entry.bytes < 2**63):
+            raise ValueError(f"rows and bytes must be counts (0 .. 2**63-1), got {entry.rows} and {entry.bytes}")
+        if not _CHECKSUM.fullmatch(entry.checksum):
+            raise ValueError("checksum is not sha256:<64 hex digits>")
         dataset, day = layout.check_data_path(entry.path)
         if (dataset, day.isoformat()) != (entry.dataset, entry.dt):
             raise ValueError(f"path {entry.path!r} is not in partition {entry.dataset}/dt={entry.dt}")
@@ -92,7 +120,7 @@ def check_entry(entry: ManifestEntry, source: str = "") -> None:
         if source and not source.endswith("/" + layout.manifest_path(entry.path)):
             raise ValueError(f"it names {entry.path!r}, whose entry is {layout.manifest_path(entry.path)}")
     except ValueError as exc:
-        raise ManifestError(f"{where}: {exc}; refused, nothing changed (remove or fix that file)") from None
+        raise ManifestError(f"{where}: {exc}; {REFUSED}") from None
 
 
 def checksum_bytes(data: bytes) -> str:

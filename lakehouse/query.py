@@ -117,7 +117,7 @@ def connect(
     except BaseException as exc:
         con.close()
         if snap is not None and isinstance(exc, Exception):
-            from magsag.lakehouse.lakeread import diagnose
+            from magsag.lakehouse.lakecheck import diagnose
 
             diagnose(lake, [f for fs in snap.files.values() for f in fs], exc)  # name a damaged file
         raise
@@ -187,7 +187,8 @@ def run_sql(
             ctx = _contexts.get(con)
             message = _sql_error(exc)
             if ctx is not None:
-                from magsag.lakehouse.lakeread import diagnose, scrub
+                from magsag.lakehouse.lakecheck import diagnose
+                from magsag.lakehouse.lakeread import scrub
 
                 diagnose(ctx.lake, [f for fs in ctx.snapshot.files.values() for f in fs], exc)
 

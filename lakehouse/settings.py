@@ -179,14 +179,19 @@ def load_settings(**overrides: Any) -> StorageSettings:
         raise ConfigError(f"{source}: {err['msg'].lower()}{shown}") from None
 
 
-def backend_from_settings(settings: StorageSettings) -> StorageBackend:
-    """Instantiate (not initialize) the hot store the settings name."""
+def backend_from_settings(settings: StorageSettings, *, read_only: bool = False) -> StorageBackend:
+    """Instantiate (not initialize) the hot store the settings name.
+
+    ``read_only`` (SQLite): open an existing store for reading only, creating nothing.
+    """
     try:
         cls = resolve_backend_class(settings.backend)
     except ConfigError as exc:
         raise ConfigError(f"MAGSAG_STORAGE_BACKEND: {exc}") from None
     factory = getattr(cls, "from_settings", None)
     if callable(factory):
-        return factory(settings)
+        if read_only and "read_only" in inspect.signature(factory).parameters:
+            return factory(settings, read_only=True)  # type: ignore[no-any-return]
+        return factory(settings)  # type: ignore[no-any-return]
     params = inspect.signature(cls).parameters
     return cls(**{k: v for k, v in {"settings": settings}.items() if k in params})  # type: ignore[arg-type]

@@ -68,7 +68,13 @@ def lake_stats(lake: Lake, *, footers: bool = True) -> dict[str, Any]:
     snap = reader.snapshot()
     info["manifest"] = snap.from_manifest
     all_files = [f for fs in snap.files.values() for f in fs]
-    sizes = _footer_sizes(lake, all_files) if footers or not snap.from_manifest else {}
+    try:
+        sizes = _footer_sizes(lake, all_files) if footers or not snap.from_manifest else {}
+    except Exception as exc:
+        from magsag.lakehouse.lakecheck import diagnose
+
+        diagnose(lake, all_files, exc)  # a damaged file: named, with the repair
+        raise
     datasets: dict[str, Any] = {}
     for dataset, files in snap.files.items():
         by_day: dict[str, list[LakeFile]] = defaultdict(list)

@@ -52,18 +52,33 @@ class DsnInfo:
     def parse(cls, dsn: str) -> DsnInfo:
         if not isinstance(dsn, str) or not dsn.strip():
             raise ConfigError("MAGSAG_STORAGE_DSN is empty; set it to e.g. postgresql://user@host:5432/db")
+        # No part of the DSN is ever quoted back: a password can hold any character, so
+        # nothing short of the parsed user, host, port and database is known not to be one.
         try:
             parts = urlsplit(dsn.strip())
             netloc_host = parts.hostname
             port = parts.port
         except ValueError as exc:
-            raise ConfigError(f"MAGSAG_STORAGE_DSN is not a valid URL ({redact_dsn(str(exc))})") from None
-        if parts.scheme not in ("postgresql", "postgres"):
-            raise ConfigError(f"MAGSAG_STORAGE_DSN must start with postgresql://, got {redact_dsn(dsn.strip())[:60]!r}")
+            raise ConfigError(f"MAGSAG_STORAGE_DSN is not a valid URL ({_url_problem(exc)})") from None
+        if parts.scheme not in ("postgresql", "postgres") or not dsn.strip().startswith(f"{parts.scheme}://"):
+            raise ConfigError(
+                "MAGSAG_STORAGE_DSN must start with postgresql:// (e.g. postgresql://user@host:5432/db); "
+                "the value given does not (not shown: it may hold a password)"
+            )
         user = unquote(parts.username) if parts.username else (os.environ.get("PGUSER") or _os_user())
         host = netloc_host or os.environ.get("PGHOST") or "localhost"
         database = unquote(parts.path.lstrip("/")) or os.environ.get("PGDATABASE") or user
         return cls(user=user, host=host, port=str(port or os.environ.get("PGPORT") or 5432), database=database)
+
+
+def _url_problem(exc: ValueError) -> str:
+    """What urllib found wrong, without its quote of the offending text."""
+    text = str(exc)
+    if "Port" in text or "port" in text:
+        return "its port is not a number from 0 to 65535"
+    if "IPv6" in text:
+        return "an IPv6 host lacks its brackets"
+    return "it cannot be parsed"
 
 
 def _os_user() -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -25,7 +26,7 @@ from typing import Any, ClassVar, TypeVar
 from magsag.backends import jsontext
 from magsag.backends.base import HOT_STORE, StorageBackend, StorageCapabilities, Window, aggregate, equal_conditions
 from magsag.backends.capabilities import HotSource, RunKey, RunSelection
-from magsag.backends.errors import BackendUnavailable, NotFoundError, QueryError
+from magsag.backends.errors import BackendUnavailable, NotFoundError, QueryError, UnsupportedOperation
 from magsag.backends.schema import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
@@ -130,8 +131,19 @@ class SQLiteStorageBackend(StorageBackend):
     name: ClassVar[str] = "sqlite"
     stream_poll_s: float = 0.25  # stream_events: how often other processes' commits are looked for
 
-    def __init__(self, db_path: str | Path = ".magsag/storage.db", enable_fts: bool = True, readers: int = 4):
+    def __init__(
+        self,
+        db_path: str | Path = ".magsag/storage.db",
+        enable_fts: bool = True,
+        readers: int = 4,
+        *,
+        read_only: bool = False,
+    ):
         self.db_path = Path(db_path).expanduser()
+        # read_only: open an existing store for reading only; nothing is created (no file,
+        # folder, WAL, journal or lock), nothing written, and a read-only mount works.
+        self.read_only = read_only
+        self._ro_uri: str | None = None
         self._want_fts = enable_fts
         self.enable_fts = False
         self._readers = readers
@@ -143,8 +155,8 @@ class SQLiteStorageBackend(StorageBackend):
         self._stream = SQLiteStream(self)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> SQLiteStorageBackend:
-        return cls(db_path=settings.db_path, enable_fts=settings.enable_fts)
+    def from_settings(cls, settings: Any, *, read_only: bool = False) -> SQLiteStorageBackend:
+        return cls(db_path=settings.db_path, enable_fts=settings.enable_fts, read_only=read_only)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.db_path)!r})"
@@ -155,9 +167,15 @@ class SQLiteStorageBackend(StorageBackend):
         return str(self.db_path)
 
     # ------------------------------------------------------------ lifecycle
+    def open_connection(self) -> sqlite3.Connection:
+        """A new plain connection to the store (read-only, creating nothing, when ``read_only``)."""
+        if self._ro_uri is not None:
+            return sqlite3.connect(self._ro_uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
+        return sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False, timeout=30)
+
     def _connect(self, *, writer: bool) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False, timeout=30)
+            conn = self.open_connection()
         except sqlite3.Error as exc:
             raise BackendUnavailable(f"cannot open SQLite store {self.db_path}: {exc}") from None
         conn.execute("PRAGMA busy_timeout = 30000")
@@ -197,8 +215,38 @@ class SQLiteStorageBackend(StorageBackend):
     def _journal_dir(self) -> Path:
         return self.db_path.with_name(self.db_path.name + ".magsag-journal")
 
+    def _open_read_only(self) -> None:
+        """Check the store for reading only (no file is created or changed)."""
+        if not self.db_path.is_file():
+            raise NotFoundError(f"no store at {self.db_path} (run magsag data init)")
+        folder_writable = os.access(self.db_path.parent, os.W_OK) and os.access(self.db_path, os.W_OK)
+        # On a read-only mount SQLite cannot make the WAL index: the file is read as immutable.
+        mode = "mode=ro" if folder_writable else "mode=ro&immutable=1"
+        self._ro_uri = f"{self.db_path.resolve().as_uri()}?{mode}"
+        try:
+            conn = self._connect(writer=False)
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                self.enable_fts = ddl.has_table(conn, "events_fts")
+                has_events = ddl.has_table(conn, "events")
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise BackendUnavailable(f"cannot use {self.db_path} as a SQLite store: {exc}") from None
+        if not has_events:
+            raise NotFoundError(f"no store at {self.db_path} (run magsag data init)")
+        if version != ddl.SQLITE_SCHEMA_VERSION:
+            raise BackendUnavailable(
+                f"the store at {self.db_path} has schema version {version}, this magsag reads "
+                f"{ddl.SQLITE_SCHEMA_VERSION} (run magsag data init to upgrade it)"
+            )
+
     async def initialize(self) -> None:
-        if self._writer is not None:
+        if self._writer is not None or self._pool is not None:
+            return
+        if self.read_only:
+            await asyncio.get_running_loop().run_in_executor(None, self._open_read_only)
+            self._pool = ThreadPoolExecutor(max_workers=self._readers, thread_name_prefix="magsag-sqlite-read")
             return
         try:
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -221,10 +269,11 @@ class SQLiteStorageBackend(StorageBackend):
         self._pool = ThreadPoolExecutor(max_workers=self._readers, thread_name_prefix="magsag-sqlite-read")
 
     async def close(self) -> None:
-        if self._writer is None:
+        if self._writer is None and self._pool is None:
             return
         writer, self._writer = self._writer, None
-        await writer.close()
+        if writer is not None:
+            await writer.close()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -243,6 +292,8 @@ class SQLiteStorageBackend(StorageBackend):
     # ----------------------------------------------------------------- plumbing
     def _require(self) -> SQLiteWriter:
         if self._writer is None:
+            if self.read_only:
+                raise UnsupportedOperation(f"the store at {self.db_path} is open for reading only")
             raise RuntimeError("call initialize() (or use 'async with') before using the backend")
         return self._writer
 
@@ -256,8 +307,8 @@ class SQLiteStorageBackend(StorageBackend):
         return conn
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        writer = self._require()
-        await writer.barrier()
+        if not (self.read_only and self._pool is not None):
+            await self._require().barrier()
         return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: fn(self._reader()))
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -124,7 +124,7 @@ class SQLiteTierSource(BaseTierSource):
     def _read_sync(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         with self._ro_lock:
             if self._ro is None:
-                conn = sqlite3.connect(self.backend.db_path, timeout=30, check_same_thread=False, isolation_level=None)
+                conn = self.backend.open_connection()
                 conn.execute("PRAGMA query_only = 1")
                 conn.execute("PRAGMA mmap_size = 0")
                 conn.execute("PRAGMA cache_size = -16384")

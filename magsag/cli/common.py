@@ -65,12 +65,14 @@ def settings_from(
 
 def parse_when(text: str | None, option: str, *, now: datetime | None = None) -> datetime | None:
     """``2025-10-23``, ``2025-10-23T08:00``, ``...+02:00``, or an age (``7d``, ``12h``, ``30m``)."""
+    from magsag.cli.validate import check_when
+
     if text is None or text == "":
         return None
     if is_duration(text):
         delta = parse_duration(text, option)
         try:
-            return (now or utc_now()) - delta
+            return check_when((now or utc_now()) - delta, text, option)
         except OverflowError:
             raise ConfigError(f"{option}: {text!r} reaches back before year 1") from None
     raw = text.strip()
@@ -78,15 +80,20 @@ def parse_when(text: str | None, option: str, *, now: datetime | None = None) ->
         raw = raw[:-1] + "+00:00"
     try:
         value = datetime.fromisoformat(raw)
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     except ValueError:
         raise ConfigError(
             f"{option}: cannot read {text!r} as a date/time (use 2025-10-23, 2025-10-23T08:00 or 7d)"
         ) from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ConfigError(f"{option}: {text!r} is out of range (1900-01-01 .. 9999-01-01)") from None
+    return check_when(value, text, option)
 
 
 def parse_day(text: str, option: str) -> date:
     try:
+        if not text.isascii():
+            raise ValueError(text)
         return date.fromisoformat(text.strip().removeprefix("dt="))
     except ValueError:
         raise ConfigError(f"{option}: {text!r} is not a day (use YYYY-MM-DD)") from None
@@ -103,7 +110,10 @@ def command(fn: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
+        from magsag.cli.validate import check_numbers
+
         try:
+            check_numbers(kwargs)  # every numeric option in range, before anything runs
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise

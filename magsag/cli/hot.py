@@ -115,7 +115,7 @@ def query(
     since_dt, until_dt = parse_when(since, "--since"), parse_when(until, "--until")
 
     async def one() -> dict[str, Any]:
-        async with open_storage(settings) as storage:
+        async with open_storage(settings, read_only=True) as storage:
             found = await storage.get_run(run_id)  # type: ignore[arg-type]
             if found is None:
                 raise NotFoundError(f"run {run_id!r} not found (in the hot store or the lake)")
@@ -137,7 +137,7 @@ def query(
             return {"run": found, "tier": {"run": run_tier, "events": counts, "where": where}, "events": events}
 
     async def many() -> list[dict[str, Any]]:
-        async with open_storage(settings) as storage:
+        async with open_storage(settings, read_only=True) as storage:
             return await storage.list_runs(
                 agent_slug=agent, status=status, since=since_dt, until=until_dt, limit=10 if limit is None else limit
             )
@@ -228,7 +228,8 @@ def search(
     since_dt, until_dt = parse_when(since, "--since"), parse_when(until, "--until")
 
     async def go() -> list[dict[str, Any]]:
-        async with open_storage(settings) as storage:
+        # word search opens the store read-only (it creates nothing); semantic modes may embed
+        async with open_storage(settings, read_only=mode == "words") as storage:
             if mode == "words":
                 return await storage.search_text(
                     text, agent_slug=agent, since=since_dt, limit=limit, raw=raw, until=until_dt
@@ -297,7 +298,7 @@ def vacuum(
     async def go() -> dict[str, Any]:
         from magsag.storage import vacuum_storage
 
-        async with open_storage(settings) as storage:
+        async with open_storage(settings, read_only=dry_run) as storage:
             return await vacuum_storage(storage, settings, max_disk_mb=max_disk_mb, dry_run=dry_run)
 
     result = run(go())

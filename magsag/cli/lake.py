@@ -61,10 +61,12 @@ def parse_every(text: str | None) -> float | None:
     """``1h``, ``30m``, ``90s``, ``1d`` (or plain seconds) -> seconds (> 0)."""
     if text is None:
         return None
+    from magsag.cli.validate import check_every
+
     seconds = parse_duration(text, "--every", default_unit="s").total_seconds()
     if seconds <= 0:
         raise ConfigError(f"--every: {text!r} is not an interval (use 1h, 30m, 90s or 1d)")
-    return seconds
+    return check_every(seconds, text)
 
 
 def parse_days(text: str | None, option: str) -> int | None:
@@ -229,7 +231,7 @@ async def _job(
 ) -> TierReport:
     from magsag.lakehouse.tiering.job import run_tier
 
-    async with open_storage(settings) as storage:
+    async with open_storage(settings, read_only=dry_run) as storage:
         return await run_tier(
             storage,
             lake,
@@ -448,6 +450,14 @@ def compact(
     ] = None,
     lake: LakeOpt = None,
     no_wait: NoWaitOpt = False,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Verify every live file against its manifest entry; move those that fail (missing, "
+            "truncated, garbled, wrong schema) with their entries to _magsag/quarantine/.",
+        ),
+    ] = False,
     backend: BackendOpt = None,
     db_path: DbPathOpt = None,
     dsn: DsnOpt = None,
@@ -456,6 +466,8 @@ def compact(
     """Merge the small files of each lake partition into one, atomically.
 
     Readers never see a partition half-merged. Holds the tiering lock while it runs.
+    Uncommitted files older than a day are removed. --repair sets damaged files aside
+    first (nothing is deleted) and reports what it set aside.
     """
     settings = settings_from(backend, db_path, dsn, lake_url=lake)
     day = parse_day(partition, "--partition") if partition else None
@@ -471,6 +483,14 @@ def compact(
             src = tier_source(storage)
             try:
                 async with src.job_lock(wait=not no_wait):
+                    if repair:
+                        from magsag.lakehouse.lakecheck import repair_lake
+
+                        job = new_job_id("repair")
+                        return [
+                            {"status": "set aside", **r}
+                            for r in await asyncio.to_thread(repair_lake, the_lake, partition=day, stamp=job)
+                        ] + await asyncio.to_thread(compact_lake, the_lake, partition=day, job_id=job)
                     return await asyncio.to_thread(compact_lake, the_lake, partition=day, job_id=new_job_id("compact"))
             finally:
                 await src.close()
@@ -479,6 +499,9 @@ def compact(
     if json_out:
         print_json(results)
         return
+    aside = [r for r in results if r.get("status") == "set aside"]
+    if aside:
+        print_table(aside, ("dataset", "dt", "path", "rows", "problem"), title="set aside in _magsag/quarantine/")
     rows = [r for r in results if r.get("status") == "compacted"]
     cols = ("dataset", "dt", "files_before", "files_after", "rows", "bytes_before", "bytes_after", "seconds")
     if rows:

@@ -90,6 +90,9 @@ def migrate(
     imported. Exit code 0 when nothing was rejected, 1 when something was (with --strict,
     nothing is written then), 2 for a usage or configuration error.
     """
+    from magsag.cli.validate import check_workers
+
+    check_workers(workers)
     settings = settings_from(backend, db_path, dsn)
     src = None if no_runs else (source if source is not None else settings.runs_base_dir)
     if no_runs and not costs:

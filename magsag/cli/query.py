@@ -131,7 +131,7 @@ def stats(
     settings = settings_from(backend, db_path, dsn, lake_url=lake)
 
     async def go() -> dict[str, Any]:
-        async with open_storage(settings) as storage:
+        async with open_storage(settings, read_only=True) as storage:
             return await data_stats(storage, open_lake(settings.lake_url, settings))
 
     result = run(go())

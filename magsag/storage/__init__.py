@@ -29,9 +29,11 @@ from magsag.lakehouse.tiered_backend import TieredBackend
 
 
 @asynccontextmanager
-async def open_storage(settings: StorageSettings | None = None, **overrides: Any) -> AsyncIterator[StorageBackend]:
+async def open_storage(
+    settings: StorageSettings | None = None, *, read_only: bool = False, **overrides: Any
+) -> AsyncIterator[StorageBackend]:
     """``async with open_storage() as storage:`` — :func:`get_storage_backend` that closes itself."""
-    storage = await get_storage_backend(settings, **overrides)
+    storage = await get_storage_backend(settings, read_only=read_only, **overrides)
     try:
         yield storage
     finally:
@@ -60,15 +62,21 @@ async def vacuum_storage(
     return await guarded_vacuum(storage, settings, hot_days=hot_days, max_disk_mb=max_disk_mb, dry_run=dry_run)
 
 
-async def get_storage_backend(settings: StorageSettings | None = None, **overrides: Any) -> StorageBackend:
+async def get_storage_backend(
+    settings: StorageSettings | None = None, *, read_only: bool = False, **overrides: Any
+) -> StorageBackend:
     """Open the configured store, initialized and ready (close it with ``await storage.close()``).
+
+    ``read_only=True`` (what read commands use) opens an existing SQLite store for reading
+    only: nothing is created or written (a missing store is a NotFoundError), and a store
+    on a read-only mount works.
 
     Reads see the hot store and the lake (``MAGSAG_STORAGE_LAKE_URL``) as one; writes go
     to the hot store (see :class:`magsag.lakehouse.tiered_backend.TieredBackend`). ``storage.hot`` is
     the hot store itself. A read-only backend (``clickhouse``) is returned as it is.
     """
     settings = settings or load_settings(**overrides)
-    inner = backend_from_settings(settings)
+    inner = backend_from_settings(settings, read_only=read_only)
     if not inner.capabilities.append_event:
         # A read-only analytics store (clickhouse) already serves what was loaded from the
         # lake: reading the lake beside it would merge the same rows twice.
