@@ -10,27 +10,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import sys
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from magsag.backends import jsontext
 from magsag.backends.durations import is_duration, parse_duration
 from magsag.backends.errors import ConfigError, StorageError, redact_dsn
 from magsag.backends.schema import utc_now
+
+# the output helpers, re-exported for the command modules (magsag/cli/render.py)
+from magsag.cli.render import console, err_console, error, print_json, print_kv, print_table  # noqa: F401
 from magsag.lakehouse.settings import StorageSettings, load_settings
 
 T = TypeVar("T")
-
-# Piped output is not cut at 80 columns: scripts and logs get whole lines.
-console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, highlight=False)
 
 # ----------------------------------------------------------------- options
 BackendOpt = Annotated[
@@ -90,7 +85,7 @@ def parse_day(text: str, option: str) -> date:
 
 # ------------------------------------------------------------- error handling
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {redact_dsn(message)}", markup=True, highlight=False, soft_wrap=True)
+    error(redact_dsn(message))
     return typer.Exit(code)
 
 
@@ -124,54 +119,3 @@ def _describe(exc: BaseException) -> str:
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
-
-
-# ------------------------------------------------------------------- output
-def print_json(value: Any) -> None:
-    sys.stdout.write(jsontext.pretty(value, default=str) + "\n")
-    sys.stdout.flush()
-
-
-def _cell(value: Any, width: int | None) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (dict, list)):
-        text = jsontext.dumps(value)
-    elif isinstance(value, str) and len(value) == 32 and value[10] == "T" and value.endswith("+00:00"):
-        text = value[:10] + " " + value[11:23]  # ISO UTC timestamp -> compact, millisecond precision
-    elif isinstance(value, float):
-        text = f"{value:.6g}"
-    else:
-        text = str(value)
-    if width and len(text) > width:
-        text = text[: width - 1] + "…"
-    return text
-
-
-def print_table(
-    rows: Sequence[dict[str, Any]],
-    columns: Iterable[str],
-    *,
-    title: str | None = None,
-    widths: dict[str, int] | None = None,
-) -> None:
-    cols = list(columns)
-    widths = widths or {}
-    if not rows:
-        err_console.print(f"{title or 'no rows'}" if title else "no rows")
-        return
-    table = Table(title=title, show_lines=False, header_style="bold", expand=False)
-    for c in cols:
-        table.add_column(c, overflow="fold", max_width=widths.get(c))
-    for row in rows:
-        table.add_row(*(_cell(row.get(c), widths.get(c)) for c in cols))
-    console.print(table)
-
-
-def print_kv(pairs: dict[str, Any], *, title: str | None = None) -> None:
-    table = Table(title=title, show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
-    for k, v in pairs.items():
-        table.add_row(k, _cell(v, None))
-    console.print(table)

@@ -27,6 +27,7 @@ from magsag.cli.common import (
     run,
     settings_from,
 )
+from magsag.cli.render import say
 from magsag.storage import open_storage
 
 RUN_COLUMNS = ("run_id", "agent_slug", "status", "started_at", "duration_s", "cost_usd", "tokens", "parent_run_id")
@@ -71,7 +72,7 @@ def init(
     if json_out:
         print_json(info)
     else:
-        console.print(f"[green]ready[/]: {info['backend']} hot store")
+        say(("ready", "green"), f": {info['backend']} hot store")
         print_kv({k: v for k, v in info.items() if k != "backend"})
 
 

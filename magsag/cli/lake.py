@@ -34,6 +34,7 @@ from magsag.cli.common import (
     run,
     settings_from,
 )
+from magsag.cli.render import error
 from magsag.lakehouse.objstore import Lake, open_lake
 from magsag.lakehouse.settings import StorageSettings
 from magsag.lakehouse.tiering.report import TierProgress, TierReport
@@ -295,7 +296,7 @@ def _tier_command(
             except ConfigError:
                 raise
             except StorageError as exc:  # the store or the lake is down: try again next time
-                err_console.print(f"[bold red]error:[/] {str(exc).splitlines()[0]} (retrying in {every:.0f}s)")
+                error(f"{str(exc).splitlines()[0]} (retrying in {every:.0f}s)")
             stop.wait(max(0.0, every - (time.monotonic() - started)))
         err_console.print("stopped")
 
@@ -325,7 +326,7 @@ def _write_metrics(metrics: Any, path: Path | None) -> None:
     try:
         metrics.write_textfile(path)
     except OSError as exc:
-        err_console.print(f"[bold red]error:[/] --metrics-file {path}: {exc.strerror or exc}")
+        error(f"--metrics-file {path}: {exc.strerror or exc}")
 
 
 MetricsFileOpt = Annotated[

@@ -19,13 +19,13 @@ from magsag.cli.common import (
     DsnOpt,
     JsonOpt,
     command,
-    console,
     err_console,
     print_json,
     print_table,
     run,
     settings_from,
 )
+from magsag.cli.render import say
 
 LakeOpt = Annotated[
     str | None,
@@ -146,20 +146,22 @@ def _mb(n: Any) -> str:
 
 def _print_stats(result: dict[str, Any]) -> None:
     hot = result["hot"]
-    console.print(
-        f"[bold]hot[/] ({hot.get('backend')}): {hot.get('events', 0):,} events, {hot.get('runs', 0):,} runs, "
-        f"{_mb(hot.get('bytes'))}, {hot.get('oldest') or '-'} .. {hot.get('newest') or '-'}"
+    say(
+        ("hot", "bold"),
+        f" ({hot.get('backend')}): {hot.get('events', 0):,} events, {hot.get('runs', 0):,} runs, "
+        f"{_mb(hot.get('bytes'))}, {hot.get('oldest') or '-'} .. {hot.get('newest') or '-'}",
     )
     if hot.get("partitions"):
         print_table(hot["partitions"], ["dt", "events", "runs", "bytes", "oldest", "newest"], title="hot days")
     lake = result.get("lake") or {}
     if not lake.get("exists"):
-        console.print(f"[bold]lake[/] {lake.get('url', '')}: empty")
+        say(("lake", "bold"), f" {lake.get('url', '')}: empty")
         return
     for dataset, d in lake["datasets"].items():
-        console.print(
-            f"[bold]lake {dataset}[/] ({lake['url']}): {d['rows']:,} rows, {d['files']} files, {_mb(d['bytes'])}, "
-            f"{d['oldest'] or '-'} .. {d['newest'] or '-'}"
+        say(
+            (f"lake {dataset}", "bold"),
+            f" ({lake['url']}): {d['rows']:,} rows, {d['files']} files, {_mb(d['bytes'])}, "
+            f"{d['oldest'] or '-'} .. {d['newest'] or '-'}",
         )
         rows = [
             {**p, "bytes": _mb(p["bytes"]), "small_files": "compact" if p["small_files"] else ""}

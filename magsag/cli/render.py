@@ -1,0 +1,114 @@
+"""Everything the CLI prints to a terminal goes through here: tables, key/value lists, lines.
+
+Values come from data (agent messages, run ids, SQL results, error text) and may hold
+anything, so nothing printed is read as Rich markup: both consoles have markup, emoji and
+highlighting off, cells and messages are plain :class:`~rich.text.Text`, and control
+characters (ANSI escapes, carriage returns, bells) are shown as ``\\x1b``-style escapes
+instead of reaching the terminal. Styles are applied to literal text only (:func:`styled`).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from magsag.backends import jsontext
+
+# Piped output is not cut at 80 columns: scripts and logs get whole lines.
+console = Console(
+    highlight=False, markup=False, emoji=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200
+)
+err_console = Console(stderr=True, highlight=False, markup=False, emoji=False)
+
+# C0 controls except tab/newline, DEL, C1 controls, and the bidi/line separators that reorder a line
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(value: Any) -> str:
+    """``value`` as text that prints as itself: control characters become visible escapes."""
+    text = value if isinstance(value, str) else str(value)
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def plain(value: Any, style: str | None = None) -> Text:
+    """A :class:`Text` of ``value``, never parsed as markup."""
+    return Text(safe(value), style=style or "")
+
+
+def styled(*parts: Any) -> Text:
+    """One line from parts: ``"literal"`` / ``value`` (plain) or ``(text, style)`` pairs."""
+    line = Text()
+    for part in parts:
+        if isinstance(part, tuple):
+            line.append(safe(part[0]), style=part[1])
+        else:
+            line.append(safe(part))
+    return line
+
+
+def say(*parts: Any, err: bool = False) -> None:
+    """Print one line (see :func:`styled`) on stdout, or stderr with ``err=True``."""
+    (err_console if err else console).print(styled(*parts), soft_wrap=True)
+
+
+def error(message: str) -> None:
+    """``error: <message>`` on stderr; the message is shown as written."""
+    err_console.print(styled(("error:", "bold red"), " ", message), soft_wrap=True)
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(jsontext.pretty(value, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def cell_text(value: Any, width: int | None = None) -> str:
+    """One table cell: JSON for objects, compact UTC timestamps, short floats, cut at ``width``."""
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        text = jsontext.dumps(value, default=str)
+    elif isinstance(value, str) and len(value) == 32 and value[10] == "T" and value.endswith("+00:00"):
+        text = value[:10] + " " + value[11:23]  # ISO UTC timestamp -> compact, millisecond precision
+    elif isinstance(value, float):
+        text = f"{value:.6g}"
+    else:
+        text = str(value)
+    text = safe(text)
+    if width and len(text) > width:
+        text = text[: width - 1] + "…"
+    return text
+
+
+def print_table(
+    rows: Sequence[dict[str, Any]],
+    columns: Iterable[str],
+    *,
+    title: str | None = None,
+    widths: dict[str, int] | None = None,
+) -> None:
+    cols = list(columns)
+    widths = widths or {}
+    if not rows:
+        err_console.print(plain(title or "no rows"))
+        return
+    table = Table(title=plain(title) if title else None, show_lines=False, header_style="bold", expand=False)
+    for c in cols:
+        table.add_column(plain(c), overflow="fold", max_width=widths.get(c))
+    for row in rows:
+        table.add_row(*(Text(cell_text(row.get(c), widths.get(c))) for c in cols))
+    console.print(table)
+
+
+def print_kv(pairs: dict[str, Any], *, title: str | None = None) -> None:
+    table = Table(title=plain(title) if title else None, show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for k, v in pairs.items():
+        table.add_row(plain(k), Text(cell_text(v)))
+    console.print(table)
