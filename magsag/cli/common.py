@@ -2,7 +2,8 @@
 
 Commands stay thin: open the store, call one library function, print. Errors are turned
 into one line on stderr and an exit code here, in :func:`command`, and nowhere else:
-0 ok, 1 not found / no results, 2 usage or configuration error, 3 locked by another job.
+0 ok, 1 not found / no results, 2 usage or configuration error, 3 locked by another job,
+70 unexpected internal error (EXIT_INTERNAL), 130 interrupted (docs/cli.md lists them).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from magsag.cli.render import console, err_console, error, print_json, print_kv,
 from magsag.lakehouse.settings import StorageSettings, load_settings
 
 T = TypeVar("T")
+EXIT_INTERNAL = 70  # sysexits EX_SOFTWARE: an exception outside the StorageError family (documented)
 
 # ----------------------------------------------------------------- options
 BackendOpt = Annotated[
@@ -107,7 +109,9 @@ def command(fn: Callable[..., T]) -> Callable[..., T]:
         except Exception as exc:
             if os.environ.get("MAGSAG_DEBUG"):
                 raise
-            raise fail(f"internal error: {_describe(exc)} (set MAGSAG_DEBUG=1 for a traceback)", 70) from None
+            raise fail(
+                f"internal error: {_describe(exc)} (set MAGSAG_DEBUG=1 for a traceback)", EXIT_INTERNAL
+            ) from None
 
     return wrapper
 

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from magsag.backends.errors import NotFoundError
+from magsag.backends.errors import ConfigError, NotFoundError
+from magsag.backends.schema import RUN_STATUSES
 from magsag.cli.common import (
     AgentOpt,
     BackendOpt,
@@ -90,7 +91,9 @@ def _run_row(r: dict[str, Any]) -> dict[str, Any]:
 def query(
     run_id: Annotated[str | None, typer.Option("--run-id", help="Show one run and its events.")] = None,
     agent: AgentOpt = None,
-    status: Annotated[str | None, typer.Option("--status", help="running, succeeded, failed or canceled.")] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="running, succeeded, failed or canceled (any case).")
+    ] = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
     limit: Annotated[
@@ -114,6 +117,10 @@ def query(
     """
     settings = settings_from(backend, db_path, dsn, lake_url=lake)
     since_dt, until_dt = parse_when(since, "--since"), parse_when(until, "--until")
+    if status is not None:
+        status = status.strip().lower()
+        if status not in RUN_STATUSES:
+            raise ConfigError(f"--status: {status!r} is not one of {', '.join(RUN_STATUSES)}")
 
     async def one() -> dict[str, Any]:
         async with open_storage(settings) as storage:
@@ -190,6 +197,8 @@ def search(
     --until limit which days of the lake are read. Each result says its tier. Exit code 1
     when nothing matches.
     """
+    if not text.strip():
+        raise ConfigError("QUERY is empty: give the words to search for")
     settings = settings_from(backend, db_path, dsn, lake_url=lake)
     since_dt, until_dt = parse_when(since, "--since"), parse_when(until, "--until")
 

@@ -15,7 +15,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from magsag.backends.durations import parse_duration
-from magsag.backends.errors import ConfigError, StorageError
+from magsag.backends.errors import ConfigError, NotFoundError, StorageError
 from magsag.backends.tiering.protocol import COPY, MOVE, tier_source
 from magsag.cli.common import (
     AgentOpt,
@@ -35,6 +35,8 @@ from magsag.cli.common import (
     settings_from,
 )
 from magsag.cli.render import error
+from magsag.lakehouse import manifest
+from magsag.lakehouse.layout import EVENTS, RUNS
 from magsag.lakehouse.objstore import Lake, open_lake
 from magsag.lakehouse.settings import StorageSettings
 from magsag.lakehouse.tiering.report import TierProgress, TierReport
@@ -464,6 +466,8 @@ def compact(
     settings = settings_from(backend, db_path, dsn, lake_url=lake)
     day = parse_day(partition, "--partition") if partition else None
     the_lake = open_lake(settings.lake_url, settings)
+    if day is not None and not any(manifest.live_entries(the_lake, ds, day) for ds in (EVENTS, RUNS)):
+        raise NotFoundError(f"--partition: the lake {the_lake.uri()} holds no partition dt={day.isoformat()}")
 
     async def go() -> list[dict[str, Any]]:
         import asyncio

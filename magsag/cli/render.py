@@ -62,6 +62,21 @@ def error(message: str) -> None:
     err_console.print(styled(("error:", "bold red"), " ", message), soft_wrap=True)
 
 
+def show_flags_as_flags() -> None:
+    """``--json`` in ``--help`` is a flag, not ``--json <bool>`` (typer labels every option with its type)."""
+    from typer.core import TyperOption
+
+    if getattr(TyperOption.display_type_rich, "_magsag_flags", False):
+        return
+    labelled = TyperOption.display_type_rich
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        return None if self.is_flag else labelled(self, ctx)
+
+    display_type_rich._magsag_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
 def print_json(value: Any) -> None:
     sys.stdout.write(jsontext.pretty(value, default=str) + "\n")
     sys.stdout.flush()
