@@ -41,6 +41,11 @@ DbPathOpt = Annotated[
 ]
 DsnOpt = Annotated[str | None, typer.Option("--dsn", help="PostgreSQL DSN (default: MAGSAG_STORAGE_DSN).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option("--format", help="table, json, jsonl, csv or tsv (parquet where noted); --json is --format json."),
+]
+OutputOpt = Annotated[Path | None, typer.Option("--output", help="Write the result to this file instead of stdout.")]
 SinceOpt = Annotated[
     str | None,
     typer.Option("--since", help="Start: ISO date/time (UTC unless an offset is given) or age like 7d, 12h."),

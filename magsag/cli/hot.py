@@ -8,13 +8,16 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from magsag.backends.errors import ConfigError, NotFoundError
+from magsag.backends.schema import EVENT_COLUMNS as EVENT_FIELDS
 from magsag.backends.schema import RUN_STATUSES
 from magsag.cli.common import (
     AgentOpt,
     BackendOpt,
     DbPathOpt,
     DsnOpt,
+    FormatOpt,
     JsonOpt,
+    OutputOpt,
     SinceOpt,
     UntilOpt,
     command,
@@ -28,9 +31,13 @@ from magsag.cli.common import (
     run,
     settings_from,
 )
-from magsag.cli.render import say
+from magsag.cli.render import TEXT_FORMATS, check_output, count_title, emit, emit_rows, pick_format, say
 from magsag.storage import open_storage
 
+COUNT_CAP = 1000  # list and search count the matches up to this many for their titles
+RUN_EXPORT_COLUMNS = ("run_id", "agent_slug", "parent_run_id", "status", "started_at", "ended_at", "metrics", "tags")
+EVENT_EXPORT_COLUMNS = (*EVENT_FIELDS, "tier")
+SEARCH_EXPORT_COLUMNS = (*EVENT_FIELDS, "score", "tier")
 RUN_COLUMNS = ("run_id", "agent_slug", "status", "started_at", "duration_s", "cost_usd", "tokens", "parent_run_id")
 EVENT_COLUMNS = ("ts", "type", "level", "msg", "span_id", "tier")
 LakeOpt = Annotated[
@@ -108,13 +115,18 @@ def query(
     backend: BackendOpt = None,
     db_path: DbPathOpt = None,
     dsn: DsnOpt = None,
+    fmt: FormatOpt = None,
+    output: OutputOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """List runs (newest first), or show one run with its events (--run-id).
 
     Runs and events are found in the hot store and the lake alike; with --run-id the
     output says where the run and its events live (hot, lake, or split across both).
+    The table's title says how many runs match (counted up to 1,000).
     """
+    out_fmt = pick_format(fmt, json_out, (*TEXT_FORMATS, "parquet"))
+    check_output(out_fmt, output)
     settings = settings_from(backend, db_path, dsn, lake_url=lake)
     since_dt, until_dt = parse_when(since, "--since"), parse_when(until, "--until")
     if status is not None:
@@ -144,16 +156,18 @@ def query(
             where = "split" if counts["hot"] and counts["lake"] else ("lake" if counts["lake"] else run_tier)
             return {"run": found, "tier": {"run": run_tier, "events": counts, "where": where}, "events": events}
 
+    wanted = 10 if limit is None else limit
+
     async def many() -> list[dict[str, Any]]:
         async with open_storage(settings) as storage:
             return await storage.list_runs(
-                agent_slug=agent, status=status, since=since_dt, until=until_dt, limit=10 if limit is None else limit
+                agent_slug=agent, status=status, since=since_dt, until=until_dt, limit=max(wanted, COUNT_CAP) + 1
             )
 
     if run_id:
         result = run(one())
-        if json_out:
-            print_json(result)
+        if out_fmt != "table":
+            emit_rows(result["events"], EVENT_EXPORT_COLUMNS, out_fmt, output, value=result)
             return
         tier = result["tier"]
         print_kv(
@@ -166,11 +180,18 @@ def query(
         )
         print_table(result["events"], EVENT_COLUMNS, title=f"{len(result['events'])} events", widths={"msg": 90})
         return
-    runs = run(many())
-    if json_out:
-        print_json(runs)
+    found = run(many())
+    runs = found[:wanted]
+    if out_fmt == "table":
+        emit(
+            [_run_row(r) for r in runs],
+            RUN_COLUMNS,
+            "table",
+            output,
+            title=count_title(len(runs), len(found), "runs", max(wanted, COUNT_CAP) + 1),
+        )
     else:
-        print_table([_run_row(r) for r in runs], RUN_COLUMNS, title=f"{len(runs)} runs")
+        emit_rows(runs, RUN_EXPORT_COLUMNS, out_fmt, output, value=runs)
     if not runs:
         raise typer.Exit(1)
 
@@ -189,33 +210,40 @@ def search(
     backend: BackendOpt = None,
     db_path: DbPathOpt = None,
     dsn: DsnOpt = None,
+    fmt: FormatOpt = None,
+    output: OutputOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Full-text search over event messages in the hot store and the lake, best match first.
 
     The query is taken as plain words (all must appear) unless --raw is given. --since and
-    --until limit which days of the lake are read. Each result says its tier. Exit code 1
-    when nothing matches.
+    --until limit which days of the lake are read. Each result says its tier; the table's
+    title says how many events match (counted up to 1,000). Exit code 1 when nothing
+    matches.
     """
     if not text.strip():
         raise ConfigError("QUERY is empty: give the words to search for")
+    out_fmt = pick_format(fmt, json_out, (*TEXT_FORMATS, "parquet"))
+    check_output(out_fmt, output)
     settings = settings_from(backend, db_path, dsn, lake_url=lake)
     since_dt, until_dt = parse_when(since, "--since"), parse_when(until, "--until")
 
     async def go() -> list[dict[str, Any]]:
         async with open_storage(settings) as storage:
             return await storage.search_text(
-                text, agent_slug=agent, since=since_dt, limit=limit, raw=raw, until=until_dt
+                text, agent_slug=agent, since=since_dt, limit=max(limit, COUNT_CAP) + 1, raw=raw, until=until_dt
             )
 
-    hits = run(go())
-    if json_out:
-        print_json(hits)
-    else:
+    found = run(go())
+    hits = found[:limit]
+    if out_fmt == "table":
         cols = ["ts", "run_id", "agent_slug", "type", "level", "msg"]
         if any("tier" in h for h in hits):
             cols.append("tier")
-        print_table(hits, cols, title=f"{len(hits)} matches for {text!r}", widths={"msg": 80})
+        title = f"{count_title(len(hits), len(found), 'matches', max(limit, COUNT_CAP) + 1)} for {text!r}"
+        emit(hits, cols, "table", output, title=title, widths={"msg": 80})
+    else:
+        emit_rows(hits, SEARCH_EXPORT_COLUMNS, out_fmt, output, value=hits)
     if not hits:
         raise typer.Exit(1)
 

@@ -22,7 +22,9 @@ from magsag.cli.common import (
     BackendOpt,
     DbPathOpt,
     DsnOpt,
+    FormatOpt,
     JsonOpt,
+    OutputOpt,
     command,
     console,
     err_console,
@@ -34,7 +36,7 @@ from magsag.cli.common import (
     run,
     settings_from,
 )
-from magsag.cli.render import error
+from magsag.cli.render import TEXT_FORMATS, check_output, emit_rows, error, pick_format
 from magsag.lakehouse import manifest
 from magsag.lakehouse.layout import EVENTS, RUNS
 from magsag.lakehouse.objstore import Lake, open_lake
@@ -499,6 +501,8 @@ def report(
     days: Annotated[int, typer.Option("--days", min=0, help="Newest N lake days (0: all).")] = 3,
     agent: AgentOpt = None,
     lake: LakeOpt = None,
+    fmt: FormatOpt = None,
+    output: OutputOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Cost and error rate per agent per day, read back from the lake with DuckDB.
@@ -509,12 +513,14 @@ def report(
     """
     from magsag.lakehouse.lake_report import lake_summary
 
+    out_fmt = pick_format(fmt, json_out, (*TEXT_FORMATS, "parquet"))
+    check_output(out_fmt, output)
     settings = settings_from(lake_url=lake)
     result = lake_summary(open_lake(settings.lake_url, settings), days=days, agent=agent)
-    if json_out:
-        print_json(result)
-        return
     cols = ("dt", "agent_slug", "runs", "failed", "error_rate", "cost_usd", "tokens", "events", "error_events")
+    if out_fmt != "table" or output is not None:
+        emit_rows(result["summary"], cols, out_fmt, output, value=result)
+        return
     print_table(result["summary"], cols, title=f"lake {result['lake']}")
     console.print(
         f"lake holds {result['rows']} events over {result['days']} days "

@@ -9,6 +9,7 @@ instead of reaching the terminal. Styles are applied to literal text only (:func
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 from collections.abc import Iterable, Sequence
@@ -127,3 +128,130 @@ def print_kv(pairs: dict[str, Any], *, title: str | None = None) -> None:
     for k, v in pairs.items():
         table.add_row(plain(k), Text(cell_text(v)))
     console.print(table)
+
+
+# ------------------------------------------------------------------ formats
+TEXT_FORMATS = ("table", "json", "jsonl", "csv", "tsv")
+JSON_COLUMNS = ("payload", "metrics")  # JSON text in the store: written as JSON objects, not strings
+
+
+def pick_format(fmt: str | None, json_out: bool, allowed: Sequence[str] = TEXT_FORMATS) -> str:
+    """The output format from ``--format`` and its ``--json`` shortcut (one usage error if they disagree)."""
+    from magsag.backends.errors import ConfigError
+
+    chosen = (fmt or "").strip().lower() or ("json" if json_out else "table")
+    if chosen not in allowed:
+        raise ConfigError(f"--format must be one of {', '.join(allowed)}, got {fmt!r}")
+    if json_out and chosen != "json":
+        raise ConfigError(f"--json and --format {chosen} disagree: give one of them")
+    return chosen
+
+
+def json_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """``payload``/``metrics`` given as JSON text become the objects they hold."""
+    out = dict(row)
+    for key in JSON_COLUMNS:
+        value = out.get(key)
+        if isinstance(value, str) and value[:1] in ("{", "["):
+            with contextlib.suppress(ValueError):
+                out[key] = jsontext.loads(value)
+    return out
+
+
+def _flat_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list, tuple)):
+        return jsontext.dumps(value, default=str)
+    return value
+
+
+def render_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str) -> str:
+    """``rows`` as json, jsonl, csv or tsv text (the columns in this order)."""
+    import csv
+    import io
+
+    if fmt in ("json", "jsonl"):
+        picked = [json_fields({c: r.get(c) for c in columns}) for r in rows]
+        if fmt == "json":
+            return jsontext.pretty(picked, default=str) + "\n"
+        return "".join(jsontext.dumps(r, default=str) + "\n" for r in picked)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n", delimiter="\t" if fmt == "tsv" else ",")
+    writer.writerow(columns)
+    for r in rows:
+        writer.writerow([_flat_value(r.get(c)) for c in columns])
+    return buf.getvalue()
+
+
+def write_text(text: str, output: Any, what: str) -> None:
+    """``text`` to stdout, or to the file ``output`` (then one line on stderr says so)."""
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    from pathlib import Path
+
+    Path(output).write_text(text, encoding="utf-8")
+    err_console.print(plain(f"wrote {what} to {output}"))
+
+
+def emit(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    fmt: str,
+    output: Any = None,
+    *,
+    title: str | None = None,
+    widths: dict[str, int] | None = None,
+    value: Any = None,
+) -> None:
+    """Print rows in ``fmt``; ``value`` (when given) is what ``json`` prints instead of the rows."""
+    if fmt == "table":
+        if output is None:
+            print_table(rows, columns, title=title, widths=widths)
+            return
+        with console.capture() as cap:
+            print_table(rows, columns, title=title, widths=widths)
+        write_text(cap.get(), output, f"{len(rows)} rows")
+        return
+    if fmt == "json" and value is not None:
+        write_text(jsontext.pretty(value, default=str) + "\n", output, "the result")
+        return
+    write_text(render_rows(rows, columns, fmt), output, f"{len(rows)} rows")
+
+
+def check_output(fmt: str, output: Any) -> None:
+    from magsag.backends.errors import ConfigError
+
+    if fmt == "parquet" and output is None:
+        raise ConfigError("--format parquet needs --output PATH")
+
+
+def count_title(shown: int, found: int, noun: str, asked: int) -> str:
+    """``2 of 577 matches``: ``found`` rows came back for a query asking ``asked`` (one more than it counts)."""
+    if found <= shown:
+        return f"{shown} {noun}"
+    if found < asked:
+        return f"{shown} of {found:,} {noun}"
+    return f"{shown} of more than {asked - 1:,} {noun}"
+
+
+def emit_rows(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str, output: Any = None, *, value: Any = None
+) -> None:
+    """Machine formats of a command's rows: json (``value`` when given), jsonl, csv, tsv, parquet."""
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        flat = [{c: _parquet_value(r.get(c)) for c in columns} for r in rows]
+        table = pa.Table.from_pylist(flat) if flat else pa.table({c: pa.array([], pa.string()) for c in columns})
+        pq.write_table(table, str(output), compression="zstd")
+        err_console.print(plain(f"wrote {len(rows)} rows to {output}"))
+        return
+    emit(rows, columns, fmt, output, value=value)
+
+
+def _parquet_value(value: Any) -> Any:
+    return jsontext.dumps(value, default=str) if isinstance(value, (dict, list, tuple)) else value
