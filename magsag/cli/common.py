@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import warnings
 from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -23,8 +24,8 @@ from magsag.backends.errors import ConfigError, StorageError, redact_dsn
 from magsag.backends.schema import utc_now
 
 # the output helpers, re-exported for the command modules (magsag/cli/render.py)
-from magsag.cli.render import console, err_console, error, print_json, print_kv, print_table  # noqa: F401
-from magsag.lakehouse.settings import StorageSettings, load_settings
+from magsag.cli.render import console, err_console, error, print_json, print_kv, print_table, say  # noqa: F401
+from magsag.lakehouse.settings import SettingsWarning, StorageSettings, load_settings
 
 T = TypeVar("T")
 EXIT_INTERNAL = 70  # sysexits EX_SOFTWARE: an exception outside the StorageError family (documented)
@@ -57,8 +58,24 @@ AgentOpt = Annotated[str | None, typer.Option("--agent", help="Only this agent s
 def settings_from(
     backend: str | None = None, db_path: Path | None = None, dsn: str | None = None, **more: Any
 ) -> StorageSettings:
-    """Settings from environment/.env with the command's options on top."""
-    return load_settings(backend=backend, db_path=db_path, dsn=dsn, **more)
+    """Settings from environment/.env with the command's options on top.
+
+    A ``MAGSAG_*`` variable no setting reads is named on stderr once, with the closest valid key.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SettingsWarning)
+        settings = load_settings(backend=backend, db_path=db_path, dsn=dsn, **more)
+    for w in caught:
+        text = str(w.message)
+        if issubclass(w.category, SettingsWarning) and text not in _warned:
+            _warned.add(text)
+            say(("warning:", "yellow"), " ", text, err=True)
+        elif not issubclass(w.category, SettingsWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return settings
+
+
+_warned: set[str] = set()
 
 
 def parse_when(text: str | None, option: str, *, now: datetime | None = None) -> datetime | None:
