@@ -412,10 +412,14 @@ def archive(
             show_default=False,
         ),
     ] = None,
-    since: Annotated[
+    older_than: Annotated[
         str | None,
         typer.Option(
-            "--since", metavar="N", help="Archive whole UTC days older than N days (default: the hot window)."
+            "--older-than",
+            "--since",
+            metavar="N",
+            help="Archive whole UTC days older than N days (default: the hot window). --since is the "
+            "specification's name for it, kept: here it means older than.",
         ),
     ] = None,
     delete: Annotated[bool, typer.Option("--delete", help="Delete the archived rows from the hot store.")] = False,
@@ -431,7 +435,7 @@ def archive(
     Rows already archived to DEST are not copied again. With --delete the rows leave the
     hot store once committed in DEST (like `tier`, to another place).
     """
-    settings = settings_from(backend, db_path, dsn, hot_days=parse_days(since, "--since"))
+    settings = settings_from(backend, db_path, dsn, hot_days=parse_days(older_than, "--older-than"))
     target = dest or settings.archive_destination
     if not target:
         raise ConfigError("archive: give DEST or set MAGSAG_STORAGE_ARCHIVE_DESTINATION")

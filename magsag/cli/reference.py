@@ -25,7 +25,9 @@ configuration error, `3` locked by another job, `70` an unexpected internal erro
 or an exception a custom backend raised outside the `StorageError` family; set
 `MAGSAG_DEBUG=1` for its traceback), `130` interrupted (Ctrl-C). Errors are one line on
 stderr, never a traceback. Commands that print tables take `--json` for scripts; `-h` is
-`--help`.
+`--help`. `--since` always means "newer than" (where a range starts); the one
+cut-off that means "older than" is named so (`archive --older-than`, which still accepts
+the specification's `--since`).
 """
 
 
