@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from magsag.backends.durations import parse_duration
 from magsag.backends.errors import ConfigError, NotFoundError, StorageError
+from magsag.backends.schema import utc_now
 from magsag.backends.tiering.protocol import COPY, MOVE, tier_source
 from magsag.cli.common import (
     AgentOpt,
@@ -36,7 +38,7 @@ from magsag.cli.common import (
     run,
     settings_from,
 )
-from magsag.cli.render import TEXT_FORMATS, check_output, emit_rows, error, pick_format
+from magsag.cli.render import TEXT_FORMATS, check_output, emit_rows, error, pick_format, say
 from magsag.lakehouse import manifest
 from magsag.lakehouse.layout import EVENTS, RUNS
 from magsag.lakehouse.objstore import Lake, open_lake
@@ -95,7 +97,7 @@ class _Bars(TierProgress):
         self.p = progress
         self.t_days = progress.add_task("days", total=None, unit="")
         self.t_rows = progress.add_task("events", total=None, unit="")
-        self.t_bytes = progress.add_task("lake bytes", total=None, unit="")
+        self.t_bytes = progress.add_task("lake bytes", total=None, unit="bytes")
 
     def waiting(self, message: str) -> None:
         self.p.console.print(message)
@@ -118,6 +120,14 @@ class _Bars(TierProgress):
         self.p.advance(self.t_days, 1)
 
 
+class _AmountColumn(ProgressColumn):
+    """Counts as numbers (``12,345``), the bytes task in human units (``1.2 MB``)."""
+
+    def render(self, task: Any) -> Text:
+        n = int(task.completed)
+        return Text(_human(n) if task.fields.get("unit") == "bytes" else f"{n:,}")
+
+
 class _Quiet(TierProgress):
     """No bars (JSON output, or stderr is not a terminal); still says when it waits for the lock."""
 
@@ -133,7 +143,7 @@ def _progress(enabled: bool) -> Iterator[TierProgress]:
     cols = (
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed:,.0f}{task.fields[unit]}"),
+        _AmountColumn(),
         TimeElapsedColumn(),
     )
     with Progress(*cols, console=err_console, transient=True) as p:
@@ -296,13 +306,33 @@ def _tier_command(
             started = time.monotonic()
             try:
                 rep = once(stop)
-                _print_report(rep, json_out)
+                if json_out:
+                    _print_report(rep, json_out)
+                else:
+                    _log(_one_line(rep))
             except ConfigError:
                 raise
             except StorageError as exc:  # the store or the lake is down: try again next time
-                error(f"{str(exc).splitlines()[0]} (retrying in {every:.0f}s)")
+                _log(f"error: {str(exc).splitlines()[0]} (retrying in {every:.0f}s)", err=True)
             stop.wait(max(0.0, every - (time.monotonic() - started)))
-        err_console.print("stopped")
+        _log("stopped", err=True)
+
+
+def _log(message: str, *, err: bool = False) -> None:
+    """A line of a long-running job (``--every``): UTC timestamp first."""
+    say((f"{utc_now():%Y-%m-%dT%H:%M:%SZ}", "dim"), " ", message, err=err)
+
+
+def _one_line(rep: TierReport) -> str:
+    data = rep.as_dict()
+    verb = {MOVE: "tier", COPY: "archive"}[rep.mode]
+    text = (
+        f"{verb}: {data['days']} days, {data['events']} events, {data['runs']} runs, "
+        f"{_human(data['bytes']) or '0 B'} to {rep.dest} (cutoff {rep.cutoff[:10]})"
+    )
+    if rep.skipped:
+        text += f"; skipped {len(rep.skipped)} days"
+    return text + ("; stopped by a signal" if rep.stopped else "")
 
 
 def _job_metrics(metrics_file: Path | None, metrics_port: int | None) -> Any:
