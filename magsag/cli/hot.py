@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Any
 
 import typer
@@ -10,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from magsag.backends.errors import ConfigError, NotFoundError
 from magsag.backends.schema import EVENT_COLUMNS as EVENT_FIELDS
 from magsag.backends.schema import RUN_STATUSES
+from magsag.backends.tiering.protocol import tier_source
 from magsag.cli.common import (
     AgentOpt,
     BackendOpt,
@@ -32,6 +34,7 @@ from magsag.cli.common import (
     settings_from,
 )
 from magsag.cli.render import TEXT_FORMATS, check_output, count_title, emit, emit_rows, pick_format, say
+from magsag.lakehouse.objstore import open_lake
 from magsag.storage import open_storage
 
 COUNT_CAP = 1000  # list and search count the matches up to this many for their titles
@@ -258,6 +261,10 @@ def vacuum(
         float | None, typer.Option("--max-disk-mb", min=0, help="Also drop oldest whole days until the store fits.")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what would be deleted.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Delete days that are not in the lake too (they then exist nowhere).")
+    ] = False,
+    lake: LakeOpt = None,
     backend: BackendOpt = None,
     db_path: DbPathOpt = None,
     dsn: DsnOpt = None,
@@ -265,29 +272,66 @@ def vacuum(
 ) -> None:
     """Delete hot runs and events older than the hot window (UTC midnight minus --hot-days).
 
-    Runs still running, and their events, are kept. With MAGSAG_STORAGE_ARCHIVE_ENABLED=true
-    days that are not archived yet are kept too, and listed.
+    Runs still running, and their events, are kept. Days vacuum would delete that were
+    never tiered to the lake are counted first: then nothing is deleted without --force
+    (exit 1; `magsag data tier` moves them instead), and the dry run names them too. With
+    MAGSAG_STORAGE_ARCHIVE_ENABLED=true days that are not archived yet are kept instead,
+    and listed.
     """
-    settings = settings_from(backend, db_path, dsn, hot_days=hot_days)
+    settings = settings_from(backend, db_path, dsn, hot_days=hot_days, lake_url=lake)
 
     async def go() -> dict[str, Any]:
+        from magsag.lakehouse.tiering.destination import dest_key
         from magsag.storage import vacuum_storage
 
         async with open_storage(settings) as storage:
-            return await vacuum_storage(storage, settings, max_disk_mb=max_disk_mb, dry_run=dry_run)
+            plan = await vacuum_storage(storage, settings, max_disk_mb=max_disk_mb, dry_run=True)
+            days = sorted({date.fromisoformat(str(d)[:10]) for d in plan.get("days") or []})
+            missing: list[date] = []
+            if days and not settings.archive_enabled:  # (the archive guard keeps unarchived days itself)
+                src = tier_source(storage)
+                try:
+                    missing = await src.unarchived_days(days, dest=dest_key(open_lake(settings.lake_url, settings)))
+                finally:
+                    await src.close()
+            if dry_run or (missing and not force):
+                plan["not_in_lake"] = [d.isoformat() for d in missing]
+                plan["lake"] = settings.lake_url
+                plan["refused"] = bool(missing and not dry_run)
+                return plan
+            result = await vacuum_storage(storage, settings, max_disk_mb=max_disk_mb, dry_run=False)
+            result["not_in_lake"] = [d.isoformat() for d in missing]
+            return result
 
     result = run(go())
+    missing = result.get("not_in_lake") or []
     if json_out:
         print_json(result)
-    else:
+    elif not result.get("refused"):
         verb = "would delete" if dry_run else "deleted"
         runs_n = result.get("runs_to_delete", result.get("runs_deleted", 0))
         events_n = result.get("events_to_delete", result.get("events_deleted", 0))
-        console.print(f"{verb} {runs_n} runs and {events_n} events older than {result['cutoff']}")
+        say(f"{verb} {runs_n} runs and {events_n} events older than {result['cutoff']}")
+        if missing:
+            say(
+                f"note: {len(missing)} of these days are not in the lake {settings.lake_url} "
+                f"({_days_text(missing)}): {'they would' if dry_run else 'they now'} exist nowhere else",
+                err=True,
+            )
+    if result.get("refused"):
+        raise fail(
+            f"{len(missing)} of the days to delete are not in the lake {settings.lake_url} ({_days_text(missing)}): "
+            "nothing deleted; run `magsag data tier` first, or vacuum --force to delete them anyway",
+            1,
+        )
     if result.get("refused_days"):
         raise fail(
             "not archived yet, kept: " + ", ".join(result["refused_days"]) + " (run `magsag data archive` first)", 1
         )
+
+
+def _days_text(days: list[str]) -> str:
+    return ", ".join(days) if len(days) <= 4 else f"{days[0]} .. {days[-1]}"
 
 
 @command
