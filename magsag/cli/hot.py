@@ -33,7 +33,17 @@ from magsag.cli.common import (
     run,
     settings_from,
 )
-from magsag.cli.render import TEXT_FORMATS, check_output, count_title, emit, emit_rows, pick_format, say
+from magsag.cli.render import (
+    TEXT_FORMATS,
+    check_output,
+    count_title,
+    emit,
+    emit_rows,
+    pick_format,
+    say,
+    styled,
+    write_text,
+)
 from magsag.lakehouse.objstore import open_lake
 from magsag.storage import open_storage
 
@@ -100,6 +110,10 @@ def _run_row(r: dict[str, Any]) -> dict[str, Any]:
 @command
 def query(
     run_id: Annotated[str | None, typer.Option("--run-id", help="Show one run and its events.")] = None,
+    tree: Annotated[
+        bool, typer.Option("--tree", help="With --run-id: its delegation tree (status, duration, cost per level).")
+    ] = False,
+    parent: Annotated[str | None, typer.Option("--parent", help="Only the runs this run delegated to.")] = None,
     agent: AgentOpt = None,
     status: Annotated[
         str | None, typer.Option("--status", help="running, succeeded, failed or canceled (any case).")
@@ -130,7 +144,25 @@ def query(
     """
     out_fmt = pick_format(fmt, json_out, (*TEXT_FORMATS, "parquet"))
     check_output(out_fmt, output)
+    if tree and not run_id:
+        raise ConfigError("--tree needs --run-id RUN (the root of the tree)")
+    if parent and (run_id or agent or status or since or until):
+        raise ConfigError("--parent lists one run's delegates: it takes no --run-id, --agent, --status or time filter")
     settings = settings_from(backend, db_path, dsn, lake_url=lake)
+    if tree:
+        _show_tree(run_id, settings, out_fmt, output)  # type: ignore[arg-type]
+        return
+    if parent:
+        from magsag.lakehouse.run_tree import runs_by_parent
+
+        runs = runs_by_parent(parent, settings, limit=10 if limit is None else limit)
+        if out_fmt == "table":
+            emit([_run_row(r) for r in runs], RUN_COLUMNS, "table", output, title=f"{len(runs)} runs of {parent}")
+        else:
+            emit_rows(runs, RUN_EXPORT_COLUMNS, out_fmt, output, value=runs)
+        if not runs:
+            raise typer.Exit(1)
+        return
     since_dt, until_dt = parse_when(since, "--since"), parse_when(until, "--until")
     if status is not None:
         status = status.strip().lower()
@@ -328,6 +360,55 @@ def vacuum(
         raise fail(
             "not archived yet, kept: " + ", ".join(result["refused_days"]) + " (run `magsag data archive` first)", 1
         )
+
+
+TREE_COLUMNS = ("run_id", "agent_slug", "parent_run_id", "status", "started_at", "duration_s", "cost_usd")
+TREE_COLUMNS += ("total_cost_usd", "tokens", "total_tokens", "tier", "depth")
+STATUS_STYLES = {"succeeded": "green", "failed": "red", "running": "yellow", "canceled": "dim"}
+
+
+def _show_tree(run_id: str, settings: Any, out_fmt: str, output: Any) -> None:
+    from rich.tree import Tree
+
+    from magsag.storage import get_run_tree
+
+    root = run(get_run_tree(run_id, settings))
+    if out_fmt == "json":
+        emit([], (), "json", output, value=root)
+        return
+    flat: list[dict[str, Any]] = []
+    view = Tree(_tree_label(root), guide_style="dim")
+
+    def walk(node: dict[str, Any], depth: int, branch: Any) -> None:
+        flat.append({**{k: v for k, v in node.items() if k != "children"}, "depth": depth})
+        here = branch.add(_tree_label(node)) if depth else branch
+        for child in node["children"]:
+            walk(child, depth + 1, here)
+
+    walk(root, 0, view)
+    if out_fmt != "table":
+        emit_rows(flat, TREE_COLUMNS, out_fmt, output)
+    elif output is None:
+        console.print(view)
+    else:
+        with console.capture() as cap:
+            console.print(view)
+        write_text(cap.get(), output, "the tree")
+
+
+def _tree_label(node: dict[str, Any]) -> Any:
+    dur, cost, total = node.get("duration_s"), node.get("cost_usd"), node.get("total_cost_usd")
+    money = "" if cost is None else f"  ${cost:.4f}"
+    if cost is not None and total is not None and abs(total - cost) > 1e-9:
+        money += f" (with delegates ${total:.4f})"
+    return styled(
+        (node["run_id"], "bold"),
+        f"  {node.get('agent_slug')}  ",
+        (str(node.get("status")), STATUS_STYLES.get(str(node.get("status")), "")),
+        f"  {dur:.1f} s" if isinstance(dur, (int, float)) else "  (running)",
+        money,
+        f"  [{node.get('tier')}]",
+    )
 
 
 def _days_text(days: list[str]) -> str:
