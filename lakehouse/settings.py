@@ -159,11 +159,76 @@ def _env_name(field: str) -> str:
     return ENV_PREFIX + field.upper()
 
 
+# MAGSAG_* variables read outside StorageSettings (tests' own MAGSAG_TEST_* are not checked)
+OTHER_KEYS = frozenset(
+    {
+        "MAGSAG_NOW",  # backends/schema.py utc_now
+        "MAGSAG_DEBUG",  # the CLI shows tracebacks
+        "MAGSAG_LAKE_FAULT",  # lakehouse/faults.py crash tests
+        "MAGSAG_TIER_EXPORT_ENGINE",
+        "MAGSAG_SERVE_TOKEN",
+        "MAGSAG_OTEL_ENDPOINT",
+        "MAGSAG_OTEL_HEADERS",
+        "MAGSAG_OTEL_MAX_BODY_BYTES",
+        "MAGSAG_NOTEBOOK_OUT",  # notebooks/: where plots are written
+        "MAGSAG_STORAGE_EMBEDDER",  # backends/embedding.py: the semantic-search embedder
+    }
+)
+
+
+class SettingsWarning(UserWarning):
+    """A ``MAGSAG_*`` variable that no setting reads (most likely a misspelled one)."""
+
+
+def known_keys() -> frozenset[str]:
+    """Every ``MAGSAG_*`` variable something reads: each setting's names, then :data:`OTHER_KEYS`."""
+    keys = set(OTHER_KEYS)
+    for name, field in StorageSettings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            keys.update(str(a) for a in alias.choices)
+        else:
+            keys.add(ENV_PREFIX + name.upper())
+    return frozenset(keys)
+
+
+def unknown_keys(environ: Any = None, env_file: str | Path | None = ".env") -> list[tuple[str, str, str | None]]:
+    """``(key, where, closest valid key)`` for each ``MAGSAG_*`` variable nothing reads."""
+    import difflib
+
+    known = known_keys()
+    found: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        from dotenv import dotenv_values
+
+        found.update((k, str(env_file)) for k in dotenv_values(env_file) if k.upper().startswith("MAGSAG_"))
+    environ = os.environ if environ is None else environ
+    found.update((k, "environment") for k in environ if k.upper().startswith("MAGSAG_"))
+    out = []
+    for key, where in sorted(found.items()):
+        if key in known or key.startswith("MAGSAG_TEST_"):
+            continue
+        close = difflib.get_close_matches(key.upper(), sorted(known), n=1, cutoff=0.6)
+        out.append((key, where, close[0] if close else None))
+    return out
+
+
+def warn_unknown_keys() -> None:
+    """One :class:`SettingsWarning` per ``MAGSAG_*`` variable (environment or ``.env``) nothing reads."""
+    import warnings
+
+    for key, where, close in unknown_keys():
+        hint = f"; did you mean {close}?" if close else ""
+        warnings.warn(f"{key} ({where}) is not a MAGSAG setting{hint}", SettingsWarning, stacklevel=3)
+
+
 def load_settings(**overrides: Any) -> StorageSettings:
     """Read settings from the environment and ``.env``; ``overrides`` (not None) win.
 
-    Raises :class:`ConfigError` naming the variable for any invalid value.
+    Raises :class:`ConfigError` naming the variable for any invalid value; warns
+    (:class:`SettingsWarning`) about ``MAGSAG_*`` variables no setting reads.
     """
+    warn_unknown_keys()
     values = {k: v for k, v in overrides.items() if v is not None}
     try:
         return StorageSettings(**values)

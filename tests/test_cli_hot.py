@@ -77,7 +77,10 @@ def test_search_raw_malformed_is_one_clear_line(db: str) -> None:
 def test_vacuum_dry_run_then_real(db: str) -> None:
     dry = magsag("data", "vacuum", "--hot-days", "1", "--dry-run", "--db-path", db, "--json").json()
     assert dry["dry_run"] is True and dry["events_to_delete"] > 0
-    real = magsag("data", "vacuum", "--hot-days", "1", "--db-path", db, "--json").json()
+    assert dry["not_in_lake"]  # nothing was tiered: the old days exist only in the hot store
+    refused = magsag("data", "vacuum", "--hot-days", "1", "--db-path", db)
+    assert refused.code == 1 and "not in the lake" in refused.err and "--force" in refused.err
+    real = magsag("data", "vacuum", "--hot-days", "1", "--force", "--db-path", db, "--json").json()
     assert real["events_deleted"] == dry["events_to_delete"] and real["runs_deleted"] == dry["runs_to_delete"]
     assert magsag("data", "vacuum", "--hot-days", "1", "--db-path", db, "--json").json()["events_deleted"] == 0
 

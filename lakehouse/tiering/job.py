@@ -183,6 +183,7 @@ async def _commit_all(
             return
         ctx.progress.day(claim.day, "recover")
         committed.append(await commit_claim(ctx, claim, recovered=True))
+        ctx.progress.day_done(claim.day)
     orphans = await find_orphans(src, lake, cutoff)
     report.orphan_runs = orphans
     report.planned = await src.tierable_days(cutoff, dest=report.dest, orphan_runs=orphans, mode=report.mode)
@@ -219,7 +220,9 @@ async def _claim_and_commit(
         report.skipped[d.day.isoformat()] = await _why_not_claimed(ctx, d.day)
         ctx.progress.day_done(d.day)
         return None
-    return await commit_claim(ctx, claim)
+    done = await commit_claim(ctx, claim)
+    ctx.progress.day_done(d.day)  # the days bar advances as each day commits
+    return done
 
 
 async def _why_not_claimed(ctx: ClaimContext, day: date) -> str:

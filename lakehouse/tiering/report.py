@@ -33,7 +33,8 @@ class TierProgress:
         """``n`` more bytes committed to the lake."""
 
     def day_done(self, day: date) -> None:
-        """One more day finished."""
+        """One more day committed to the destination (or found with nothing to claim); its hot
+        rows are deleted when the job settles all its claims at the end."""
 
 
 @dataclass

@@ -43,6 +43,5 @@ async def settle_claims(ctx: ClaimContext, items: list[tuple[Claim, DayResult]])
             result = {k: v for k, v in res.as_dict().items() if k not in ("files", "batch_id")}
             claim = await ctx.src.finish_claim(claim, info={"result": result})
             fault_point("tier.done")
-        ctx.progress.day_done(claim.day)
         out.append(res)
     return out

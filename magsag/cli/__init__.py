@@ -11,7 +11,9 @@ import sys
 import typer
 
 from magsag import __version__
-from magsag.cli import clickhouse, hot, lake, live, migrate, otel, query, semantic
+from magsag.cli import clickhouse, hot, lake, live, migrate, otel, query, render, semantic
+
+render.show_flags_as_flags()
 
 app = typer.Typer(
     name="magsag",
@@ -19,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # every subcommand inherits -h
 )
 data_app = typer.Typer(
     name="data",

@@ -20,6 +20,7 @@ from magsag.cli.common import (
     print_table,
     settings_from,
 )
+from magsag.cli.render import say
 
 clickhouse_app = typer.Typer(
     name="clickhouse", help="ClickHouse tables for analytics (chDB or a server).", no_args_is_help=True
@@ -55,7 +56,7 @@ def init(database: DatabaseOpt = None, json_out: JsonOpt = False) -> None:
         print_json(info)
         return
     where = f"database {info['database']} on {info['engine']}"
-    console.print(f"[green]ready[/]: {where} (schema v{info['schema_version']})")
+    say(("ready", "green"), f": {where} (schema v{info['schema_version']})")
     print_kv({"created": ", ".join(info["created"]) or "nothing (all present)", "ttl_days": info["ttl_days"]})
 
 

@@ -2,7 +2,8 @@
 
 Commands stay thin: open the store, call one library function, print. Errors are turned
 into one line on stderr and an exit code here, in :func:`command`, and nowhere else:
-0 ok, 1 not found / no results, 2 usage or configuration error, 3 locked by another job.
+0 ok, 1 not found / no results, 2 usage or configuration error, 3 locked by another job,
+70 unexpected internal error (EXIT_INTERNAL), 130 interrupted (docs/cli.md lists them).
 """
 
 from __future__ import annotations
@@ -10,27 +11,24 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import sys
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from magsag.backends import jsontext
 from magsag.backends.durations import is_duration, parse_duration
 from magsag.backends.errors import ConfigError, StorageError, redact_dsn
 from magsag.backends.schema import utc_now
-from magsag.lakehouse.settings import StorageSettings, load_settings
+
+# the output helpers, re-exported for the command modules (magsag/cli/render.py)
+from magsag.cli.render import console, err_console, error, print_json, print_kv, print_table, say  # noqa: F401
+from magsag.lakehouse.settings import SettingsWarning, StorageSettings, load_settings
 
 T = TypeVar("T")
-
-# Piped output is not cut at 80 columns: scripts and logs get whole lines.
-console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, highlight=False)
+EXIT_INTERNAL = 70  # sysexits EX_SOFTWARE: an exception outside the StorageError family (documented)
 
 # ----------------------------------------------------------------- options
 BackendOpt = Annotated[
@@ -48,6 +46,11 @@ LakeOpt = Annotated[
     typer.Option("--lake", help="Lake root: a folder or s3://bucket/prefix (default: MAGSAG_STORAGE_LAKE_URL)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option("--format", help="table, json, jsonl, csv or tsv (parquet where noted); --json is --format json."),
+]
+OutputOpt = Annotated[Path | None, typer.Option("--output", help="Write the result to this file instead of stdout.")]
 SinceOpt = Annotated[
     str | None,
     typer.Option("--since", help="Start: ISO date/time (UTC unless an offset is given) or age like 7d, 12h."),
@@ -59,8 +62,24 @@ AgentOpt = Annotated[str | None, typer.Option("--agent", help="Only this agent s
 def settings_from(
     backend: str | None = None, db_path: Path | None = None, dsn: str | None = None, **more: Any
 ) -> StorageSettings:
-    """Settings from environment/.env with the command's options on top."""
-    return load_settings(backend=backend, db_path=db_path, dsn=dsn, **more)
+    """Settings from environment/.env with the command's options on top.
+
+    A ``MAGSAG_*`` variable no setting reads is named on stderr once, with the closest valid key.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SettingsWarning)
+        settings = load_settings(backend=backend, db_path=db_path, dsn=dsn, **more)
+    for w in caught:
+        text = str(w.message)
+        if issubclass(w.category, SettingsWarning) and text not in _warned:
+            _warned.add(text)
+            say(("warning:", "yellow"), " ", text, err=True)
+        elif not issubclass(w.category, SettingsWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return settings
+
+
+_warned: set[str] = set()
 
 
 def parse_when(text: str | None, option: str, *, now: datetime | None = None) -> datetime | None:
@@ -101,7 +120,7 @@ def parse_day(text: str, option: str) -> date:
 
 # ------------------------------------------------------------- error handling
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {redact_dsn(message)}", markup=True, highlight=False, soft_wrap=True)
+    error(redact_dsn(message))
     return typer.Exit(code)
 
 
@@ -126,7 +145,9 @@ def command(fn: Callable[..., T]) -> Callable[..., T]:
         except Exception as exc:
             if os.environ.get("MAGSAG_DEBUG"):
                 raise
-            raise fail(f"internal error: {_describe(exc)} (set MAGSAG_DEBUG=1 for a traceback)", 70) from None
+            raise fail(
+                f"internal error: {_describe(exc)} (set MAGSAG_DEBUG=1 for a traceback)", EXIT_INTERNAL
+            ) from None
 
     return wrapper
 
@@ -138,54 +159,3 @@ def _describe(exc: BaseException) -> str:
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
-
-
-# ------------------------------------------------------------------- output
-def print_json(value: Any) -> None:
-    sys.stdout.write(jsontext.pretty(value, default=str) + "\n")
-    sys.stdout.flush()
-
-
-def _cell(value: Any, width: int | None) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (dict, list)):
-        text = jsontext.dumps(value)
-    elif isinstance(value, str) and len(value) == 32 and value[10] == "T" and value.endswith("+00:00"):
-        text = value[:10] + " " + value[11:23]  # ISO UTC timestamp -> compact, millisecond precision
-    elif isinstance(value, float):
-        text = f"{value:.6g}"
-    else:
-        text = str(value)
-    if width and len(text) > width:
-        text = text[: width - 1] + "…"
-    return text
-
-
-def print_table(
-    rows: Sequence[dict[str, Any]],
-    columns: Iterable[str],
-    *,
-    title: str | None = None,
-    widths: dict[str, int] | None = None,
-) -> None:
-    cols = list(columns)
-    widths = widths or {}
-    if not rows:
-        err_console.print(f"{title or 'no rows'}" if title else "no rows")
-        return
-    table = Table(title=title, show_lines=False, header_style="bold", expand=False)
-    for c in cols:
-        table.add_column(c, overflow="fold", max_width=widths.get(c))
-    for row in rows:
-        table.add_row(*(_cell(row.get(c), widths.get(c)) for c in cols))
-    console.print(table)
-
-
-def print_kv(pairs: dict[str, Any], *, title: str | None = None) -> None:
-    table = Table(title=title, show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
-    for k, v in pairs.items():
-        table.add_row(k, _cell(v, None))
-    console.print(table)

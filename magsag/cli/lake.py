@@ -12,18 +12,22 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from magsag.backends.durations import parse_duration
-from magsag.backends.errors import ConfigError, StorageError
+from magsag.backends.errors import ConfigError, NotFoundError, StorageError
+from magsag.backends.schema import utc_now
 from magsag.backends.tiering.protocol import COPY, MOVE, tier_source
 from magsag.cli.common import (
     AgentOpt,
     BackendOpt,
     DbPathOpt,
     DsnOpt,
+    FormatOpt,
     JsonOpt,
     LakeOpt,
+    OutputOpt,
     command,
     console,
     err_console,
@@ -35,6 +39,9 @@ from magsag.cli.common import (
     run,
     settings_from,
 )
+from magsag.cli.render import TEXT_FORMATS, check_output, emit_rows, error, pick_format, say
+from magsag.lakehouse import manifest
+from magsag.lakehouse.layout import EVENTS, RUNS
 from magsag.lakehouse.objstore import Lake, open_lake
 from magsag.lakehouse.settings import StorageSettings
 from magsag.lakehouse.tiering.report import TierProgress, TierReport
@@ -89,7 +96,7 @@ class _Bars(TierProgress):
         self.p = progress
         self.t_days = progress.add_task("days", total=None, unit="")
         self.t_rows = progress.add_task("events", total=None, unit="")
-        self.t_bytes = progress.add_task("lake bytes", total=None, unit="")
+        self.t_bytes = progress.add_task("lake bytes", total=None, unit="bytes")
 
     def waiting(self, message: str) -> None:
         self.p.console.print(message)
@@ -112,6 +119,14 @@ class _Bars(TierProgress):
         self.p.advance(self.t_days, 1)
 
 
+class _AmountColumn(ProgressColumn):
+    """Counts as numbers (``12,345``), the bytes task in human units (``1.2 MB``)."""
+
+    def render(self, task: Any) -> Text:
+        n = int(task.completed)
+        return Text(_human(n) if task.fields.get("unit") == "bytes" else f"{n:,}")
+
+
 class _Quiet(TierProgress):
     """No bars (JSON output, or stderr is not a terminal); still says when it waits for the lock."""
 
@@ -127,7 +142,7 @@ def _progress(enabled: bool) -> Iterator[TierProgress]:
     cols = (
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed:,.0f}{task.fields[unit]}"),
+        _AmountColumn(),
         TimeElapsedColumn(),
     )
     with Progress(*cols, console=err_console, transient=True) as p:
@@ -290,13 +305,33 @@ def _tier_command(
             started = time.monotonic()
             try:
                 rep = once(stop)
-                _print_report(rep, json_out)
+                if json_out:
+                    _print_report(rep, json_out)
+                else:
+                    _log(_one_line(rep))
             except ConfigError:
                 raise
             except StorageError as exc:  # the store or the lake is down: try again next time
-                err_console.print(f"[bold red]error:[/] {str(exc).splitlines()[0]} (retrying in {every:.0f}s)")
+                _log(f"error: {str(exc).splitlines()[0]} (retrying in {every:.0f}s)", err=True)
             stop.wait(max(0.0, every - (time.monotonic() - started)))
-        err_console.print("stopped")
+        _log("stopped", err=True)
+
+
+def _log(message: str, *, err: bool = False) -> None:
+    """A line of a long-running job (``--every``): UTC timestamp first."""
+    say((f"{utc_now():%Y-%m-%dT%H:%M:%SZ}", "dim"), " ", message, err=err)
+
+
+def _one_line(rep: TierReport) -> str:
+    data = rep.as_dict()
+    verb = {MOVE: "tier", COPY: "archive"}[rep.mode]
+    text = (
+        f"{verb}: {data['days']} days, {data['events']} events, {data['runs']} runs, "
+        f"{_human(data['bytes']) or '0 B'} to {rep.dest} (cutoff {rep.cutoff[:10]})"
+    )
+    if rep.skipped:
+        text += f"; skipped {len(rep.skipped)} days"
+    return text + ("; stopped by a signal" if rep.stopped else "")
 
 
 def _job_metrics(metrics_file: Path | None, metrics_port: int | None) -> Any:
@@ -324,7 +359,7 @@ def _write_metrics(metrics: Any, path: Path | None) -> None:
     try:
         metrics.write_textfile(path)
     except OSError as exc:
-        err_console.print(f"[bold red]error:[/] --metrics-file {path}: {exc.strerror or exc}")
+        error(f"--metrics-file {path}: {exc.strerror or exc}")
 
 
 MetricsFileOpt = Annotated[
@@ -406,10 +441,14 @@ def archive(
             show_default=False,
         ),
     ] = None,
-    since: Annotated[
+    older_than: Annotated[
         str | None,
         typer.Option(
-            "--since", metavar="N", help="Archive whole UTC days older than N days (default: the hot window)."
+            "--older-than",
+            "--since",
+            metavar="N",
+            help="Archive whole UTC days older than N days (default: the hot window). --since is the "
+            "specification's name for it, kept: here it means older than.",
         ),
     ] = None,
     delete: Annotated[bool, typer.Option("--delete", help="Delete the archived rows from the hot store.")] = False,
@@ -425,7 +464,7 @@ def archive(
     Rows already archived to DEST are not copied again. With --delete the rows leave the
     hot store once committed in DEST (like `tier`, to another place).
     """
-    settings = settings_from(backend, db_path, dsn, hot_days=parse_days(since, "--since"))
+    settings = settings_from(backend, db_path, dsn, hot_days=parse_days(older_than, "--older-than"))
     target = dest or settings.archive_destination
     if not target:
         raise ConfigError("archive: give DEST or set MAGSAG_STORAGE_ARCHIVE_DESTINATION")
@@ -472,6 +511,8 @@ def compact(
     settings = settings_from(backend, db_path, dsn, lake_url=lake)
     day = parse_day(partition, "--partition") if partition else None
     the_lake = open_lake(settings.lake_url, settings)
+    if day is not None and not any(manifest.live_entries(the_lake, ds, day) for ds in (EVENTS, RUNS)):
+        raise NotFoundError(f"--partition: the lake {the_lake.uri()} holds no partition dt={day.isoformat()}")
 
     async def go() -> list[dict[str, Any]]:
         import asyncio
@@ -514,6 +555,8 @@ def report(
     days: Annotated[int, typer.Option("--days", min=0, help="Newest N lake days (0: all).")] = 3,
     agent: AgentOpt = None,
     lake: LakeOpt = None,
+    fmt: FormatOpt = None,
+    output: OutputOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Cost and error rate per agent per day, read back from the lake with DuckDB.
@@ -524,12 +567,14 @@ def report(
     """
     from magsag.lakehouse.lake_report import lake_summary
 
+    out_fmt = pick_format(fmt, json_out, (*TEXT_FORMATS, "parquet"))
+    check_output(out_fmt, output)
     settings = settings_from(lake_url=lake)
     result = lake_summary(open_lake(settings.lake_url, settings), days=days, agent=agent)
-    if json_out:
-        print_json(result)
-        return
     cols = ("dt", "agent_slug", "runs", "failed", "error_rate", "cost_usd", "tokens", "events", "error_events")
+    if out_fmt != "table" or output is not None:
+        emit_rows(result["summary"], cols, out_fmt, output, value=result)
+        return
     print_table(result["summary"], cols, title=f"lake {result['lake']}")
     console.print(
         f"lake holds {result['rows']} events over {result['days']} days "

@@ -22,6 +22,7 @@ from magsag.cli.common import (
     run,
     settings_from,
 )
+from magsag.cli.render import safe
 from magsag.storage import open_storage
 
 EXIT_INTERRUPTED = 130
@@ -38,11 +39,11 @@ def event_line(e: dict[str, Any]) -> Text:
     level = e.get("level") or "info"
     ts = str(e.get("ts") or "")
     when = f"{ts[:10]} {ts[11:23]}" if len(ts) >= 23 else ts
-    msg = (e.get("msg") or "").replace("\n", "\\n")
+    msg = safe(e.get("msg") or "").replace("\n", "\\n")
     line = Text(no_wrap=True, overflow="ellipsis")
-    line.append(when, style="dim")
-    line.append(f"  {level.upper():<8}", style=LEVEL_STYLES.get(level, "") or None)
-    line.append(f" {e.get('agent_slug', '')}  {e.get('run_id', '')}  {e.get('type', '')}  ")
+    line.append(safe(when), style="dim")
+    line.append(safe(f"  {level.upper():<8}"), style=LEVEL_STYLES.get(level, "") or None)
+    line.append(safe(f" {e.get('agent_slug', '')}  {e.get('run_id', '')}  {e.get('type', '')}  ").replace("\n", "\\n"))
     line.append(msg, style=LEVEL_STYLES.get(level, "") or None)  # a Text span: never read as markup
     return line
 

@@ -24,6 +24,7 @@ from magsag.cli.common import (
     run,
     settings_from,
 )
+from magsag.cli.render import error
 from magsag.ingest.legacy import LegacyImporter
 from magsag.ingest.legacy_report import ImportReport
 from magsag.storage import open_storage
@@ -192,4 +193,4 @@ def print_report(report: ImportReport, show: int = 20) -> None:
         if hidden > 0:
             err_console.print(f"... and {hidden:,} more rejected (--show-rejections N, or --json for the first 1000)")
     if report.aborted:
-        err_console.print(f"[bold red]error:[/] {report.aborted}", highlight=False, soft_wrap=True)
+        error(report.aborted)

@@ -31,6 +31,7 @@ from magsag.cli.common import (
     settings_from,
 )
 from magsag.cli.lake import EXIT_INTERRUPTED, _human, _stop_on_signals, parse_every
+from magsag.cli.render import error
 
 export_app = typer.Typer(name="export", help="Export runs to other systems (OpenTelemetry).", no_args_is_help=True)
 
@@ -225,6 +226,6 @@ def export_otel_command(
             except EndpointRefused as exc:
                 raise fail(str(exc).splitlines()[0], 1) from None
             except BackendUnavailable as exc:  # unreachable: the watermark stayed, try again next time
-                err_console.print(f"[bold red]error:[/] {str(exc).splitlines()[0]} (retrying in {interval:.0f}s)")
+                error(f"{str(exc).splitlines()[0]} (retrying in {interval:.0f}s)")
             stop.wait(max(0.0, interval - (time.monotonic() - started)))
         console.print("stopped")

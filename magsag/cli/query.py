@@ -2,33 +2,28 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from magsag.backends import jsontext
-from magsag.backends.errors import ConfigError
 from magsag.cli.common import (
     BackendOpt,
     DbPathOpt,
     DsnOpt,
+    FormatOpt,
     JsonOpt,
     LakeOpt,
+    OutputOpt,
     command,
-    console,
     err_console,
-    print_json,
     print_table,
     run,
     settings_from,
 )
+from magsag.cli.render import check_output, console, emit, pick_format, render_rows, say, write_text
 
-FORMATS = ("table", "csv", "json", "parquet")
+FORMATS = ("table", "json", "jsonl", "csv", "tsv", "parquet")
 
 
 def register(app: typer.Typer) -> None:
@@ -39,9 +34,10 @@ def register(app: typer.Typer) -> None:
 @command
 def sql(
     query: Annotated[str, typer.Argument(metavar="SQL", help="One SELECT over the views (see docs/query.md).")],
-    fmt: Annotated[str, typer.Option("--format", help="table, csv, json or parquet (parquet needs --output).")] = (
-        "table"
-    ),
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="table, json, jsonl, csv, tsv or parquet (parquet needs --output)."),
+    ] = None,
     output: Annotated[Path | None, typer.Option("--output", help="Write the result to this file.")] = None,
     max_rows: Annotated[
         int, typer.Option("--max-rows", min=1, help="Rows shown by --format table (the other formats write all).")
@@ -50,6 +46,7 @@ def sql(
     backend: BackendOpt = None,
     db_path: DbPathOpt = None,
     dsn: DsnOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Run one read-only SQL query over every tier (DuckDB).
 
@@ -60,16 +57,13 @@ def sql(
     """
     from magsag.lakehouse.query import run_sql
 
-    fmt = fmt.lower()
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if fmt == "parquet" and output is None:
-        raise ConfigError("--format parquet needs --output PATH")
+    fmt = pick_format(fmt, json_out, FORMATS)
+    check_output(fmt, output)
     settings = settings_from(backend, db_path, dsn, lake_url=lake)
     if output is not None:
-        from magsag.cli.validate import check_output
+        from magsag.cli.validate import check_output as check_output_path
 
-        check_output(output, settings)
+        check_output_path(output, settings)
     table = run_sql(query, settings)
     write_result(table, fmt, output, max_rows)
 
@@ -91,25 +85,7 @@ def write_result(table: Any, fmt: str, output: Path | None, max_rows: int) -> No
         if table.num_rows > max_rows:
             err_console.print(f"(showing the first {max_rows}; use --max-rows, or --format csv/json/parquet)")
         return
-    rows = arrow_rows(table)
-    if fmt == "json":
-        text = jsontext.pretty(rows, default=str) + "\n"
-    else:
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(table.column_names)
-        for r in rows:
-            w.writerow(
-                "" if v is None else json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v
-                for v in r.values()
-            )
-        text = buf.getvalue()
-    if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        output.write_text(text, encoding="utf-8")
-        err_console.print(f"wrote {table.num_rows} rows to {output}")
+    write_text(render_rows(arrow_rows(table), table.column_names, fmt), output, f"{table.num_rows} rows")
 
 
 @command
@@ -118,12 +94,17 @@ def stats(
     backend: BackendOpt = None,
     db_path: DbPathOpt = None,
     dsn: DsnOpt = None,
+    fmt: FormatOpt = None,
+    output: OutputOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Rows, bytes, files, oldest/newest and compression per tier and per day.
 
     Lake partitions holding several small files are flagged (compaction merges them).
+    --format json prints the whole result; jsonl, csv and tsv one row per tier, dataset
+    and day.
     """
+    out_fmt = pick_format(fmt, json_out)
     from magsag.lakehouse.objstore import open_lake
     from magsag.lakehouse.stats import data_stats
     from magsag.storage import open_storage
@@ -135,10 +116,27 @@ def stats(
             return await data_stats(storage, open_lake(settings.lake_url, settings))
 
     result = run(go())
-    if json_out:
-        print_json(result)
+    if out_fmt == "table" and output is None:
+        _print_stats(result)
         return
-    _print_stats(result)
+    if out_fmt == "table":
+        with console.capture() as cap:
+            _print_stats(result)
+        write_text(cap.get(), output, "the statistics")
+        return
+    emit(stats_rows(result), STATS_COLUMNS, out_fmt, output, value=result)
+
+
+STATS_COLUMNS = ("tier", "dataset", "dt", "events", "runs", "rows", "files", "bytes")
+STATS_COLUMNS += ("compression", "oldest", "newest", "small_files")
+
+
+def stats_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per tier, dataset and day (the hot store counts events and runs per day together)."""
+    rows = [{"tier": "hot", "dataset": "events+runs", **p} for p in result["hot"].get("partitions") or []]
+    for dataset, d in ((result.get("lake") or {}).get("datasets") or {}).items():
+        rows.extend({"tier": "lake", "dataset": dataset, **p} for p in d["partitions"])
+    return rows
 
 
 def _mb(n: Any) -> str:
@@ -147,20 +145,22 @@ def _mb(n: Any) -> str:
 
 def _print_stats(result: dict[str, Any]) -> None:
     hot = result["hot"]
-    console.print(
-        f"[bold]hot[/] ({hot.get('backend')}): {hot.get('events', 0):,} events, {hot.get('runs', 0):,} runs, "
-        f"{_mb(hot.get('bytes'))}, {hot.get('oldest') or '-'} .. {hot.get('newest') or '-'}"
+    say(
+        ("hot", "bold"),
+        f" ({hot.get('backend')}): {hot.get('events', 0):,} events, {hot.get('runs', 0):,} runs, "
+        f"{_mb(hot.get('bytes'))}, {hot.get('oldest') or '-'} .. {hot.get('newest') or '-'}",
     )
     if hot.get("partitions"):
         print_table(hot["partitions"], ["dt", "events", "runs", "bytes", "oldest", "newest"], title="hot days")
     lake = result.get("lake") or {}
     if not lake.get("exists"):
-        console.print(f"[bold]lake[/] {lake.get('url', '')}: empty")
+        say(("lake", "bold"), f" {lake.get('url', '')}: empty")
         return
     for dataset, d in lake["datasets"].items():
-        console.print(
-            f"[bold]lake {dataset}[/] ({lake['url']}): {d['rows']:,} rows, {d['files']} files, {_mb(d['bytes'])}, "
-            f"{d['oldest'] or '-'} .. {d['newest'] or '-'}"
+        say(
+            (f"lake {dataset}", "bold"),
+            f" ({lake['url']}): {d['rows']:,} rows, {d['files']} files, {_mb(d['bytes'])}, "
+            f"{d['oldest'] or '-'} .. {d['newest'] or '-'}",
         )
         rows = [
             {**p, "bytes": _mb(p["bytes"]), "small_files": "compact" if p["small_files"] else ""}

@@ -20,9 +20,14 @@ a test fails when this file and the code disagree.
 
 Every command reads settings from `MAGSAG_STORAGE_*` environment variables or `.env`
 (see [configuration.md](configuration.md)); options given on the command line win.
-Exit codes: `0` ok, `1` not found / no results, `2` usage or configuration error,
-`3` locked by another job. Errors are one line on stderr, never a traceback.
-Commands that print tables take `--json` for scripts.
+Exit codes: `0` ok, `1` not found / no results / a failed operation, `2` usage or
+configuration error, `3` locked by another job, `70` an unexpected internal error (a bug,
+or an exception a custom backend raised outside the `StorageError` family; set
+`MAGSAG_DEBUG=1` for its traceback), `130` interrupted (Ctrl-C). Errors are one line on
+stderr, never a traceback. Commands that print tables take `--json` for scripts; `-h` is
+`--help`. `--since` always means "newer than" (where a range starts); the one
+cut-off that means "older than" is named so (`archive --older-than`, which still accepts
+the specification's `--since`).
 """
 
 

@@ -62,6 +62,21 @@ async def vacuum_storage(
     return await guarded_vacuum(storage, settings, hot_days=hot_days, max_disk_mb=max_disk_mb, dry_run=dry_run)
 
 
+async def get_run_tree(run_id: str, settings: StorageSettings | None = None, **overrides: Any) -> dict[str, Any]:
+    """The delegation tree of ``run_id``: the run (status, duration, own ``cost_usd`` and
+    ``total_cost_usd`` with its delegates, tier) with ``children``, each level alike, across
+    the hot store and the lake. Raises :class:`NotFoundError` for an unknown run."""
+    import asyncio
+
+    from magsag.lakehouse.run_tree import run_tree
+
+    settings = settings or load_settings(**overrides)
+    tree = await asyncio.to_thread(run_tree, run_id, settings)
+    if tree is None:
+        raise NotFoundError(f"run {run_id!r} not found (in the hot store or the lake)")
+    return tree
+
+
 async def get_storage_backend(
     settings: StorageSettings | None = None, *, read_only: bool = False, **overrides: Any
 ) -> StorageBackend:
@@ -115,6 +130,7 @@ __all__ = [
     "SyncStorage",
     "TieredBackend",
     "ValidationError",
+    "get_run_tree",
     "get_storage_backend",
     "get_storage_sync",
     "load_settings",
