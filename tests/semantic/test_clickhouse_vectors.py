@@ -53,3 +53,20 @@ def test_loads_keep_vectors_and_cosine_distance_ranks(tmp_path: Path) -> None:
                 )
             )
     assert results[0] == results[1] and len(results[0]) == 5
+
+
+def test_v1_tables_gain_the_embedding_column(tmp_path: Path) -> None:
+    pytest.importorskip("chdb")
+    from magsag.lakehouse.clickhouse.schema import init_schema
+
+    from tests.clickhouse_helpers import fresh_engine
+
+    with fresh_engine("chdb") as engine:
+        init_schema(engine)
+        t = sql.table(engine.database, "events")
+        engine.command(f"ALTER TABLE {t} DROP COLUMN embedding")  # what a v1 table looks like
+        engine.command(sql.record_schema_version(engine.database), {"version": 1})
+        assert "embedding" not in dict(engine.rows(sql.table_columns(engine.database, "events")))
+        info = init_schema(engine)
+        assert info["created"] == [] and info["schema_version"] == 2
+        assert dict(engine.rows(sql.table_columns(engine.database, "events")))["embedding"] == "Array(Float32)"
