@@ -13,7 +13,8 @@ delegating to SAGs, MCP calls, metrics, errors, artifacts), outside the timings.
   one-at-a-time ``append_event`` from one task and from 16 concurrent tasks.
 * ``--embed`` (sqlite): the same batches once more into a fresh store while ``magsag data embed
   --every 1s`` runs beside it as its own process (how it is deployed: appends never wait for
-  it); reports that ingest rate against the plain one (``embed_ratio``, target >= 0.8), the
+  it; the load starts once the job has made its first pass, as a long-running job has);
+  reports that ingest rate against the plain one (``embed_ratio``, target >= 0.8), the
   embedder's backlog when the load ends and how long it takes to catch up.
 * **postgres**: batches through ``PostgresStorageBackend.append_events`` vs bare asyncpg
   ``copy_records_to_table`` into an identical table (same migration DDL: day partitions,
@@ -482,6 +483,7 @@ async def bench_embed(events: list[Event], batch: int, plain_eps: float) -> dict
     """Ingest with ``magsag data embed --every 1s`` running as a separate process."""
     import signal
     import subprocess
+    import threading
 
     from magsag.backends.sqlite.store import SQLiteStorageBackend
     from magsag.backends.vectors import vector_store
@@ -493,7 +495,16 @@ async def bench_embed(events: list[Event], batch: int, plain_eps: float) -> dict
         await ours.initialize()
         env = {**os.environ, "MAGSAG_STORAGE_DB_PATH": str(db)}
         cmd = [sys.executable, "-m", "magsag", "data", "embed", "--every", "1s", "--json"]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        started = threading.Event()
+
+        def drain() -> None:  # the job prints one JSON report per pass; the first means it is up
+            for line in proc.stdout:  # type: ignore[union-attr]
+                if line.startswith("}"):
+                    started.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        started.wait(120)  # steady state: a long-running job has loaded its model before the load starts
         try:
             t_ours = 0.0
             for chunk in batches(events, batch):

@@ -118,3 +118,29 @@ def pgvector_server() -> Iterator[str]:
         )
         time.sleep(0.1)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def main(argv: list[str]) -> int:
+    """``python3 -m tests.pgvector_server [--] CMD ...``: run CMD with the server up (CI).
+
+    CMD sees ``MAGSAG_TEST_PGVECTOR_DSN`` and, unless ``--keep-pg-dsn`` is given first,
+    ``MAGSAG_TEST_PG_DSN`` pointing at it too, so the PostgreSQL contract suite runs on
+    PostgreSQL 18 + pgvector: ``python3 -m tests.pgvector_server python3 -m pytest tests/contract``.
+    """
+    keep = bool(argv) and argv[0] == "--keep-pg-dsn"
+    argv = argv[1:] if keep else argv
+    argv = argv[1:] if argv and argv[0] == "--" else argv
+    if not argv:
+        print(main.__doc__)
+        return 2
+    with pgvector_server() as dsn:
+        env = {**os.environ, ENV: dsn}
+        if not keep:
+            env["MAGSAG_TEST_PG_DSN"] = dsn
+        return subprocess.run(argv, env=env, check=False).returncode
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))

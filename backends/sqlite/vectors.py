@@ -138,15 +138,19 @@ class SQLiteVectors(VectorStore):
             self._ids, self._vids, self._matrix, self._max_vid = [], [], None, 0
 
     async def prune(self) -> int:
-        def op(c: sqlite3.Connection) -> int:
+        def orphans(c: sqlite3.Connection) -> bool:  # on a reader: the writer is not held for the check
             if not _has_table(c):
-                return 0
+                return False
             n_vec = c.execute("SELECT count(*) FROM event_vectors").fetchone()[0]
             n_joined = c.execute(
                 "SELECT count(*) FROM event_vectors v JOIN events e ON e.event_id = v.event_id"
             ).fetchone()[0]
-            if n_vec == n_joined:
-                return 0
+            return n_vec != n_joined
+
+        if not await self.store.read(orphans):
+            return 0
+
+        def op(c: sqlite3.Connection) -> int:
             return c.execute(
                 "DELETE FROM event_vectors WHERE NOT EXISTS "
                 "(SELECT 1 FROM events e WHERE e.event_id = event_vectors.event_id)"

@@ -228,17 +228,32 @@ def _server_source(engine: Engine, lake: Lake, p: PartitionPlan, s3_endpoint: st
     return None
 
 
+def load_schema(dataset: str) -> Any:
+    """The Arrow schema of client-side loads: canonical, then the extra columns (events: ``embedding``)."""
+    import pyarrow as pa
+
+    schema = event_arrow_schema() if dataset == sql.EVENTS else run_arrow_schema()
+    if sql.EXTRA_COLUMNS[dataset]:
+        schema = schema.append(pa.field("embedding", pa.list_(pa.float32())))
+    return schema
+
+
 def _client_batches(lake: Lake, p: PartitionPlan, progress: Callable[[int], None]) -> Iterator[Any]:
     """Arrow batches of the partition's live files, in the canonical schema."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = event_arrow_schema() if p.dataset == sql.EVENTS else run_arrow_schema()
+    schema = load_schema(p.dataset)
     for e in p.entries:
         try:
             with lake.fs.open(lake.path(e.path), "rb") as f:
-                for batch in pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS, columns=schema.names):
-                    t = pa.Table.from_batches([batch]).cast(schema)
+                pf = pq.ParquetFile(f)
+                names = [n for n in schema.names if n in pf.schema_arrow.names]
+                for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=names):
+                    t = pa.Table.from_batches([batch])
+                    if "embedding" in schema.names and "embedding" not in names:  # a file without vectors
+                        t = t.append_column("embedding", pa.array([[]] * t.num_rows, pa.list_(pa.float32())))
+                    t = t.select(schema.names).cast(schema)
                     for b in t.to_batches():
                         yield b
                         progress(b.num_rows)
@@ -286,7 +301,7 @@ class _Loader:
                 self.engine.command(sql.insert_select(db, stage, p.dataset, source))
                 self.tick(p.rows, what)
             else:
-                schema = event_arrow_schema() if p.dataset == sql.EVENTS else run_arrow_schema()
+                schema = load_schema(p.dataset)
                 batches = _client_batches(self.lake, p, lambda n: self.tick(n, what))
                 self.engine.insert_arrow(stage, batches, schema)
         staged = {day: int(n) for day, n in self.engine.rows(sql.rows_by_day(db, stage, p.dataset))}

@@ -77,6 +77,7 @@ def init_schema(engine: Engine, ttl_days: int | None = None, *, apply_ttl: bool 
     version = _check_version(engine, present)
     for dataset in sql.DATASETS:
         if dataset in present:
+            _add_extra_columns(engine, dataset)
             check_table(engine, dataset, present[dataset])
             if apply_ttl:
                 _apply_ttl(engine, dataset, ttl_days)
@@ -104,9 +105,19 @@ def ensure_schema(engine: Engine, ttl_days: int | None = None) -> None:
     if all(n in present for n in (*sql.DATASETS, sql.LEDGER, sql.SCHEMA_TABLE)):
         _check_version(engine, present)
         for dataset in sql.DATASETS:
+            _add_extra_columns(engine, dataset)
             check_table(engine, dataset, present[dataset])
         return
     init_schema(engine, ttl_days, apply_ttl=False)
+
+
+def _add_extra_columns(engine: Engine, dataset: str) -> None:
+    """Tables of schema v1 gain the extra columns (``events.embedding``); nothing else changes."""
+    have = {name for name, _ in engine.rows(sql.table_columns(engine.database, dataset))}
+    if all(c.name in have for c in sql.EXTRA_COLUMNS[dataset]):
+        return
+    for statement in sql.add_extra_columns(engine.database, dataset):
+        engine.command(statement)
 
 
 def _apply_ttl(engine: Engine, dataset: str, ttl_days: int | None) -> None:

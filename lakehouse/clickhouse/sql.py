@@ -18,7 +18,7 @@ from typing import Any
 
 from magsag.backends.schema import event_arrow_schema, run_arrow_schema
 
-SCHEMA_VERSION = 1  # of the ClickHouse tables; bump when the DDL below changes
+SCHEMA_VERSION = 2  # of the ClickHouse tables; bump when the DDL below changes (v2: events.embedding)
 EVENTS, RUNS = "events", "runs"
 DATASETS = (EVENTS, RUNS)
 LEDGER = "load_ledger"
@@ -134,18 +134,45 @@ def columns(dataset: str) -> list[Column]:
     return out
 
 
+# Stored and loaded beside the canonical columns, never read back by the API: each event's
+# vector from the lake's optional ``embedding`` column (docs/search.md); empty when a file has
+# none. Search with ``cosineDistance(embedding, [...])`` in SQL.
+EXTRA_COLUMNS: dict[str, tuple[Column, ...]] = {
+    EVENTS: (Column("embedding", "Array(Float32)", "Array(Float32)", "ZSTD(1)"),),
+    RUNS: (),
+}
+
+
+def table_columns_all(dataset: str) -> list[Column]:
+    """The table's columns: the canonical ones, then :data:`EXTRA_COLUMNS`."""
+    return [*columns(dataset), *EXTRA_COLUMNS[dataset]]
+
+
 def column_names(dataset: str) -> list[str]:
     return [c.name for c in columns(dataset)]
 
 
+def load_column_names(dataset: str) -> list[str]:
+    return [c.name for c in table_columns_all(dataset)]
+
+
 def structure(dataset: str) -> str:
     """The ``structure`` argument of file()/s3(): how to read the lake's Parquet columns."""
-    return ", ".join(f"{c.name} {c.source_type}" for c in columns(dataset))
+    return ", ".join(f"{c.name} {c.source_type}" for c in table_columns_all(dataset))
 
 
 def expected_columns(dataset: str) -> list[tuple[str, str]]:
     """(name, type) as system.columns reports them for a table this module created."""
-    return [(c.name, c.stored_type) for c in columns(dataset)]
+    return [(c.name, c.stored_type) for c in table_columns_all(dataset)]
+
+
+def add_extra_columns(database: str, dataset: str) -> list[str]:
+    """``ALTER TABLE ... ADD COLUMN IF NOT EXISTS`` of the extra columns (schema v1 -> v2)."""
+    return [
+        f"ALTER TABLE {table(database, dataset)} ADD COLUMN IF NOT EXISTS {ident(c.name)} {c.stored_type}"
+        + (f" CODEC({c.codec})" if c.codec else "")
+        for c in EXTRA_COLUMNS[dataset]
+    ]
 
 
 # ---------------------------------------------------------------------- DDL
@@ -164,7 +191,7 @@ def ttl_clause(dataset: str, ttl_days: int | None) -> str:
 def create_table(database: str, dataset: str, ttl_days: int | None = None) -> str:
     spec = SPECS[dataset]
     lines = []
-    for c in columns(dataset):
+    for c in table_columns_all(dataset):
         codec = f" CODEC({c.codec})" if c.codec else ""
         lines.append(f"    {ident(c.name)} {c.stored_type}{codec}")
     for name, expr, kind, granularity in spec.indexes:
@@ -294,7 +321,7 @@ def s3_source(
 
 
 def insert_select(database: str, target: str, dataset: str, source: str) -> str:
-    cols = ", ".join(ident(c) for c in column_names(dataset))
+    cols = ", ".join(ident(c) for c in load_column_names(dataset))
     return f"INSERT INTO {table(database, target)} ({cols}) SELECT {cols} FROM {source}"
 
 

@@ -109,7 +109,8 @@ async def _export(ctx: ClaimContext, claim: Claim, dataset: str, rel: str) -> tu
     lake = ctx.lake
     await asyncio.to_thread(_remove_leftover, lake, rel)
     known = await asyncio.to_thread(partition_keys, lake, dataset, claim, exclude=set(claim.files.values()))
-    vectors = await EventVectors.open(ctx.src.backend) if dataset == EVENTS else None  # docs/search.md
+    hot = getattr(ctx.src, "backend", None)
+    vectors = await EventVectors.open(hot) if dataset == EVENTS and hot is not None else None  # docs/search.md
     writer = await asyncio.to_thread(
         PartitionWriter,
         lake,

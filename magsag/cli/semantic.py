@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -33,15 +34,41 @@ def register(app: typer.Typer) -> None:
     app.command("embed")(embed)
 
 
-async def embed_once(settings: Any, *, batch: int, reset: bool, embedder: str | None) -> dict[str, Any]:
+async def embed_passes(
+    settings: Any,
+    *,
+    batch: int,
+    reset: bool,
+    embedder: str | None,
+    interval: float | None = None,
+    stop: threading.Event | None = None,
+    show: Any = None,
+) -> dict[str, Any]:
+    """One pass, or (``interval``) a pass every ``interval`` seconds on one open store until ``stop``."""
     from magsag.backends.embedding import load_embedder
+    from magsag.backends.errors import StorageError
     from magsag.backends.vectors import embed_pending, vector_store
 
     async with open_storage(settings) as storage:
         emb = load_embedder(embedder)
         if reset:
             await vector_store(storage).reset()
-        return await embed_pending(storage, emb, batch=batch)
+        while True:
+            started = time.monotonic()
+            try:
+                report = await embed_pending(storage, emb, batch=batch)
+            except StorageError as exc:
+                if interval is None:
+                    raise
+                err_console.print(f"[bold red]error:[/] {str(exc).splitlines()[0]} (retrying in {interval:.0f}s)")
+                report = None
+            if interval is None or stop is None:
+                return report  # type: ignore[return-value]
+            if report is not None and show is not None:
+                show(report)
+            wait = max(0.0, interval - (time.monotonic() - started))
+            if await asyncio.to_thread(stop.wait, wait):
+                return report or {}
 
 
 @command
@@ -74,7 +101,7 @@ def embed(
     """
     settings = settings_from(backend, db_path, dsn)
     if every is None:
-        report = run(embed_once(settings, batch=batch, reset=reset, embedder=embedder))
+        report = run(embed_passes(settings, batch=batch, reset=reset, embedder=embedder))
         _show(report, json_out)
         return
     from magsag.cli.lake import parse_every
@@ -86,13 +113,17 @@ def embed(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    first = True
-    while not stop.is_set():
-        started = time.monotonic()
-        report = run(embed_once(settings, batch=batch, reset=reset and first, embedder=embedder))
-        first = False
-        _show(report, json_out)
-        stop.wait(max(0.0, interval - (time.monotonic() - started)))
+    run(
+        embed_passes(
+            settings,
+            batch=batch,
+            reset=reset,
+            embedder=embedder,
+            interval=interval,
+            stop=stop,
+            show=lambda r: _show(r, json_out),
+        )
+    )
     err_console.print("stopped")
 
 

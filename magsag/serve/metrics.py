@@ -143,6 +143,7 @@ class LiveMetrics:
                     [(b, self.hot_size_limit_bytes)],
                 )
             )
+        out += await _embed_gauges(self.storage, b)
         if info.get("oldest"):
             oldest = datetime.fromisoformat(info["oldest"]).timestamp()
             out.append(
@@ -368,6 +369,29 @@ class LiveMetrics:
             ),
             hist,
         ]
+
+
+async def _embed_gauges(storage: Any, b: list[str]) -> list[Metric]:
+    """The embed job's backlog and stored vectors, once the store holds vectors (docs/search.md)."""
+    from magsag.backends.errors import UnsupportedOperation
+    from magsag.backends.vectors import vector_store
+
+    try:
+        store = vector_store(storage)
+    except UnsupportedOperation:
+        return []
+    ok, _ = await store.available()
+    if not ok or await store.stored_info() is None:
+        return []
+    return [
+        _gauge(
+            "magsag_embed_backlog_events",
+            "Hot events without a vector yet (magsag data embed catches up).",
+            ["backend"],
+            [(b, await store.backlog())],
+        ),
+        _gauge("magsag_embed_vectors", "Event vectors in the hot store.", ["backend"], [(b, await store.count())]),
+    ]
 
 
 def _sum_by(counts: dict[tuple[str, ...], float], index: int) -> dict[str, float]:

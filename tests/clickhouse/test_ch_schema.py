@@ -31,7 +31,8 @@ def test_init_creates_tables_matching_the_canonical_schema(engine: Engine) -> No
     info = init_schema(engine)
     assert info["created"] == ["events", "runs", sql.LEDGER, sql.SCHEMA_TABLE]
     ev = _columns(engine, "events")
-    assert list(ev) == list(EVENT_COLUMNS)
+    assert list(ev) == [*EVENT_COLUMNS, "embedding"]  # + each event's vector (schema v2, docs/search.md)
+    assert ev["embedding"] == ("Array(Float32)", "CODEC(ZSTD(1))")
     assert ev["ts"] == ("DateTime64(6, 'UTC')", "CODEC(Delta(8), ZSTD(1))")
     for name in ("agent_slug", "type"):
         assert ev[name][0] == "LowCardinality(String)"

@@ -145,3 +145,41 @@ def test_compaction_merges_files_with_vectors(tmp_path: Path) -> None:
     merged = pq.read_table(lake.path(report["path"]))
     assert merged.num_rows == len(rows) and merged.column("embedding").null_count == 0
     assert merged.schema.field("embedding").type.list_size == 256
+
+
+def test_embed_every_follows_new_events_and_stops_on_sigterm(tmp_path: Path) -> None:
+    import asyncio
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from magsag.backends.vectors import vector_store
+
+    from magsag.storage import open_storage
+
+    env = {**os.environ, **_store(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "magsag", "data", "embed", "--every", "1s", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        async def backlog_after_more() -> int:
+            async with open_storage(backend="sqlite", db_path=tmp_path / "s.db") as st:
+                await st.append_event("run-new", "agent-a", "log", T0 + timedelta(hours=6), "error", "quota exceeded")
+                store = vector_store(st)
+                deadline = time.monotonic() + 120
+                while await store.backlog() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.3)
+                return await store.backlog()
+
+        assert asyncio.run(backlog_after_more()) == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "stopped" in err and '"backlog"' in out
