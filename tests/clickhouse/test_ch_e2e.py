@@ -48,7 +48,7 @@ def test_tiered_lake_loads_and_reads_like_the_hot_store(tmp_path: Path) -> None:
         **ch_env("chdb", new_database()),
         "MAGSAG_STORAGE_DB_PATH": str(db),
         "MAGSAG_STORAGE_LAKE_URL": str(tmp_path / "lake"),
-        "MAGSAG_NOW": "2026-03-10T18:00:00Z",  # demo, tier and load share one pinned clock (seeded demo: same data every run)
+        "MAGSAG_NOW": "2026-03-10T18:00:00Z",  # demo, tier and load share one pinned clock (same data every run)
     }
     settings = load_settings(
         clickhouse_path=env["MAGSAG_CLICKHOUSE_PATH"], clickhouse_database=env["MAGSAG_CLICKHOUSE_DATABASE"]
