@@ -118,5 +118,6 @@ def test_lower_layers_never_import_higher_ones(layer: str) -> None:
 
 def test_ci_lints_before_it_tests() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
-    order = [ci.index(s) for s in ('eval "$INSTALL_STEP"', "\nruff check .", "\nruff format --check .", 'eval "$TEST_STEP"')]
+    steps = ('eval "$INSTALL_STEP"', "\nruff check .", "\nruff format --check .", 'eval "$TEST_STEP"')
+    order = [ci.index(s) for s in steps]
     assert order == sorted(order), "CI installs, lints, then runs the tests"
