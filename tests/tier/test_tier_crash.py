@@ -39,7 +39,7 @@ from tests.tier.helpers import END, HOT_DAYS, ROOT, HotCase, lake_events, lake_r
 pytestmark = pytest.mark.asyncio
 MAX_STEPS = 200
 PARALLEL = 2
-PARTS = 5  # a sweep is cut in this many tests (test_crash_at_every_step_then_rerun)
+PARTS = 8  # a sweep is cut in this many tests (test_crash_at_every_step_then_rerun)
 _PRELOAD = [
     "magsag.lakehouse.tiering.job",
     "magsag.lakehouse.settings",
