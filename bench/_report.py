@@ -46,7 +46,36 @@ _BLOCK = re.compile(r"(<!-- bench:(?P<name>[a-z0-9_-]+) -->\n)(?P<body>.*?)(<!--
 
 # Labels of figures in the docs' tables (dotted path in ``figures`` -> label); unlabelled
 # numeric figures are shown by their path.
-LABELS: dict[str, dict[str, str]] = {}
+LABELS: dict[str, dict[str, str]] = {
+    "ingest-sqlite": {
+        "events": "events ingested",
+        "ours_eps": "`append_events` (ours), events/s",
+        "bare_eps": "bare `executemany`, events/s",
+        "ratio": "ratio ours / bare",
+        "single_append_1_task_eps": "`append_event`, 1 task: calls returned, events/s",
+        "single_append_1_task_committed_eps": "`append_event`, 1 task: all committed, events/s",
+        "single_append_16_tasks_eps": "`append_event`, 16 tasks: calls returned, events/s",
+        "single_append_16_tasks_committed_eps": "`append_event`, 16 tasks: all committed, events/s",
+        "single_bare_commit_per_event_eps": "bare: one commit per event, events/s",
+    },
+    "ingest-postgres": {
+        "events": "events ingested",
+        "ours_eps": "`append_events` (COPY, ours), events/s",
+        "bare_eps": "bare `copy_records_to_table`, events/s",
+        "ratio": "ratio ours / bare",
+        "single_append_1_task_eps": "`append_event`, 1 task, events/s",
+        "single_append_16_tasks_eps": "`append_event`, 16 tasks, events/s",
+        "search_p50_ms": "`search_text` p50, ms",
+        "search_p95_ms": "`search_text` p95, ms",
+        "search_bare_p50_ms": "same SQL, bare asyncpg, p50, ms",
+        "search_fresh_p50_ms": "`search_text` p50 right after the load (before VACUUM), ms",
+        "search_since_3d_p50_ms": "`search_text` p50, `since` = last 3 days, ms",
+        "search_median_matches": "median matches per search",
+        "list_runs_p50_ms": "`list_runs` p50, ms",
+        "list_runs_filtered_p50_ms": "`list_runs(agent_slug, status, since)` p50, ms",
+        "list_runs_filtered_bare_p50_ms": "same SQL, bare asyncpg, p50, ms",
+    },
+}
 
 
 def commit() -> str:
