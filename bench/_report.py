@@ -58,6 +58,16 @@ LABELS: dict[str, dict[str, str]] = {
         "single_append_16_tasks_committed_eps": "`append_event`, 16 tasks: all committed, events/s",
         "single_bare_commit_per_event_eps": "bare: one commit per event, events/s",
     },
+    "otlp": {
+        "spans": "spans (made by the OTel SDK)",
+        "batch": "spans per request",
+        "append_events_per_s": "`append_events`, the same events in the same batches, events/s",
+        "receiver_events_per_s": "receiver: the SDK exporter's request bodies → HTTP → store, events/s",
+        "receiver_spans_per_s": "receiver, spans/s",
+        "ratio": "ratio receiver / `append_events`",
+        "sdk_exporter_events_per_s": "end to end through `OTLPSpanExporter.export`, events/s",
+        "sdk_exporter_ratio": "ratio end to end / `append_events`",
+    },
     "ingest-postgres": {
         "events": "events ingested",
         "ours_eps": "`append_events` (COPY, ours), events/s",
