@@ -1,8 +1,8 @@
 """JSON text in and out, by orjson, for every data path of the package.
 
-orjson writes compact UTF-8 (what the stores keep) several times faster than the standard
-library and reads JSON text or bytes. Where its behaviour differs from ``json``, it is
-handled here once:
+orjson writes compact UTF-8 (what the stores keep) faster than the standard library and
+reads JSON text or bytes. Where its behaviour differs from ``json``, it is handled here
+once:
 
 * Integers beyond 64 bits: orjson refuses to write them (and reads them as floats). A
   value holding one is written by the standard library instead, which keeps it exact.

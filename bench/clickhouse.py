@@ -38,6 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _report import save
 from magsag.backends.arrow import events_table, runs_table
 from magsag.backends.schema import day_of_us
 from magsag.lakehouse import manifest
@@ -282,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = {"events": n_events, "runs": counts["runs"], "load": load, "queries": q}
+    save("clickhouse", result)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

@@ -47,6 +47,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _report import save
 from magsag.backends.schema import EVENT_COLUMNS, Event, utc_now
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -581,6 +582,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     result["generate_s"] = gen_s
     command = "python3 bench/ingest.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    save(f"ingest-{args.backend}", result, command=command)
     if args.json:
         print(json.dumps({"command": command, **result}, indent=2))
     else:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _report import save
 from magsag.backends.sqlite import schema as ddl
 from magsag.backends.sqlite.store import SQLiteStorageBackend
 
@@ -225,6 +226,20 @@ def main() -> None:
         print(f"magsag migrate (import_legacy):    {o_n:,} events in {o_s:.2f}s = {o_n / o_s:,.0f} events/s")
         print(f"ratio ours / baseline: {(o_n / o_s) / (b_n / b_s):.2f}x")
         print(f"second import (nothing new): {again:.2f}s")
+        save(
+            "migrate",
+            {
+                "runs": args.runs,
+                "records": total,
+                "baseline_rows": b_n,
+                "baseline_rows_per_s": round(b_n / b_s),
+                "baseline_executemany_rows_per_s": round(b_n / b_insert),
+                "ours_events": o_n,
+                "ours_events_per_s": round(o_n / o_s),
+                "ratio": round((o_n / o_s) / (b_n / b_s), 3),
+                "second_import_s": round(again, 3),
+            },
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

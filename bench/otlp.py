@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import orjson
+from _report import save
 
 
 def make_spans(n: int) -> list[Any]:
@@ -192,6 +191,7 @@ def phoenix_rate(spans: list[Any], batch: int, work: Path) -> float | None:
     spans/s stored and readable, as ours. ``None`` when arize-phoenix is not installed."""
     import shutil
 
+    import orjson
     import urllib3
 
     try:
@@ -255,7 +255,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=512, help="spans per OTLP request (the SDK's default batch)")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     ap.add_argument("--no-phoenix", action="store_true", help="skip the Arize Phoenix peer (slow to start)")
-    ap.add_argument("--out", default=str(Path(__file__).with_name("results") / "otlp.json"))
+    ap.add_argument("--out", default=None, help="where the JSON goes (default bench/results/otlp.json)")
     args = ap.parse_args()
     spans = make_spans(args.spans)
     with tempfile.TemporaryDirectory(prefix="magsag-otlp-") as tmp:
@@ -266,9 +266,6 @@ def main() -> None:
         peer = None if args.no_phoenix else phoenix_rate(spans, args.batch, work)
     per_span = stored / len(spans)
     result = {
-        "bench": "otlp",
-        "command": "python3 bench/otlp.py " + " ".join(sys.argv[1:]),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_1m": os.getloadavg()[0]},
         "spans": len(spans),
         "batch": args.batch,
         "stored_events": stored,
@@ -283,12 +280,11 @@ def main() -> None:
         "phoenix_spans_per_s": round(peer) if peer else None,
         "receiver_vs_phoenix": round(ev_rate / per_span / peer, 2) if peer else None,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    path = save("otlp", result, out=args.out)
     if args.json:
-        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.write(path.read_text())
     else:
-        load = result["machine"]["load_1m"]
+        load = os.getloadavg()[0]
         print(f"spans: {len(spans)} in batches of {args.batch} ({stored} events stored; load average {load:.1f})")
         print(f"append_events (same events, same batches):       {base:,.0f} events/s")
         print(

@@ -46,6 +46,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _report import save  # noqa: E402
+
 OUT = ROOT / "bench" / "out"
 DAYS = 30
 END = datetime(2026, 6, 1, tzinfo=UTC)  # fixed: the cached lake never depends on today
@@ -389,6 +391,7 @@ def main() -> None:
     }
     if args.s3:
         results["s3"] = run_s3(target, meta, args, base_env)
+    save("query-s3" if args.s3 else "query", results)
     if args.json:
         print(json.dumps(results, indent=2))
 

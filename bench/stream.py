@@ -39,10 +39,11 @@ from magsag.backends.schema import utc_now
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _report import save
+
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 TASKS = 8
 TICK_S = 0.01
-RESULTS = Path(__file__).resolve().parent / "results" / "stream.json"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -320,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rates", default="1000,10000", help="events per second, comma-separated")
     p.add_argument("--dsn", default=os.environ.get("MAGSAG_TEST_PG_DSN") or DEFAULT_DSN)
     p.add_argument("--json", action="store_true", help="print the JSON document instead of the table")
-    p.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.relative_to(RESULTS.parents[2])}")
+    p.add_argument("--no-write", action="store_true", help="do not write bench/results/stream.json")
     args = p.parse_args(argv)
     rates = [int(x) for x in args.rates.split(",") if x.strip()]
     results: list[dict[str, Any]] = []
@@ -329,14 +330,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.backend in ("postgres", "both"):
         results += asyncio.run(run_postgres(rates, args.seconds, args.dsn))
     command = "python3 bench/stream.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    doc = {"bench": "stream", "command": command.strip(), "floor": FLOOR, "results": results}
+    figures = {"floor": FLOOR, "results": results}
     if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+        save("stream", figures, command=command.strip())
     if args.json:
-        print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+        print(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
     else:
-        show(results, doc["command"])
+        show(results, command.strip())
     return 0
 
 

@@ -46,6 +46,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _report import save  # noqa: E402
+
 OUT = ROOT / "bench" / "out"
 HOT_DAYS = 7
 
@@ -337,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     result = BACKENDS[args.backend](args)
+    engine = "" if args.engine == "duckdb" or args.backend != "sqlite" else f"-{args.engine}"
+    save(f"tier-{args.backend}{engine}", result, command="python3 bench/tier.py " + " ".join(argv))
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from _report import save  # noqa: E402
+
 
 class _TimedConnection:
     """A sqlite3 connection whose statements are timed (for the rebuild's steps)."""
@@ -121,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for f in OUT.glob(f"tier-delete-{way}.db*"):
                 f.unlink() if f.is_file() else shutil.rmtree(f)
+    save("tier-delete", {"events": meta["events"], "db_bytes": meta["db_bytes"], **results})
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

@@ -45,6 +45,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _report import save  # noqa: E402
 from magsag.backends.schema import EVENT_COLUMNS  # noqa: E402
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -297,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.events < 1:
         p.error("--events must be positive")
     result = bench_from_args(args)
+    save("tier-postgres", result, command="python3 bench/tier_postgres.py " + " ".join(argv))
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -178,3 +178,10 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv(NOW_ENV, PINNED_NOW_ISO)
     monkeypatch.chdir(tmp_path)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long sweeps (``slow``) first: on parallel workers the run ends when its last long test
+    does, so starting them early keeps the workers busy to the end. The order is the same in
+    every worker (a stable sort of the same collection), as xdist requires."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

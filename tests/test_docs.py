@@ -113,3 +113,10 @@ def test_lower_layers_never_import_higher_ones(layer: str) -> None:
             assert top not in ("backends", "lakehouse"), f"{path.relative_to(ROOT)} imports {name} (use magsag.{name})"
             if top == "magsag" and name != "magsag":
                 assert name.startswith(allowed), f"{path.relative_to(ROOT)} (layer {layer}) imports {name}"
+
+
+def test_ci_lints_before_it_tests() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    steps = ('eval "$INSTALL_STEP"', "\nruff check .", "\nruff format --check .", 'eval "$TEST_STEP"')
+    order = [ci.index(s) for s in steps]
+    assert order == sorted(order), "CI installs, lints, then runs the tests"

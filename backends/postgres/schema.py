@@ -193,8 +193,8 @@ EVENT_INDEXES = (
     ("events_span", "(span_id) WHERE span_id IS NOT NULL"),
     ("events_metric_name", "((payload ->> 'name'), ts) WHERE type = 'metric'"),
     # A 512 kB pending list (default 4 MB) keeps searches fast between autovacuum runs:
-    # every search scans the unmerged list of each partition it touches. Measured on 300k
-    # fresh events: search p50 272 -> 66 ms for about 9% slower COPY (docs/backends.md).
+    # every search scans the unmerged list of each partition it touches, for a slightly
+    # slower COPY (bench/ingest.py --backend postgres measures both; docs/backends.md).
     ("events_payload", f"USING gin (payload jsonb_path_ops) WITH (gin_pending_list_limit = {GIN_PENDING_KB})"),
     ("events_msg_tsv", f"USING gin (msg_tsv) WITH (gin_pending_list_limit = {GIN_PENDING_KB})"),
 )

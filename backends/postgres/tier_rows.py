@@ -10,10 +10,9 @@ string order), bounded memory:
   to PostgreSQL (:meth:`DuckExporter.partition_sql`); else it runs the claim's query as
   one stream (``postgres_query``). PostgreSQL sends rows with binary ``COPY``; DuckDB
   sorts them under a memory limit (spilling to a temporary folder) and streams Arrow
-  batches. Measured on a 31k-event day (shared 2-core machine, medians): partition scan
-  0.60 s, ``postgres_query`` 0.92 s; earlier, at 100k events, ``postgres_query`` sorted by
-  DuckDB 95k rows/s against 62k sorted by PostgreSQL (``work_mem`` 4 MB spills) and 24k
-  for the cursor below.
+  batches. The partition scan is faster than ``postgres_query``, and both are faster than
+  the cursor below or a sort by PostgreSQL (which spills at the default ``work_mem``);
+  ``python3 bench/tier.py --backend postgres`` measures the export.
 * ``asyncpg``: a server-side cursor over ``ORDER BY ... COLLATE "C"`` in a read-only
   transaction, rows turned into Arrow in Python. The fallback without the extension.
 
@@ -88,7 +87,7 @@ class DuckExporter:
                 raise StorageError(f"DuckDB cannot load the postgres_scanner extension: {_first(exc)}") from None
             try:
                 # Smaller ctid ranges than the default 1000 pages: one day partition is read by
-                # both threads over two PostgreSQL connections (measured 2x on a 1,450-page day).
+                # both threads over two PostgreSQL connections.
                 con.execute(f"SET pg_pages_per_task = {PAGES_PER_TASK}")
                 # Only the store's schema: DuckDB reads no other part of the catalog.
                 schema = sql_string(self.schema)

@@ -6,8 +6,8 @@ so running ``init`` twice, or on an older file, is safe.
 
 The full-text index (FTS5, external content over ``events.msg``) is maintained by the
 writer in the same transaction as the rows it indexes: one ``INSERT ... SELECT`` per
-batch instead of a per-row trigger, which measured six times faster on these machines
-(see docs/backends.md). All writes go through the backend, so the index never drifts;
+batch instead of a per-row trigger, which is faster (``bench/ingest.py --backend sqlite``
+measures ingest). All writes go through the backend, so the index never drifts;
 ``rebuild_fts`` repairs a file that other tools wrote to.
 """
 

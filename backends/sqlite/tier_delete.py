@@ -12,8 +12,8 @@ Two ways to take the selections of exported claims out of ``events``
   recreate the indexes (sorted builds) and rebuild the full-text index from the kept
   rows. Its cost follows the rows *kept* (and the pages freed), not the rows deleted: a
   job that moves most of the store (the first tiering of a long-running store, the
-  benchmark's 23 of 30 days) deletes about 3 times faster this way (``python3
-  bench/tier_delete.py`` times both ways, step by step). Appends wait for the
+  benchmark's 23 of 30 days) deletes faster this way (``python3 bench/tier_delete.py``
+  times both ways, step by step). Appends wait for the
   transaction; readers keep reading their snapshot.
 
 Both are single SQLite transactions per step: killed at any instant, the store holds

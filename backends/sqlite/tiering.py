@@ -322,8 +322,8 @@ class SQLiteTierSource(BaseTierSource):
 
         Every day's delete dirties the same pages of the random-keyed indexes; with the
         default checkpoint every 1,000 pages each of them is written back to the database
-        file (and fsynced) once per chunk instead of once per job: measured 35% of the
-        delete time here. The WAL grows to at most :data:`BULK_WAL_PAGES` pages meanwhile.
+        file (and fsynced) once per chunk instead of once per job (``bench/tier_delete.py``
+        times the delete). The WAL grows to at most :data:`BULK_WAL_PAGES` pages meanwhile.
         """
         if self._autocheckpoint is None:
             self._autocheckpoint = await self._swap_pragma("wal_autocheckpoint", BULK_WAL_PAGES)
@@ -405,7 +405,7 @@ class SQLiteTierSource(BaseTierSource):
         schema = event_arrow_schema()
         ts_type = schema.field("ts").type
         # SQLite sorts (its sorter spills to temporary files: memory stays flat whatever the
-        # day's size; measured as fast as DuckDB's sort here); DuckDB streams the result as Arrow.
+        # day's size; bench/tier.py --engine compares the engines); DuckDB streams the result as Arrow.
         inner = (
             f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE {self._where(claim)} "
             "ORDER BY agent_slug, run_id, ts, event_id"

@@ -6,8 +6,8 @@ the file and line; a file that cannot be read at all (a directory or FIFO where 
 is expected, a broken symbolic link, no permission) becomes one ``Rejection`` naming the
 file. The caller decides what a record means (see :mod:`magsag.ingest.legacy_mapping`).
 
-JSON Lines are parsed with orjson when it is installed (about seven times faster than
-the standard library on these machines). orjson turns integers beyond 64 bits into
+JSON Lines are parsed with orjson when it is installed (faster than the standard
+library). orjson turns integers beyond 64 bits into
 floats, silently; a line holding a run of 19 or more digits is therefore parsed with the
 standard library, which keeps such integers exact. Values that JSON cannot hold
 (``NaN``, ``Infinity``) are refused by both paths.

@@ -2,8 +2,8 @@
 
 Parsing run folders is pure CPU work in Python. Done in the importing process it cannot
 overlap with the store's writer thread: a busy thread holds the GIL and SQLite's writer,
-which needs the GIL between rows, crawls (measured: 95k rows/s alone, 2k rows/s beside a
-busy thread). So large imports parse in separate interpreters started with
+which needs the GIL between rows, crawls beside a busy thread (``bench/migrate.py
+--workers 0`` shows it). So large imports parse in separate interpreters started with
 ``python -m magsag.ingest.legacy_worker``: a fresh process (no ``fork`` of a threaded
 process, no re-run of the caller's ``__main__``) that reads requests on stdin and answers
 on stdout, each message an 8-byte length and a pickle.

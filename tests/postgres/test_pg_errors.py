@@ -80,6 +80,7 @@ async def test_missing_database(pg_dsn, caplog) -> None:
 @pytest.mark.parametrize(
     "dsn",
     [f"mysql://root:{SECRET}@localhost/db", f"postgresql://u:{SECRET}@host:notaport/db", "", "   "],
+    ids=["mysql-scheme", "bad-port", "empty", "blank"],  # stable ids: xdist workers collect the same tests
 )
 async def test_invalid_dsn(dsn, caplog) -> None:
     with pytest.raises(ConfigError) as info:
