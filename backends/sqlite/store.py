@@ -326,7 +326,10 @@ class SQLiteStorageBackend(StorageBackend):
                     explicit_start,
                 ),
             )
-            return _fetch_run(conn, run.run_id)  # type: ignore[return-value]
+            rec = _fetch_run(conn, run.run_id)
+            if rec is None:  # dropped by the erase guard (backends/sqlite/erase.py)
+                raise NotFoundError(f"run {run_id!r} was erased; its id is refused (tombstone)")
+            return rec
 
         return await self.write(op)
 

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from magsag import __version__
-from magsag.cli import clickhouse, hot, lake, live, migrate, otel, query
+from magsag.cli import clickhouse, governance, hot, lake, live, migrate, otel, query
 
 app = typer.Typer(
     name="magsag",
@@ -28,7 +28,7 @@ data_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 
-for module in (hot, migrate, lake, query, clickhouse, live, otel):
+for module in (hot, migrate, lake, query, clickhouse, live, otel, governance):
     module.register(data_app)
 
 
