@@ -62,11 +62,14 @@ def delete(
     late copies cannot bring them back. Interrupted? Run the command again (or --resume).
     Exit codes: 0 done, 2 bad input, 1 failed, 3 locked (--no-wait).
     """
+    from magsag.backends.erase import EraseRequest
     from magsag.storage import delete_runs, open_storage
 
     settings = settings_from(backend, db_path, dsn, **({"lake_url": lake} if lake else {}))
     since_dt = parse_when(since, "--since")
     until_dt = parse_when(until, "--until")
+    if not resume or run_ids or agent or since_dt or until_dt or matching:  # bad input fails before any I/O
+        EraseRequest(tuple(run_ids or ()), not no_children, agent, since_dt, until_dt, matching)
 
     async def go() -> dict[str, Any]:
         async with open_storage(settings) as storage:
