@@ -225,47 +225,57 @@ def _erase_outputs(lake: Lake, dataset: str, day: date) -> list[str]:
 
 
 def rewrite_partition(lake: Lake, dataset: str, day: date, run_ids: set[str], event_ids: set[str]) -> dict[str, Any]:
-    """Rewrite one partition without the given ids; resumable, a no-op when none is left.
+    """Rewrite one partition without the given ids (see :func:`rewrite_without`)."""
+    tables = {
+        "erase_runs": pa.table({"id": pa.array(sorted(run_ids), pa.string())}),
+        "erase_events": pa.table({"id": pa.array(sorted(event_ids), pa.string())}),
+    }
+    cond = "run_id IN (SELECT id FROM erase_runs)"
+    if dataset == layout.EVENTS:
+        cond += " OR event_id IN (SELECT id FROM erase_events)"
+    return rewrite_without(lake, dataset, day, cond, tables)
 
-    The new file's job id is derived from the live files it replaces, so a rerun after a
-    crash writes (or finds) the same file. Its entry ``replaces`` every live file (and what
-    they replaced); the old files and entries are deleted after that commit.
+
+def rewrite_without(
+    lake: Lake, dataset: str, day: date, drop_sql: str, tables: dict[str, pa.Table] | None = None
+) -> dict[str, Any]:
+    """Rewrite one partition without the rows matching ``drop_sql`` (DuckDB SQL over the
+    canonical columns; ``tables`` are registered for it); resumable, a no-op when none match.
+
+    The new file's job id is derived from the live files it replaces and the condition, so
+    a rerun after a crash writes (or finds) the same file. Its entry ``replaces`` every live
+    file (and what they replaced); the old files and entries are deleted after that commit.
     """
-    runs = pa.array(sorted(run_ids), pa.string())
-    events = pa.array(sorted(event_ids), pa.string())
-    cols = ["run_id", "event_id"] if dataset == layout.EVENTS else ["run_id"]
     with fault_scope("erase"):
         _recover(lake, dataset, day)
         live = manifest.live(partition_entries(lake, dataset, day))
-        total = sum(e.rows for e in live)
-        hits = sum(
-            pc.sum(pc.cast(_hit_mask(_read(lake, e, cols), dataset, runs, events), pa.int64())).as_py() or 0
-            for e in live
-        )
-        out: dict[str, Any] = {"dataset": dataset, "dt": day.isoformat(), "erased_rows": hits, "rewritten": False}
-        if hits:
-            job = ERASE_PREFIX + manifest.fingerprint(live)[:16]
+        out: dict[str, Any] = {"dataset": dataset, "dt": day.isoformat(), "erased_rows": 0, "rewritten": False}
+        if live:
+            fp = hashlib.sha256((manifest.fingerprint(live) + drop_sql).encode()).hexdigest()[:16]
+            job = ERASE_PREFIX + fp
             discard_staging(lake, job)
-            fault_point("erase.start_partition")
             with store_errors(lake, f"rewriting {layout.partition_dir(dataset, day)}"):
-                staged = _filter_into(lake, dataset, day, live, job, runs, events)
-            fault_point("erase.staged")
-            if staged.rows != total - hits:
+                hits, staged = _filter_into(lake, dataset, day, live, job, drop_sql, tables or {})
+            out["erased_rows"] = hits
+            if staged is not None:
+                fault_point("erase.staged")
+                total = sum(e.rows for e in live)
+                if staged.rows != total - hits:
+                    discard_staging(lake, job)
+                    raise IntegrityError(
+                        f"rewrite of {layout.partition_dir(dataset, day)} kept {staged.rows} rows, expected "
+                        f"{total - hits}; nothing committed"
+                    )
+                now_live = {e.path for e in manifest.live(partition_entries(lake, dataset, day))}
+                if {e.path for e in live} != now_live:
+                    discard_staging(lake, job)
+                    raise LockedError(f"{layout.partition_dir(dataset, day)} changed during the rewrite; run it again")
+                replaces = sorted({e.path for e in live} | {p for e in live for p in e.replaces})
+                entry = publish(lake, staged, replaces=replaces)
+                fault_point("erase.published")
+                _recover(lake, dataset, day)
                 discard_staging(lake, job)
-                raise IntegrityError(
-                    f"rewrite of {layout.partition_dir(dataset, day)} kept {staged.rows} rows, expected "
-                    f"{total - hits}; nothing committed"
-                )
-            now_live = {e.path for e in manifest.live(partition_entries(lake, dataset, day))}
-            if {e.path for e in live} != now_live:
-                discard_staging(lake, job)
-                raise LockedError(f"{layout.partition_dir(dataset, day)} changed during the erase; run it again")
-            replaces = sorted({e.path for e in live} | {p for e in live for p in e.replaces})
-            entry = publish(lake, staged, replaces=replaces)
-            fault_point("erase.published")
-            _recover(lake, dataset, day)
-            discard_staging(lake, job)
-            out.update(rewritten=True, path=entry.path, rows_after=entry.rows)
+                out.update(rewritten=True, path=entry.path, rows_after=entry.rows)
         committed = {e.path for e in partition_entries(lake, dataset, day)}
         for rel in _erase_outputs(lake, dataset, day):  # a crashed rewrite's file never committed
             if rel not in committed:
@@ -274,8 +284,9 @@ def rewrite_partition(lake: Lake, dataset: str, day: date, run_ids: set[str], ev
 
 
 def _filter_into(
-    lake: Lake, dataset: str, day: date, live: list[ManifestEntry], job: str, runs: pa.Array, events: pa.Array
-) -> Any:
+    lake: Lake, dataset: str, day: date, live: list[ManifestEntry], job: str, drop_sql: str, tables: dict[str, pa.Table]
+) -> tuple[int, Any]:
+    """(rows matching ``drop_sql``, the staged file without them, or None when none match)."""
     from magsag.backends.duckdb_ext import new_connection
 
     tmp = tempfile.mkdtemp(prefix="magsag-erase-")
@@ -290,21 +301,22 @@ def _filter_into(
                 paths.append(local)
         con = new_connection(threads=2, config={"memory_limit": MEMORY_LIMIT, "temp_directory": f"{tmp}/spill"})
         try:
-            con.register("erase_runs", pa.table({"id": runs}))
-            con.register("erase_events", pa.table({"id": events}))
-            cond = "run_id IN (SELECT id FROM erase_runs)"
-            if dataset == layout.EVENTS:
-                cond += " OR event_id IN (SELECT id FROM erase_events)"
+            for name, table in tables.items():
+                con.register(name, table)
+            files = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
+            src = f"read_parquet([{files}], hive_partitioning = false, union_by_name = true)"
+            hits = int(con.execute(f"SELECT count(*) FROM {src} WHERE ({drop_sql})").fetchone()[0])
+            if not hits:
+                return 0, None
+            fault_point("erase.start_partition")
             order = ", ".join(f'"{c}"' for c in SORT_KEYS[dataset])
-            files = ", ".join("'" + p.replace("'", "''") + "'" for p in paths) or "''"
             reader = con.execute(
-                f"SELECT * FROM read_parquet([{files}], hive_partitioning = false, union_by_name = true) "
-                f"WHERE NOT ({cond}) ORDER BY {order}"
+                f"SELECT * FROM {src} WHERE NOT coalesce(({drop_sql}), false) ORDER BY {order}"
             ).to_arrow_reader(65_536)
             with PartitionWriter(lake, dataset, day, job) as writer:
                 for batch in reader:
                     writer.write(batch)
-                return writer.finish()
+                return hits, writer.finish()
         finally:
             con.close()
     finally:
