@@ -146,6 +146,20 @@ class HotEraser(abc.ABC):
         """Make deleted bytes unreadable (SQLite: checkpoint; PostgreSQL: VACUUM)."""
 
     @abc.abstractmethod
+    async def expire(
+        self,
+        *,
+        before_us: int,
+        type_: str | None,
+        level: str | None,
+        agent: str | None,
+        runs: bool,
+        dry_run: bool,
+    ) -> tuple[int, int]:
+        """Retention: delete events older than ``before_us`` matching the filters (and with
+        ``runs``, run records started before it that no event refers to any more)."""
+
+    @abc.abstractmethod
     async def ledger(self, limit: int = 1000) -> list[dict[str, Any]]:
         """Recent tombstones (kind, id, erased_at, job) newest first."""
 

@@ -46,6 +46,9 @@ class StorageSettings(BaseSettings):
     archive_enabled: bool = Field(False, description="vacuum refuses to delete days not archived yet")
     archive_destination: str | None = Field(None, description="default destination of `data archive`")
     lake_url: str = Field("./lake", description="root of the Parquet lake: a folder, s3://bucket/prefix, ...")
+    retention: str | None = Field(
+        None, description="retention rules like 'level:debug=7d; tier:lake=400d', or a TOML file (docs/governance.md)"
+    )
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. http://127.0.0.1:8333")
     s3_region: str | None = Field(None, description="S3 region (default us-east-1)")
     s3_access_key_id: SecretStr | None = Field(None, description="S3 key id (else the AWS credential chain)")

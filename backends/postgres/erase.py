@@ -152,6 +152,40 @@ class PostgresEraser(HotEraser):
 
         return await self.backend._read(go, "reading tombstones")
 
+    async def expire(
+        self,
+        *,
+        before_us: int,
+        type_: str | None,
+        level: str | None,
+        agent: str | None,
+        runs: bool,
+        dry_run: bool,
+    ) -> tuple[int, int]:
+        s = self.s
+        where, params = ["ts < $1"], [before_us]
+        for col, val in (("type", type_), ("level", level), ("agent_slug", agent)):
+            if val is not None:
+                params.append(val)
+                where.append(f"{col} = ${len(params)}")
+        cond = " AND ".join(where)
+        run_cond = f"started_at < $1 AND NOT EXISTS (SELECT 1 FROM {s}.events e WHERE e.run_id = r.run_id)"
+        run_params: list[Any] = [before_us]
+        if agent is not None:
+            run_cond += " AND agent_slug = $2"
+            run_params.append(agent)
+
+        async def go(c: Any) -> tuple[int, int]:
+            if dry_run:
+                ev = await c.fetchval(f"SELECT count(*) FROM {s}.events WHERE {cond}", *params)
+                return int(ev), 0
+            async with c.transaction():
+                ev = await c.execute(f"DELETE FROM {s}.events WHERE {cond}", *params)
+                rn = await c.execute(f"DELETE FROM {s}.runs r WHERE {run_cond}", *run_params) if runs else "DELETE 0"
+            return int(ev.split()[-1]), int(rn.split()[-1])
+
+        return await self.backend._write(go, "applying retention")
+
     # --------------------------------------------------------------- writing
     async def record(
         self, job_id: str, request: dict[str, Any], plan: dict[str, Any], run_ids: set[str], event_ids: set[str]

@@ -171,6 +171,53 @@ class SQLiteEraser(HotEraser):
 
         return await self.backend.write(go)
 
+    async def expire(
+        self,
+        *,
+        before_us: int,
+        type_: str | None,
+        level: str | None,
+        agent: str | None,
+        runs: bool,
+        dry_run: bool,
+    ) -> tuple[int, int]:
+        fts = self.backend.enable_fts
+        where, params = ["ts < ?"], [before_us]
+        for col, val in (("type", type_), ("level", level), ("agent_slug", agent)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                params.append(val)
+        cond = " AND ".join(where)
+        run_cond = "started_at < ? AND NOT EXISTS (SELECT 1 FROM events e WHERE e.run_id = runs.run_id)"
+        run_params: list[Any] = [before_us]
+        if agent is not None:
+            run_cond += " AND agent_slug = ?"
+            run_params.append(agent)
+
+        def go(c: sqlite3.Connection) -> tuple[int, int]:
+            if dry_run:
+                ev = c.execute(f"SELECT count(*) FROM events WHERE {cond}", params).fetchone()[0]
+                rn = 0
+                if runs:
+                    rn = c.execute(
+                        "SELECT count(*) FROM runs WHERE started_at < ? AND NOT EXISTS (SELECT 1 FROM events e "
+                        f"WHERE e.run_id = runs.run_id AND NOT ({cond.replace('ts', 'e.ts')}))"
+                        + (" AND agent_slug = ?" if agent is not None else ""),
+                        [before_us, *params] + ([agent] if agent is not None else []),
+                    ).fetchone()[0]
+                return int(ev), int(rn)
+            if fts:
+                c.execute(
+                    "INSERT INTO events_fts (events_fts, rowid, msg) "
+                    f"SELECT 'delete', seq, msg FROM events WHERE {cond} AND msg IS NOT NULL",
+                    params,
+                )
+            ev = c.execute(f"DELETE FROM events WHERE {cond}", params).rowcount
+            rn = c.execute(f"DELETE FROM runs WHERE {run_cond}", run_params).rowcount if runs else 0
+            return max(ev, 0), max(rn, 0)
+
+        return await self.backend.write(go)
+
     # --------------------------------------------------------------- writing
     async def record(
         self, job_id: str, request: dict[str, Any], plan: dict[str, Any], run_ids: set[str], event_ids: set[str]

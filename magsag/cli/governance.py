@@ -23,9 +23,19 @@ from magsag.cli.common import (
     settings_from,
 )
 
+retention_app = typer.Typer(
+    name="retention",
+    help="Retention rules: show them, apply them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
 
 def register(app: typer.Typer) -> None:
     app.command("delete")(delete)
+    app.add_typer(retention_app, name="retention")
+    retention_app.command("show")(retention_show)
+    retention_app.command("apply")(retention_apply)
 
 
 @command
@@ -115,3 +125,87 @@ def delete(
         f"{verb} {report['selected_runs']} runs and {report['selected_events']} single events"
         + ("" if dry_run else f" (job {', '.join(report['job_ids']) or 'none: nothing selected'})")
     )
+
+
+RulesOpt = Annotated[
+    str | None,
+    typer.Option("--rules", help="Rules instead of MAGSAG_STORAGE_RETENTION (same syntax, or a .toml path)."),
+]
+
+
+@command
+def retention_show(rules: RulesOpt = None, json_out: JsonOpt = False) -> None:
+    """Show the retention rules in force and the cutoff each one means now."""
+    from magsag.backends.schema import utc_now
+    from magsag.lakehouse.retention import parse_rules
+
+    settings = settings_from(**({"retention": rules} if rules else {}))
+    now = utc_now()
+    parsed = parse_rules(settings.retention)
+    rows = [r.as_dict(now) for r in parsed]
+    if json_out:
+        print_json({"now": now.isoformat(), "rules": rows})
+        return
+    if not rows:
+        console.print("no retention rules (MAGSAG_STORAGE_RETENTION is unset): everything is kept")
+        return
+    print_table(rows, ("rule", "tier", "type", "level", "agent", "keep", "delete_before"), title="retention rules")
+
+
+@command
+def retention_apply(
+    rules: RulesOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; change nothing.")] = False,
+    lake: Annotated[str | None, typer.Option("--lake", help="Lake root (default: MAGSAG_STORAGE_LAKE_URL).")] = None,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="If a tiering job holds the lock, exit (code 3) instead of waiting.")
+    ] = False,
+    backend: BackendOpt = None,
+    db_path: DbPathOpt = None,
+    dsn: DsnOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Delete what the retention rules expire, in every tier (hot, lake, archives, ClickHouse).
+
+    Whole expired lake days are dropped from the manifest; days where only some rows
+    expire are rewritten. `magsag data tier --every` applies the rules after each run.
+    """
+    from magsag.lakehouse.retention import apply_retention, parse_rules
+    from magsag.storage import open_storage
+
+    extra: dict[str, Any] = {}
+    if rules:
+        extra["retention"] = rules
+    if lake:
+        extra["lake_url"] = lake
+    settings = settings_from(backend, db_path, dsn, **extra)
+    parsed = parse_rules(settings.retention)  # bad rules fail before any I/O
+
+    async def go() -> dict[str, Any]:
+        async with open_storage(settings) as storage:
+            rep = await apply_retention(storage, settings, parsed, dry_run=dry_run, lake_url=lake, wait=not no_wait)
+            return rep.as_dict()
+
+    report = run(go())
+    if json_out:
+        print_json(report)
+        return
+    if not parsed:
+        console.print("no retention rules (MAGSAG_STORAGE_RETENTION is unset): nothing to do")
+        return
+    rows = [{"tier": "hot", "where": "hot store", **report["hot"], "dropped_days": None, "rewritten_days": None}]
+    for lk in report["lakes"]:
+        rows.append(
+            {
+                "tier": lk["role"],
+                "where": lk["dest"],
+                "events": lk["events"],
+                "runs": lk["runs"],
+                "dropped_days": len(lk["dropped_days"]),
+                "rewritten_days": len(lk["rewritten"]),
+            }
+        )
+    if report["clickhouse"]:
+        rows.append({"tier": "clickhouse", "where": "clickhouse", **report["clickhouse"]})
+    cols = ("tier", "where", "events", "runs", "dropped_days", "rewritten_days")
+    print_table(rows, cols, title="would delete" if dry_run else "deleted")
