@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 from magsag.backends.base import StorageBackend
@@ -41,6 +41,9 @@ class StorageSettings(BaseSettings):
     backend: str = Field("sqlite", description="sqlite, postgres, timescale, a plugin name or pkg.module:Class")
     db_path: Path = Field(Path(".magsag/storage.db"), description="SQLite file of the hot store")
     enable_fts: bool = Field(True, description="keep a full-text index over event messages (SQLite)")
+    sqlite_ack: Literal["journal", "commit"] = Field(
+        "journal", description="SQLite append_event returns once journaled, or once committed (for Litestream)"
+    )
     dsn: SecretStr | None = Field(None, description="PostgreSQL DSN, e.g. postgresql://user:pw@host:5432/db")
     hot_days: int = Field(7, ge=0, le=36500, description="days kept in the hot store before tiering")
     archive_enabled: bool = Field(False, description="vacuum refuses to delete days not archived yet")
@@ -184,6 +187,6 @@ def backend_from_settings(settings: StorageSettings) -> StorageBackend:
         return factory(settings)
     kind = settings.backend.strip().lower()
     if kind == "sqlite":
-        return cls(db_path=settings.db_path, enable_fts=settings.enable_fts)  # type: ignore[call-arg]
+        return cls(db_path=settings.db_path, enable_fts=settings.enable_fts, ack=settings.sqlite_ack)  # type: ignore[call-arg]
     params = inspect.signature(cls).parameters
     return cls(**{k: v for k, v in {"settings": settings}.items() if k in params})  # type: ignore[arg-type]

