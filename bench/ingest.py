@@ -152,6 +152,12 @@ async def bench_sqlite(events: list[Event], batch: int, singles: int) -> dict[st
         await single.initialize()
         single_eps = await time_single_appends(single, singles)
         await single.close()
+        # MAGSAG_STORAGE_SQLITE_ACK=commit (with Litestream): each call waits for its commit
+        committed = SQLiteStorageBackend(db_path=tmp / "single-commit.db", ack="commit")
+        await committed.initialize()
+        commit_eps = await time_single_appends(committed, singles)
+        await committed.close()
+        single_eps.update({f"ack_commit_{k}": v for k, v in commit_eps.items()})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     n = len(events)
@@ -428,6 +434,11 @@ def show(result: dict[str, Any], command: str) -> None:
             f"({r['single_append_16_tasks_committed_eps']:,.0f} until all committed)",
         ),
     ]
+    if "ack_commit_single_append_1_task_eps" in r:
+        lines += [
+            ("append_event, 1 task, ack=commit", f"{r['ack_commit_single_append_1_task_eps']:>12,.0f} events/s"),
+            ("append_event, 16 tasks, ack=commit", f"{r['ack_commit_single_append_16_tasks_eps']:>12,.0f} events/s"),
+        ]
     if "single_bare_commit_per_event_eps" in r:
         bare_single = r["single_bare_commit_per_event_eps"]
         lines += [
