@@ -104,3 +104,37 @@ def test_erase_reaches_clickhouse(tmp_path: Path, monkeypatch: Any) -> None:
             assert engine.value(f"SELECT count() FROM {db}.events WHERE msg = 'harmless neighbour line'") == 1
         finally:
             engine.command(f"DROP DATABASE IF EXISTS `{db}`")
+
+
+def test_guard_survives_the_tiering_rebuild(tmp_path: Path) -> None:
+    """The SQLite tier delete may rebuild ``events`` (DROP + RENAME drops triggers): the
+    tombstone guard is recreated with the indexes, so erased ids stay refused."""
+    from magsag.backends.schema import Event, from_us
+    from magsag.lakehouse.settings import load_settings
+
+    from magsag.ingest.demo import load_demo
+    from magsag.storage import delete_runs
+    from tests.tier.helpers import day_us
+
+    async def go() -> None:
+        b = SQLiteStorageBackend(db_path=tmp_path / "hot.db")
+        await b.initialize()
+        try:
+            await seed(b)
+            settings = load_settings(lake_url=str(tmp_path / "lake"), clickhouse_path=tmp_path / "no-ch")
+            await delete_runs(b, settings, [PARENT + "h"])
+            await load_demo(b, days=3, runs_per_day=2, seed=9, end=END)
+            rep = await run_tier(b, open_lake(str(tmp_path / "lake")), hot_days=HOT_DAYS, now=END, mode=MOVE)
+            assert rep.events > 0
+            triggers = await b.read(
+                lambda c: {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+            )
+            assert "events_tombstoned" in triggers
+            late = Event.create(PARENT + "h", "erase-mag", "log", from_us(day_us(0)), message="late copy")
+            await b.append_events([late])
+            n = await b.read(lambda c: c.execute("SELECT count(*) FROM events WHERE run_id = ?", (PARENT + "h",)))
+            assert n.fetchone()[0] == 0
+        finally:
+            await b.close()
+
+    asyncio.run(go())
