@@ -14,10 +14,11 @@ from magsag.lakehouse.clickhouse.load import load_lake
 from magsag.lakehouse.objstore import open_lake
 from magsag.lakehouse.tiering.job import run_tier
 
+from magsag.ingest.demo import load_demo
 from tests.cli_helpers import magsag
 from tests.clickhouse_helpers import ch_env, new_database
 from tests.governance.test_erase import PARENT, SECRET, seed
-from tests.tier.helpers import END, HOT_DAYS
+from tests.tier.helpers import END, HOT_DAYS, lake_events
 
 
 def store(tmp_path: Path) -> dict[str, str]:
@@ -29,6 +30,7 @@ async def _store(tmp_path: Path) -> dict[str, str]:
     await backend.initialize()
     try:
         await seed(backend)
+        await load_demo(backend, days=3, runs_per_day=2, seed=4, end=END)  # bystanders of every type
         await run_tier(backend, open_lake(str(tmp_path / "lake")), hot_days=HOT_DAYS, now=END, mode=MOVE)
     finally:
         await backend.close()
@@ -102,6 +104,16 @@ def test_erase_reaches_clickhouse(tmp_path: Path, monkeypatch: Any) -> None:
             load_lake(engine, lake, force=True)
             assert engine.value(f"SELECT count() FROM {db}.events WHERE position(payload, '9f8e7d6c') > 0") == 0
             assert engine.value(f"SELECT count() FROM {db}.events WHERE msg = 'harmless neighbour line'") == 1
+            # retention reaches ClickHouse with the same cutoffs
+            others = f"SELECT count() FROM {db}.events WHERE type <> 'log'"
+            n_others = engine.value(others)
+            env["MAGSAG_STORAGE_RETENTION"] = "type:log&tier:clickhouse=1d"
+            res = magsag("data", "retention", "apply", "--json", env=env)
+            assert res.code == 0, res.err
+            assert res.json()["clickhouse"]["events"] > 0 and res.json()["lakes"][0]["events"] == 0
+            cut = "toDateTime64('2026-03-09 12:00:00', 6, 'UTC')"
+            assert engine.value(f"SELECT count() FROM {db}.events WHERE type = 'log' AND ts < {cut}") == 0
+            assert n_others > 0 and engine.value(others) == n_others
         finally:
             engine.command(f"DROP DATABASE IF EXISTS `{db}`")
 
@@ -138,3 +150,35 @@ def test_guard_survives_the_tiering_rebuild(tmp_path: Path) -> None:
             await b.close()
 
     asyncio.run(go())
+
+
+def test_select_by_agent_and_time(tmp_path: Path) -> None:
+    """--agent and --since/--until select whole runs by agent and start time, in hot store and lake."""
+    env = store(tmp_path)
+    # the old tree's runs started on day 2 (03-08), the hot tree's on day 0 (03-10)
+    res = magsag("data", "delete", "--agent", "erase-sag", "--until", "2026-03-09", "--json", env=env)
+    assert res.code == 0, res.err
+    rep = res.json()
+    assert sorted(rep["run_ids"]) == ["sag-erase0002", "sag-erase0003"]
+    assert rep["lakes"][0]["runs"] == 2 and rep["hot"] == {"events": 0, "runs": 0}
+    res = magsag("data", "delete", "--agent", "erase-mag", "--since", "2026-03-10", "--no-children", "--json", env=env)
+    assert res.code == 0, res.err
+    assert res.json()["run_ids"] == ["mag-erase0001h"] and res.json()["hot"] == {"events": 1, "runs": 1}
+    rows = lake_events(open_lake(env["MAGSAG_STORAGE_LAKE_URL"]))
+    assert {r[2] for r in rows} & {"sag-erase0002", "sag-erase0003"} == set()
+    assert "mag-erase0001" in {r[2] for r in rows}  # its parent was not selected
+
+
+def test_retention_apply_cli(tmp_path: Path) -> None:
+    env = store(tmp_path)
+    env["MAGSAG_STORAGE_RETENTION"] = "agent:keep-mag&tier:lake=1d"
+    dry = magsag("data", "retention", "apply", "--dry-run", "--json", env=env)
+    assert dry.code == 0, dry.err
+    assert dry.json()["lakes"][0]["events"] == 3
+    done = magsag("data", "retention", "apply", env=env)
+    assert done.code == 0, done.err
+    assert "rewritten_days" in done.out
+    rows = lake_events(open_lake(env["MAGSAG_STORAGE_LAKE_URL"]))
+    assert rows and not [r for r in rows if r[3] == "keep-mag"]
+    bad = magsag("data", "retention", "apply", "--rules", "*=0d", env=env)
+    assert bad.code == 2 and "must be positive" in bad.err
