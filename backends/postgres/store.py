@@ -443,7 +443,7 @@ class PostgresStorageBackend(StorageBackend):
         )
         row = await self._write(lambda c: c.fetchrow(sql, *args), f"creating run {run_id!r}")
         if row is None:  # dropped by the erase guard (backends/postgres/erase.py)
-            raise NotFoundError(f"run {run_id!r} was erased; its id is refused (tombstone)")
+            raise NotFoundError(f"run {run.run_id!r} was erased; its id is refused (tombstone)")
         return run_record(row)
 
     async def upsert_runs(self, runs: Iterable[Run | Mapping[str, Any]]) -> int:

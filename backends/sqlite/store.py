@@ -339,7 +339,7 @@ class SQLiteStorageBackend(StorageBackend):
             )
             rec = _fetch_run(conn, run.run_id)
             if rec is None:  # dropped by the erase guard (backends/sqlite/erase.py)
-                raise NotFoundError(f"run {run_id!r} was erased; its id is refused (tombstone)")
+                raise NotFoundError(f"run {run.run_id!r} was erased; its id is refused (tombstone)")
             return rec
 
         return await self.write(op)
