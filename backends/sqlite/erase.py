@@ -62,17 +62,14 @@ def _has(c: sqlite3.Connection, name: str) -> bool:
     return c.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone() is not None
 
 
-def _ids(c: sqlite3.Connection, table: str, ids: set[str]) -> None:
-    c.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} (id TEXT PRIMARY KEY) WITHOUT ROWID")
-    c.execute(f"DELETE FROM {table}")
-    c.executemany(f"INSERT OR IGNORE INTO {table} (id) VALUES (?)", [(i,) for i in ids])
-
-
 class SQLiteEraser(HotEraser):
     backend: SQLiteStorageBackend
 
     # --------------------------------------------------------------- reading
     async def select(self, req: EraseRequest) -> HotSelection:
+        # on a reader connection: a --matching scan of a big store never holds the writer
+        wanted = jsontext.dumps(sorted(req.run_ids))
+
         def go(c: sqlite3.Connection) -> HotSelection:
             out = HotSelection()
             params: list[Any] = []
@@ -92,8 +89,8 @@ class SQLiteEraser(HotEraser):
                 where.append(f"{col} < ?")
                 params.append(req.until_us)
             if req.run_ids:
-                _ids(c, "temp.erase_sel", set(req.run_ids))
-                where.append("run_id IN (SELECT id FROM temp.erase_sel)")
+                where.append("run_id IN (SELECT value FROM json_each(?))")
+                params.append(wanted)
             sql_where = " AND ".join(where) or "1"
             if req.event_level:
                 rows = c.execute(f"SELECT event_id FROM events WHERE {sql_where}", params).fetchall()
@@ -105,38 +102,43 @@ class SQLiteEraser(HotEraser):
                     out.run_ids |= {
                         r[0]
                         for r in c.execute(
-                            "SELECT DISTINCT run_id FROM events WHERE run_id IN (SELECT id FROM temp.erase_sel)"
+                            "SELECT DISTINCT run_id FROM events WHERE run_id IN (SELECT value FROM json_each(?))",
+                            (wanted,),
                         )
                     }
             return out
 
-        return await self.backend.write(go)  # temp tables: the writer's connection
+        return await self.backend.read(go)
 
     async def parents(self, run_ids: set[str]) -> dict[str, str]:
         if not run_ids:
             return {}
+        ids = jsontext.dumps(sorted(run_ids))
 
         def go(c: sqlite3.Connection) -> dict[str, str]:
-            _ids(c, "temp.erase_par", run_ids)
             rows = c.execute(
-                "SELECT run_id, parent_run_id FROM runs WHERE parent_run_id IN (SELECT id FROM temp.erase_par)"
+                "SELECT run_id, parent_run_id FROM runs WHERE parent_run_id IN (SELECT value FROM json_each(?))",
+                (ids,),
             ).fetchall()
             return {r[0]: r[1] for r in rows}
 
-        return await self.backend.write(go)
+        return await self.backend.read(go)
 
     async def count(self, run_ids: set[str], event_ids: set[str]) -> tuple[int, int]:
+        runs, events = jsontext.dumps(sorted(run_ids)), jsontext.dumps(sorted(event_ids))
+
         def go(c: sqlite3.Connection) -> tuple[int, int]:
-            _ids(c, "temp.erase_r", run_ids)
-            _ids(c, "temp.erase_e", event_ids)
             ev = c.execute(
-                "SELECT count(*) FROM events WHERE run_id IN (SELECT id FROM temp.erase_r) "
-                "OR event_id IN (SELECT id FROM temp.erase_e)"
+                "SELECT count(*) FROM events WHERE run_id IN (SELECT value FROM json_each(?)) "
+                "OR event_id IN (SELECT value FROM json_each(?))",
+                (runs, events),
             ).fetchone()[0]
-            rn = c.execute("SELECT count(*) FROM runs WHERE run_id IN (SELECT id FROM temp.erase_r)").fetchone()[0]
+            rn = c.execute(
+                "SELECT count(*) FROM runs WHERE run_id IN (SELECT value FROM json_each(?))", (runs,)
+            ).fetchone()[0]
             return int(ev), int(rn)
 
-        return await self.backend.write(go)
+        return await self.backend.read(go)
 
     async def pending(self) -> list[PendingJob]:
         def go(c: sqlite3.Connection) -> list[PendingJob]:
