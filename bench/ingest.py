@@ -311,6 +311,16 @@ async def bench_postgres(events: list[Event], batch: int, dsn: str, singles: int
         runs = await _list_runs_latency(ours, conn, ours_schema)
         single_eps = await time_single_appends(ours, singles)
         stats = await ours.stats()
+        # MAGSAG_STORAGE_PG_ACK=journal: acknowledged from a local crash journal (backends/postgres/journal.py)
+        jdir = Path(tempfile.mkdtemp(prefix="magsag-pgj-"))
+        journaled = PostgresStorageBackend(dsn, schema=ours_schema, ack="journal", journal_dir=jdir)
+        await journaled.initialize()
+        try:
+            j_eps = await time_single_appends(journaled, singles)
+        finally:
+            await journaled.close()
+            shutil.rmtree(jdir, ignore_errors=True)
+        single_eps.update({f"ack_journal_{k}": v for k, v in j_eps.items()})
     finally:
         await ours.close()
         if not keep:
@@ -434,6 +444,15 @@ def show(result: dict[str, Any], command: str) -> None:
             f"({r['single_append_16_tasks_committed_eps']:,.0f} until all committed)",
         ),
     ]
+    if "ack_journal_single_append_1_task_eps" in r:
+        lines += [
+            (
+                "append_event, 1 task, ack=journal",
+                f"{r['ack_journal_single_append_1_task_eps']:>12,.0f} events/s   "
+                f"({r['ack_journal_single_append_1_task_committed_eps']:,.0f} until all committed)",
+            ),
+            ("append_event, 16 tasks, ack=journal", f"{r['ack_journal_single_append_16_tasks_eps']:>12,.0f} events/s"),
+        ]
     if "ack_commit_single_append_1_task_eps" in r:
         lines += [
             ("append_event, 1 task, ack=commit", f"{r['ack_commit_single_append_1_task_eps']:>12,.0f} events/s"),

@@ -62,6 +62,10 @@ class StorageSettings(BaseSettings):
     pg_pool_min: int = Field(1, ge=0, le=1000, description="PostgreSQL pool: minimum connections")
     pg_pool_max: int = Field(10, ge=1, le=1000, description="PostgreSQL pool: maximum connections")
     pg_statement_timeout_ms: int = Field(60_000, ge=0, description="PostgreSQL statement timeout")
+    pg_ack: Literal["commit", "journal"] = Field(
+        "commit", description="PostgreSQL append_event returns once committed, or once in a local crash journal"
+    )
+    pg_journal_dir: Path | None = Field(None, description="folder of that journal (default .magsag/pg-journal/...)")
     runs_base_dir: Path = Field(
         Path(".runs/agents"),
         validation_alias=AliasChoices("MAGSAG_RUNS_BASE_DIR", "MAGSAG_STORAGE_RUNS_BASE_DIR"),
