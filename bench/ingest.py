@@ -158,6 +158,12 @@ async def bench_sqlite(events: list[Event], batch: int, singles: int) -> dict[st
         await single.initialize()
         single_eps = await time_single_appends(single, singles)
         await single.close()
+        # MAGSAG_STORAGE_SQLITE_ACK=commit (with Litestream): each call waits for its commit
+        committed = SQLiteStorageBackend(db_path=tmp / "single-commit.db", ack="commit")
+        await committed.initialize()
+        commit_eps = await time_single_appends(committed, singles)
+        await committed.close()
+        single_eps.update({f"ack_commit_{k}": v for k, v in commit_eps.items()})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     n = len(events)
@@ -311,6 +317,16 @@ async def bench_postgres(events: list[Event], batch: int, dsn: str, singles: int
         runs = await _list_runs_latency(ours, conn, ours_schema)
         single_eps = await time_single_appends(ours, singles)
         stats = await ours.stats()
+        # MAGSAG_STORAGE_PG_ACK=journal: acknowledged from a local crash journal (backends/postgres/journal.py)
+        jdir = Path(tempfile.mkdtemp(prefix="magsag-pgj-"))
+        journaled = PostgresStorageBackend(dsn, schema=ours_schema, ack="journal", journal_dir=jdir)
+        await journaled.initialize()
+        try:
+            j_eps = await time_single_appends(journaled, singles)
+        finally:
+            await journaled.close()
+            shutil.rmtree(jdir, ignore_errors=True)
+        single_eps.update({f"ack_journal_{k}": v for k, v in j_eps.items()})
     finally:
         await ours.close()
         if not keep:
@@ -434,6 +450,20 @@ def show(result: dict[str, Any], command: str) -> None:
             f"({r['single_append_16_tasks_committed_eps']:,.0f} until all committed)",
         ),
     ]
+    if "ack_journal_single_append_1_task_eps" in r:
+        lines += [
+            (
+                "append_event, 1 task, ack=journal",
+                f"{r['ack_journal_single_append_1_task_eps']:>12,.0f} events/s   "
+                f"({r['ack_journal_single_append_1_task_committed_eps']:,.0f} until all committed)",
+            ),
+            ("append_event, 16 tasks, ack=journal", f"{r['ack_journal_single_append_16_tasks_eps']:>12,.0f} events/s"),
+        ]
+    if "ack_commit_single_append_1_task_eps" in r:
+        lines += [
+            ("append_event, 1 task, ack=commit", f"{r['ack_commit_single_append_1_task_eps']:>12,.0f} events/s"),
+            ("append_event, 16 tasks, ack=commit", f"{r['ack_commit_single_append_16_tasks_eps']:>12,.0f} events/s"),
+        ]
     if "single_bare_commit_per_event_eps" in r:
         bare_single = r["single_bare_commit_per_event_eps"]
         lines += [

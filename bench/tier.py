@@ -188,6 +188,52 @@ def child_ours(db: str, lake: str, now: str, engine: str, mode: str = "move") ->
     }
 
 
+def child_writer(db: str, now: str, stop_file: str) -> dict[str, Any]:
+    """Another process appending 1k events/s (``append_events`` of 10 every 10 ms, through
+    the public API) until ``stop_file`` exists: latency of each call and failures."""
+    from datetime import timedelta
+
+    from magsag.backends.schema import Event
+    from magsag.backends.sqlite.store import SQLiteStorageBackend
+
+    base = datetime.fromisoformat(now)
+    lat: list[float] = []
+    failures: list[str] = []
+
+    async def go() -> None:
+        async with SQLiteStorageBackend(db) as b:
+            i = 0
+            t_next = time.monotonic()
+            while not os.path.exists(stop_file):
+                ts = [base - timedelta(seconds=1, microseconds=i + k) for k in range(10)]
+                batch = [Event.create(f"run-w{i // 1000}", "bench-writer", "log", t) for t in ts]
+                t = time.monotonic()
+                try:
+                    await b.append_events(batch)
+                except Exception as exc:  # what the agent would see
+                    failures.append(str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__)
+                lat.append(time.monotonic() - t)
+                i += 10
+                t_next += 0.01
+                await asyncio.sleep(max(0.0, t_next - time.monotonic()))
+
+    asyncio.run(go())
+    lat.sort()
+
+    def q(x: float) -> float:
+        return round(1000 * lat[min(len(lat) - 1, int(x * len(lat)))], 1) if lat else 0.0
+
+    return {
+        "calls": len(lat),
+        "events": 10 * len(lat),
+        "failures": len(failures),
+        "first_failure": failures[0] if failures else None,
+        "p50_ms": q(0.5),
+        "p99_ms": q(0.99),
+        "max_ms": round(1000 * lat[-1], 1) if lat else 0.0,
+    }
+
+
 def _tree_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*.parquet"))
 
@@ -247,7 +293,25 @@ def bench_sqlite(args: argparse.Namespace) -> dict[str, Any]:
             data, peak = run_child(["--child", "bare", str(db), str(lake), str(meta["cutoff_us"])])
         else:
             mode = "copy" if side == "copy" else "move"
+            writer = None
+            stop = work / "writer.stop"
+            if side == "ours" and args.writer:  # another process appends while the job runs
+                stop.unlink(missing_ok=True)
+                writer = subprocess.Popen(
+                    [sys.executable, __file__, "--child", "writer", str(db), meta["now"], str(stop)],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    cwd=ROOT,
+                )
+                time.sleep(2)  # the writer is open and appending before the job starts
             data, peak = run_child(["--child", "ours", str(db), str(lake), meta["now"], args.engine, mode])
+            if writer is not None:
+                stop.touch()
+                out, err = writer.communicate(timeout=120)
+                if writer.returncode != 0:
+                    raise SystemExit(f"bench writer failed:\n{err[-3000:]}")
+                data["writer"] = json.loads(out.strip().splitlines()[-1])
         data["peak_rss_mb"] = round(peak)
         data["rows_per_s"] = round(data["events"] / data["seconds"])
         result[side] = data
@@ -309,6 +373,13 @@ def show(r: dict[str, Any], command: str) -> None:
     )
     print(f"{'magsag tier (end to end)':24}{o['rows_per_s']:>12,}{o['seconds']:>10.2f}")
     print(f"  the last {o['seconds'] - o['commit_s']:.2f} s: hot-store deletes after every file was committed")
+    w = o.get("writer")
+    if w:
+        print(
+            f"  concurrent writer (1k events/s, append_events of 10): {w['calls']:,} calls, p50 {w['p50_ms']} ms, "
+            f"p99 {w['p99_ms']} ms, max {w['max_ms']} ms, {w['failures']} failed"
+            + (f" ({w['first_failure']})" if w["failures"] else "")
+        )
     if "peak_rss_main_mb" in o:
         print(f"  peak RSS of the job's own process {o['peak_rss_main_mb']} MB (the rest: its DuckDB export worker)")
     copy = f"copy (verified, exactly once, no deletes) {r['ratio_copy']:.2f}x; " if "ratio_copy" in r else ""
@@ -328,7 +399,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
         side, rest = argv[1], argv[2:]
-        data = child_bare(rest[0], rest[1], int(rest[2])) if side == "bare" else child_ours(*rest)
+        if side == "writer":
+            data = child_writer(*rest)
+        else:
+            data = child_bare(rest[0], rest[1], int(rest[2])) if side == "bare" else child_ours(*rest)
         print(json.dumps(data))
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
@@ -336,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=1_000_000, help="demo events in the hot store (default 1,000,000)")
     p.add_argument("--engine", choices=("duckdb", "sqlite"), default="duckdb", help="SQLite export engine")
     p.add_argument("--keep", action="store_true", help="keep bench/out/tier-work (the copies and lakes)")
+    p.add_argument(
+        "--writer", action="store_true", help="another process appends 1k events/s during the tier job (its latency)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     result = BACKENDS[args.backend](args)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 from magsag.backends.base import StorageBackend
@@ -42,11 +42,17 @@ class StorageSettings(BaseSettings):
     backend: str = Field("sqlite", description="sqlite, postgres, timescale, a plugin name or pkg.module:Class")
     db_path: Path = Field(Path(".magsag/storage.db"), description="SQLite file of the hot store")
     enable_fts: bool = Field(True, description="keep a full-text index over event messages (SQLite)")
+    sqlite_ack: Literal["journal", "commit"] = Field(
+        "journal", description="SQLite append_event returns once journaled, or once committed (for Litestream)"
+    )
     dsn: SecretStr | None = Field(None, description="PostgreSQL DSN, e.g. postgresql://user:pw@host:5432/db")
     hot_days: int = Field(7, ge=0, le=36500, description="days kept in the hot store before tiering")
     archive_enabled: bool = Field(False, description="vacuum refuses to delete days not archived yet")
     archive_destination: str | None = Field(None, description="default destination of `data archive`")
     lake_url: str = Field("./lake", description="root of the Parquet lake: a folder, s3://bucket/prefix, ...")
+    retention: str | None = Field(
+        None, description="retention rules like 'level:debug=7d; tier:lake=400d', or a TOML file (docs/governance.md)"
+    )
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. http://127.0.0.1:8333")
     s3_region: str | None = Field(None, description="S3 region (default us-east-1)")
     s3_access_key_id: SecretStr | None = Field(None, description="S3 key id (else the AWS credential chain)")
@@ -57,6 +63,10 @@ class StorageSettings(BaseSettings):
     pg_pool_min: int = Field(1, ge=0, le=1000, description="PostgreSQL pool: minimum connections")
     pg_pool_max: int = Field(10, ge=1, le=1000, description="PostgreSQL pool: maximum connections")
     pg_statement_timeout_ms: int = Field(60_000, ge=0, description="PostgreSQL statement timeout")
+    pg_ack: Literal["commit", "journal"] = Field(
+        "commit", description="PostgreSQL append_event returns once committed, or once in a local crash journal"
+    )
+    pg_journal_dir: Path | None = Field(None, description="folder of that journal (default .magsag/pg-journal/...)")
     runs_base_dir: Path = Field(
         Path(".runs/agents"),
         validation_alias=AliasChoices("MAGSAG_RUNS_BASE_DIR", "MAGSAG_STORAGE_RUNS_BASE_DIR"),

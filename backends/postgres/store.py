@@ -29,6 +29,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from magsag.backends.base import HOT_STORE, StorageBackend, StorageCapabilities, Window
@@ -117,7 +118,14 @@ class PostgresStorageBackend(StorageBackend):
         read_retries: int = 3,
         connect_timeout: float = 10.0,
         lock_timeout_ms: int = 5_000,
+        ack: str = "commit",
+        journal_dir: str | Path | None = None,
     ):
+        if ack not in ("commit", "journal"):
+            raise ConfigError(f"PostgreSQL ack must be 'commit' or 'journal' (got {ack!r})")
+        self.ack = ack  # "journal": append_event returns once in the local crash journal (journal.py)
+        self._journal_dir = journal_dir
+        self._journaled: Any = None
         self._dsn = dsn  # holds the password: never put it in a message, a log or repr()
         self._info = DsnInfo.parse(dsn)
         self.schema = check_schema_name(schema)
@@ -161,6 +169,8 @@ class PostgresStorageBackend(StorageBackend):
             pool_max=settings.pg_pool_max,
             statement_timeout_ms=settings.pg_statement_timeout_ms,
             timescale=True if kind == "timescale" else None,
+            ack=getattr(settings, "pg_ack", "commit"),
+            journal_dir=getattr(settings, "pg_journal_dir", None),
         )
 
     def __repr__(self) -> str:
@@ -194,6 +204,12 @@ class PostgresStorageBackend(StorageBackend):
             self.pgvector = any(await self._read(pgvector_probe, "probing the vector extension"))
             today = date_day(utc_now().date())
             await self.ensure_days(range(today - 1, today + self.premake_days + 1))
+            if self.ack == "journal":
+                from magsag.backends.postgres.journal import JournaledAppends, default_dir
+
+                journaled = JournaledAppends(self, Path(self._journal_dir or default_dir(self)))
+                await journaled.open()
+                self._journaled = journaled
         except BaseException as exc:
             self._pool = None
             pool.terminate()
@@ -247,6 +263,9 @@ class PostgresStorageBackend(StorageBackend):
     async def close(self) -> None:
         if self._pool is None:
             return
+        if self._journaled is not None:
+            journaled, self._journaled = self._journaled, None
+            await journaled.close()
         await self._singles.wait_idle()
         await self._stream.close()
         pool, self._pool = self._pool, None
@@ -319,6 +338,8 @@ class PostgresStorageBackend(StorageBackend):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _read(self, fn: Callable[[Any], Awaitable[T]], what: str) -> T:
+        if self._journaled is not None:  # read your own journaled appends
+            await self._journaled.flush()
         return await self._run(fn, what, idempotent=True)
 
     async def _write(self, fn: Callable[[Any], Awaitable[T]], what: str) -> T:
@@ -371,6 +392,12 @@ class PostgresStorageBackend(StorageBackend):
         return part.table if part else None
 
     # ------------------------------------------------------------------ writes
+    async def _append_row(self, row: tuple[Any, ...]) -> None:
+        if self._journaled is not None:
+            await self._journaled.append(row)
+        else:
+            await super()._append_row(row)
+
     async def _append_validated(self, events: list[Event]) -> int:
         self._require()
         await self.ensure_days({e.ts_us // US_PER_DAY for e in events})
@@ -424,6 +451,8 @@ class PostgresStorageBackend(StorageBackend):
             explicit_start,
         )
         row = await self._write(lambda c: c.fetchrow(sql, *args), f"creating run {run.run_id!r}")
+        if row is None:  # dropped by the erase guard (backends/postgres/erase.py)
+            raise NotFoundError(f"run {run.run_id!r} was erased; its id is refused (tombstone)")
         return run_record(row)
 
     async def _upsert_runs(self, batch: list[Run]) -> int:

@@ -138,7 +138,13 @@ class SQLiteStorageBackend(StorageBackend):
         readers: int = 4,
         *,
         read_only: bool = False,
+        ack: str = "journal",
     ):
+        if ack not in ("journal", "commit"):
+            raise ValueError(f"ack must be 'journal' or 'commit' (got {ack!r})")
+        # "commit": a single append_event returns once its row is committed to SQLite (in the
+        # WAL, so Litestream replicates it) instead of once it is in the crash journal.
+        self.ack = ack
         self.db_path = Path(db_path).expanduser()
         # read_only: open an existing store for reading only; nothing is created (no file,
         # folder, WAL, journal or lock), nothing written, and a read-only mount works.
@@ -156,7 +162,12 @@ class SQLiteStorageBackend(StorageBackend):
 
     @classmethod
     def from_settings(cls, settings: Any, *, read_only: bool = False) -> SQLiteStorageBackend:
-        return cls(db_path=settings.db_path, enable_fts=settings.enable_fts, read_only=read_only)
+        return cls(
+            db_path=settings.db_path,
+            enable_fts=settings.enable_fts,
+            read_only=read_only,
+            ack=getattr(settings, "sqlite_ack", "journal"),
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.db_path)!r})"
@@ -257,7 +268,7 @@ class SQLiteStorageBackend(StorageBackend):
         writer = SQLiteWriter(
             self._open_writer,
             lambda conn, rows: write_event_rows(conn, rows, fts=self.enable_fts),
-            self._journal_dir,
+            self._journal_dir if self.ack == "journal" else None,
             lambda conn, text: write_event_json(conn, text, fts=self.enable_fts),
         )
         try:
@@ -356,7 +367,10 @@ class SQLiteStorageBackend(StorageBackend):
                     explicit_start,
                 ),
             )
-            return _fetch_run(conn, run.run_id)  # type: ignore[return-value]
+            rec = _fetch_run(conn, run.run_id)
+            if rec is None:  # dropped by the erase guard (backends/sqlite/erase.py)
+                raise NotFoundError(f"run {run.run_id!r} was erased; its id is refused (tombstone)")
+            return rec
 
         return await self.write(op)
 

@@ -101,7 +101,9 @@ def rebuild_without(c: sqlite3.Connection, claims: Sequence[Claim], *, fts: bool
     index_sql = [
         r[0]
         for r in c.execute(
-            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' AND sql IS NOT NULL"
+            # triggers too (the erase guard of backends/sqlite/erase.py): DROP TABLE drops them
+            "SELECT sql FROM sqlite_master WHERE type IN ('index', 'trigger') AND tbl_name = 'events' "
+            "AND sql IS NOT NULL ORDER BY type = 'trigger'"
         )
     ]
     row = c.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()

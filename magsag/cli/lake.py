@@ -247,7 +247,7 @@ async def _job(
     from magsag.lakehouse.tiering.job import run_tier
 
     async with open_storage(settings, read_only=dry_run) as storage:
-        return await run_tier(
+        rep = await run_tier(
             storage,
             lake,
             hot_days=hot_days,
@@ -258,6 +258,12 @@ async def _job(
             should_stop=stop,
             job_prefix=prefix,
         )
+        if settings.retention and mode == MOVE and not dry_run and not rep.stopped:
+            from magsag.lakehouse.retention import apply_retention  # the scheduled job applies the rules
+
+            kept = await apply_retention(storage, settings, lake_url=lake.url, wait=wait)
+            err_console.print(f"retention: {kept.hot} hot, {[(k['dest'], k['events']) for k in kept.lakes]} lake")
+        return rep
 
 
 def _run_once(settings: StorageSettings, lake: Lake, *, json_out: bool, stop: threading.Event, **kw: Any) -> TierReport:

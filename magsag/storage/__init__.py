@@ -9,8 +9,9 @@ Settings come from ``MAGSAG_STORAGE_*`` environment variables or ``.env`` (see
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 from magsag.backends.base import StorageBackend, StorageCapabilities
@@ -77,6 +78,49 @@ async def get_run_tree(run_id: str, settings: StorageSettings | None = None, **o
     return tree
 
 
+async def delete_runs(
+    storage: StorageBackend,
+    settings: StorageSettings | None = None,
+    run_ids: Iterable[str] = (),
+    *,
+    children: bool = True,
+    agent: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    matching: str | None = None,
+    dry_run: bool = False,
+    resume_only: bool = False,
+    lake_url: str | None = None,
+    wait: bool = True,
+) -> dict[str, Any]:
+    """Erase runs (or, with ``matching``, single events) from every tier; see docs/governance.md.
+
+    Runs by id (with their delegated child runs unless ``children=False``), by ``agent``,
+    by the time they started (``since`` inclusive, ``until`` exclusive); ``matching``
+    selects the events whose message or payload text contains it. The hot store, the
+    lake, every archive destination recorded in the store and ClickHouse are purged, a
+    tombstone keeps the ids from coming back, and a job interrupted at any point is
+    finished by the next call (``resume_only=True`` does only that). ``dry_run`` reports
+    per tier what would go and writes nothing. Returns the report as a dict.
+    """
+    from magsag.backends.erase import EraseRequest
+    from magsag.lakehouse.erase import erase
+
+    settings = settings or load_settings()
+    request = None
+    if not resume_only or run_ids or agent or since or until or matching:
+        request = EraseRequest(
+            run_ids=tuple(run_ids),
+            children=children,
+            agent=agent,
+            since=since,
+            until=until,
+            matching=matching,
+        )
+    report = await erase(storage, settings, request, dry_run=dry_run, lake_url=lake_url, wait=wait)
+    return report.as_dict()
+
+
 async def get_storage_backend(
     settings: StorageSettings | None = None, *, read_only: bool = False, **overrides: Any
 ) -> StorageBackend:
@@ -130,6 +174,7 @@ __all__ = [
     "SyncStorage",
     "TieredBackend",
     "ValidationError",
+    "delete_runs",
     "get_run_tree",
     "get_storage_backend",
     "get_storage_sync",
