@@ -151,6 +151,9 @@ def connect(
         snap = reader.snapshot()
         cuts = views.create_views(con, hot, snap)
         if locked:
+            from magsag.lakehouse.sqlrun import limit_resources
+
+            limit_resources(con, memory_limit=settings.sql_memory_limit, threads=settings.sql_threads)
             lock_down(con, [lake.uri()])
     except BaseException as exc:
         con.close()
@@ -214,18 +217,35 @@ def snapshot_of(con: duckdb.DuckDBPyConnection) -> LakeSnapshot:
 
 
 def run_sql(
-    sql: str, settings: StorageSettings | None = None, *, con: duckdb.DuckDBPyConnection | None = None
+    sql: str,
+    settings: StorageSettings | None = None,
+    *,
+    con: duckdb.DuckDBPyConnection | None = None,
+    max_rows: int | None = None,
 ) -> pa.Table:
-    """Run one read-only SELECT over the views; refuse anything else with a one-line QueryError."""
+    """Run one read-only SELECT over the views; refuse anything else with a one-line QueryError.
+
+    Bounded (lakehouse/sqlrun.py): at most ``max_rows`` rows are read (streamed, the
+    query stops there), the statement is interrupted after ``sql_timeout_s`` and on
+    Ctrl-C, and a connection made here has ``sql_memory_limit`` and ``sql_threads``.
+    """
     from magsag.lakehouse.sqlguard import check_sql
+    from magsag.lakehouse.sqlrun import bounded
 
     own = con is None
     if con is None:
+        if settings is None:
+            from magsag.lakehouse.settings import load_settings
+
+            settings = load_settings()
         con = connect(settings, locked=True)
+    timeout = getattr(settings, "sql_timeout_s", None) if settings is not None else None
     try:
         check_sql(con, sql)
         try:
-            return con.execute(sql).to_arrow_table()
+            return bounded(con, sql, max_rows=max_rows, timeout=timeout)[0]
+        except QueryError:
+            raise
         except Exception as exc:
             ctx = _contexts.get(con)
             message = _sql_error(exc)

@@ -57,6 +57,13 @@ class StorageSettings(BaseSettings):
     pg_pool_min: int = Field(1, ge=0, le=1000, description="PostgreSQL pool: minimum connections")
     pg_pool_max: int = Field(10, ge=1, le=1000, description="PostgreSQL pool: maximum connections")
     pg_statement_timeout_ms: int = Field(60_000, ge=0, description="PostgreSQL statement timeout")
+    sql_timeout_s: float = Field(300.0, gt=0, le=86400, description="`data sql`: stop a query after this many seconds")
+    sql_memory_limit: str = Field(
+        "2GB",
+        pattern=r"^[0-9]{1,6}(\.[0-9]{1,3})?\s?(KB|MB|GB|TB|KiB|MiB|GiB|TiB|%)$",
+        description="`data sql`: DuckDB memory_limit of a query (beyond it DuckDB spills or fails)",
+    )
+    sql_threads: int = Field(2, ge=1, le=256, description="`data sql`: DuckDB threads of a query")
     runs_base_dir: Path = Field(
         Path(".runs/agents"),
         validation_alias=AliasChoices("MAGSAG_RUNS_BASE_DIR", "MAGSAG_STORAGE_RUNS_BASE_DIR"),
@@ -179,10 +186,13 @@ def load_settings(**overrides: Any) -> StorageSettings:
         raise ConfigError(f"{source}: {err['msg'].lower()}{shown}") from None
 
 
-def backend_from_settings(settings: StorageSettings, *, read_only: bool = False) -> StorageBackend:
+def backend_from_settings(
+    settings: StorageSettings, *, read_only: bool = False, missing_ok: bool = False
+) -> StorageBackend:
     """Instantiate (not initialize) the hot store the settings name.
 
-    ``read_only`` (SQLite): open an existing store for reading only, creating nothing.
+    ``read_only`` (SQLite): open an existing store for reading only, creating nothing;
+    with ``missing_ok`` a missing file reads as an empty store.
     """
     try:
         cls = resolve_backend_class(settings.backend)
@@ -193,7 +203,7 @@ def backend_from_settings(settings: StorageSettings, *, read_only: bool = False)
         return factory(settings)
     kind = settings.backend.strip().lower()
     if kind == "sqlite":
-        kw = {"read_only": True} if read_only else {}
+        kw = {"read_only": True, "missing_ok": missing_ok} if read_only else {}
         return cls(db_path=settings.db_path, enable_fts=settings.enable_fts, **kw)  # type: ignore[call-arg]
     params = inspect.signature(cls).parameters
     return cls(**{k: v for k, v in {"settings": settings}.items() if k in params})  # type: ignore[arg-type]

@@ -151,12 +151,15 @@ class SQLiteStorageBackend(StorageBackend):
         readers: int = 4,
         *,
         read_only: bool = False,
+        missing_ok: bool = False,
     ):
         self.db_path = Path(db_path).expanduser()
         # read_only: open an existing store for reading only; nothing is created (no file,
         # folder, WAL, journal or lock), nothing written, and a read-only mount works.
         self.read_only = read_only
+        self._missing_ok = missing_ok  # read_only and no file: an empty store in memory (the lake alone)
         self._ro_uri: str | None = None
+        self._keep: sqlite3.Connection | None = None  # holds the in-memory empty store open
         self._want_fts = enable_fts
         self.enable_fts = False
         self._readers = readers
@@ -218,6 +221,11 @@ class SQLiteStorageBackend(StorageBackend):
 
     def _open_read_only(self) -> None:
         """Check the store for reading only (no file is created or changed)."""
+        if not self.db_path.exists() and self._missing_ok:
+            self._ro_uri = f"file:magsag-empty-{id(self)}?mode=memory&cache=shared"
+            self._keep = sqlite3.connect(self._ro_uri, uri=True, isolation_level=None, check_same_thread=False)
+            ddl.migrate(self._keep)
+            return
         if not self.db_path.is_file():
             raise NotFoundError(f"no store at {self.db_path} (run magsag data init)")
         folder_writable = os.access(self.db_path.parent, os.W_OK) and os.access(self.db_path, os.W_OK)
@@ -284,6 +292,9 @@ class SQLiteStorageBackend(StorageBackend):
                     conn.close()
             self._reader_conns.clear()
         self._local = threading.local()
+        if self._keep is not None:
+            self._keep.close()
+            self._keep = None
 
     @property
     def capabilities(self) -> StorageCapabilities:
