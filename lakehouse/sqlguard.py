@@ -19,6 +19,7 @@ that got past the checks could not read other files, load extensions or change s
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -51,6 +52,7 @@ ALLOWED_TABLE_FUNCTIONS = frozenset(
         "summary",
     }
 )
+_PIVOT = re.compile(r"\bPIVOT\b", re.IGNORECASE)
 ALLOWED_SCHEMAS = frozenset({"", "main", "information_schema", "pg_catalog"})
 ALLOWED_CATALOGS = frozenset({"", "memory", "system", "temp"})
 
@@ -74,6 +76,11 @@ def check_sql(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     if not statements:
         raise _fail("no SQL statement given")
     if len(statements) > 1:
+        if statements[0].type == duckdb.StatementType.CREATE and _PIVOT.search(sql):
+            raise _fail(
+                "PIVOT without an IN list makes DuckDB create a type first, which a read-only query "
+                "cannot; name the values: PIVOT events ON tier IN ('hot', 'lake') USING count(*)"
+            )
         raise _fail(f"one statement only, got {len(statements)} (remove the ';' between them)")
     kind = statements[0].type
     if kind != duckdb.StatementType.SELECT:
