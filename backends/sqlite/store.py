@@ -268,6 +268,7 @@ class SQLiteStorageBackend(StorageBackend):
             lambda conn, rows: write_event_rows(conn, rows, fts=self.enable_fts),
             self._journal_dir,
             lambda conn, text: write_event_json(conn, text, fts=self.enable_fts),
+            name=str(self.db_path),
         )
         try:
             await asyncio.get_running_loop().run_in_executor(None, writer.start)
