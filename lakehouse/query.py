@@ -30,7 +30,7 @@ from magsag.lakehouse.duckdb_hot import attach_postgres, attach_sqlite
 from magsag.lakehouse.duckdb_lake import attach_lake, lake_extensions
 from magsag.lakehouse.lakefiles import LakeSnapshot, SnapshotReader
 from magsag.lakehouse.objstore import Lake, open_lake
-from magsag.lakehouse.sqlguard import lock_down
+from magsag.lakehouse.sqlguard import LockedConnection, lock_down, raw_of
 
 if TYPE_CHECKING:
     import duckdb
@@ -162,6 +162,8 @@ def connect(
 
             diagnose(lake, [f for fs in snap.files.values() for f in fs], exc)  # name a damaged file
         raise
+    if locked:  # every statement through it passes the guard (lakehouse/sqlguard.py)
+        con = LockedConnection(con)  # type: ignore[assignment]
     with _contexts_lock:
         _contexts[con] = _Context(lake, reader, hot, snap, cuts, locked, settings)
     return con
@@ -173,13 +175,14 @@ def refresh(con: duckdb.DuckDBPyConnection) -> bool:
     if ctx is None:
         raise QueryError("refresh() needs a connection made by magsag.lakehouse.connect()")
     snap = ctx.reader.snapshot()
+    raw = raw_of(con)
     if ctx.hot.mode == "snapshot":
         from magsag.lakehouse import hot_sqlite
 
-        ctx.hot = hot_sqlite.snapshot_source(con, Path(ctx.settings.db_path).expanduser())
+        ctx.hot = hot_sqlite.snapshot_source(raw, Path(ctx.settings.db_path).expanduser())
     elif snap.key() == ctx.snapshot.key():
         return False
-    ctx.boundaries = views.create_views(con, ctx.hot, snap)
+    ctx.boundaries = views.create_views(raw, ctx.hot, snap)
     ctx.snapshot = snap
     return True
 
@@ -201,9 +204,10 @@ def release_sqlite(path: Path) -> int:
             continue
         if Path(ctx.settings.db_path).expanduser().resolve() != target:
             continue
-        ctx.hot = hot_sqlite.snapshot_source(con, target)
-        ctx.boundaries = views.create_views(con, ctx.hot, ctx.snapshot)
-        con.execute(f"DETACH {views.HOT}")
+        raw = raw_of(con)
+        ctx.hot = hot_sqlite.snapshot_source(raw, target)
+        ctx.boundaries = views.create_views(raw, ctx.hot, ctx.snapshot)
+        raw.execute(f"DETACH {views.HOT}")
         switched += 1
     return switched
 
@@ -241,9 +245,9 @@ def run_sql(
         con = connect(settings, locked=True)
     timeout = getattr(settings, "sql_timeout_s", None) if settings is not None else None
     try:
-        check_sql(con, sql)
+        check_sql(raw_of(con), sql)
         try:
-            return bounded(con, sql, max_rows=max_rows, timeout=timeout)[0]
+            return bounded(raw_of(con), sql, max_rows=max_rows, timeout=timeout)[0]
         except QueryError:
             raise
         except Exception as exc:
