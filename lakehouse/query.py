@@ -29,7 +29,7 @@ from magsag.lakehouse import views
 from magsag.lakehouse.duckdb_lake import attach_lake, lake_extensions
 from magsag.lakehouse.lakefiles import LakeSnapshot, SnapshotReader
 from magsag.lakehouse.objstore import Lake, open_lake
-from magsag.lakehouse.sqlguard import lock_down
+from magsag.lakehouse.sqlguard import LockedConnection, lock_down, raw_of
 
 if TYPE_CHECKING:
     import duckdb
@@ -113,6 +113,9 @@ def connect(
         snap = reader.snapshot()
         cuts = views.create_views(con, hot, snap)
         if locked:
+            from magsag.lakehouse.sqlrun import limit_resources
+
+            limit_resources(con, memory_limit=settings.sql_memory_limit, threads=settings.sql_threads)
             lock_down(con, [lake.uri()])
     except BaseException as exc:
         con.close()
@@ -121,6 +124,8 @@ def connect(
 
             diagnose(lake, [f for fs in snap.files.values() for f in fs], exc)  # name a damaged file
         raise
+    if locked:  # every statement through it passes the guard (lakehouse/sqlguard.py)
+        con = LockedConnection(con)  # type: ignore[assignment]
     with _contexts_lock:
         _contexts[con] = _Context(lake, reader, hot, snap, cuts, locked, settings)
     return con
@@ -132,11 +137,12 @@ def refresh(con: duckdb.DuckDBPyConnection) -> bool:
     if ctx is None:
         raise QueryError("refresh() needs a connection made by magsag.lakehouse.connect()")
     snap = ctx.reader.snapshot()
+    raw = raw_of(con)
     if ctx.hot.mode == "snapshot" and ctx.hot.reread is not None:
-        ctx.hot = ctx.hot.reread(con)
+        ctx.hot = ctx.hot.reread(raw)
     elif snap.key() == ctx.snapshot.key():
         return False
-    ctx.boundaries = views.create_views(con, ctx.hot, snap)
+    ctx.boundaries = views.create_views(raw, ctx.hot, snap)
     ctx.snapshot = snap
     return True
 
@@ -155,9 +161,10 @@ def release(key: str | None) -> int:
     for con, ctx in items:
         if ctx.hot.mode != "attach" or ctx.hot.exclusive_key != key or ctx.hot.reread is None:
             continue
-        ctx.hot = ctx.hot.reread(con)
-        ctx.boundaries = views.create_views(con, ctx.hot, ctx.snapshot)
-        con.execute(f"DETACH {views.HOT}")
+        raw = raw_of(con)
+        ctx.hot = ctx.hot.reread(raw)
+        ctx.boundaries = views.create_views(raw, ctx.hot, ctx.snapshot)
+        raw.execute(f"DETACH {views.HOT}")
         switched += 1
     return switched
 
@@ -171,18 +178,35 @@ def snapshot_of(con: duckdb.DuckDBPyConnection) -> LakeSnapshot:
 
 
 def run_sql(
-    sql: str, settings: StorageSettings | None = None, *, con: duckdb.DuckDBPyConnection | None = None
+    sql: str,
+    settings: StorageSettings | None = None,
+    *,
+    con: duckdb.DuckDBPyConnection | None = None,
+    max_rows: int | None = None,
 ) -> pa.Table:
-    """Run one read-only SELECT over the views; refuse anything else with a one-line QueryError."""
+    """Run one read-only SELECT over the views; refuse anything else with a one-line QueryError.
+
+    Bounded (lakehouse/sqlrun.py): at most ``max_rows`` rows are read (streamed, the
+    query stops there), the statement is interrupted after ``sql_timeout_s`` and on
+    Ctrl-C, and a connection made here has ``sql_memory_limit`` and ``sql_threads``.
+    """
     from magsag.lakehouse.sqlguard import check_sql
+    from magsag.lakehouse.sqlrun import bounded
 
     own = con is None
     if con is None:
+        if settings is None:
+            from magsag.lakehouse.settings import load_settings
+
+            settings = load_settings()
         con = connect(settings, locked=True)
+    timeout = getattr(settings, "sql_timeout_s", None) if settings is not None else None
     try:
-        check_sql(con, sql)
+        check_sql(raw_of(con), sql)
         try:
-            return con.execute(sql).to_arrow_table()
+            return bounded(raw_of(con), sql, max_rows=max_rows, timeout=timeout)[0]
+        except QueryError:
+            raise
         except Exception as exc:
             ctx = _contexts.get(con)
             message = _sql_error(exc)

@@ -67,6 +67,13 @@ class StorageSettings(BaseSettings):
         "commit", description="PostgreSQL append_event returns once committed, or once in a local crash journal"
     )
     pg_journal_dir: Path | None = Field(None, description="folder of that journal (default .magsag/pg-journal/...)")
+    sql_timeout_s: float = Field(300.0, gt=0, le=86400, description="`data sql`: stop a query after this many seconds")
+    sql_memory_limit: str = Field(
+        "2GB",
+        pattern=r"^[0-9]{1,6}(\.[0-9]{1,3})?\s?(KB|MB|GB|TB|KiB|MiB|GiB|TiB|%)$",
+        description="`data sql`: DuckDB memory_limit of a query (beyond it DuckDB spills or fails)",
+    )
+    sql_threads: int = Field(2, ge=1, le=256, description="`data sql`: DuckDB threads of a query")
     runs_base_dir: Path = Field(
         Path(".runs/agents"),
         validation_alias=AliasChoices("MAGSAG_RUNS_BASE_DIR", "MAGSAG_STORAGE_RUNS_BASE_DIR"),
@@ -254,10 +261,13 @@ def load_settings(**overrides: Any) -> StorageSettings:
         raise ConfigError(f"{source}: {err['msg'].lower()}{shown}") from None
 
 
-def backend_from_settings(settings: StorageSettings, *, read_only: bool = False) -> StorageBackend:
+def backend_from_settings(
+    settings: StorageSettings, *, read_only: bool = False, missing_ok: bool = False
+) -> StorageBackend:
     """Instantiate (not initialize) the hot store the settings name.
 
-    ``read_only`` (SQLite): open an existing store for reading only, creating nothing.
+    ``read_only`` (SQLite): open an existing store for reading only, creating nothing;
+    with ``missing_ok`` a missing file reads as an empty store.
     """
     try:
         cls = resolve_backend_class(settings.backend)
@@ -265,8 +275,8 @@ def backend_from_settings(settings: StorageSettings, *, read_only: bool = False)
         raise ConfigError(f"MAGSAG_STORAGE_BACKEND: {exc}") from None
     factory = getattr(cls, "from_settings", None)
     if callable(factory):
-        if read_only and "read_only" in inspect.signature(factory).parameters:
-            return factory(settings, read_only=True)  # type: ignore[no-any-return]
-        return factory(settings)  # type: ignore[no-any-return]
+        accepted = inspect.signature(factory).parameters
+        kw = {k: v for k, v in (("read_only", read_only), ("missing_ok", missing_ok)) if v and k in accepted}
+        return factory(settings, **kw)  # type: ignore[no-any-return]
     params = inspect.signature(cls).parameters
     return cls(**{k: v for k, v in {"settings": settings}.items() if k in params})  # type: ignore[arg-type]

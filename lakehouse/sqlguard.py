@@ -19,6 +19,7 @@ that got past the checks could not read other files, load extensions or change s
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -51,6 +52,8 @@ ALLOWED_TABLE_FUNCTIONS = frozenset(
         "summary",
     }
 )
+_PIVOT = re.compile(r"\bPIVOT\b", re.IGNORECASE)
+_EXPLAIN = re.compile(r"\s*EXPLAIN\s+(?:ANALYZE\s+)?", re.IGNORECASE)
 ALLOWED_SCHEMAS = frozenset({"", "main", "information_schema", "pg_catalog"})
 ALLOWED_CATALOGS = frozenset({"", "memory", "system", "temp"})
 
@@ -74,8 +77,17 @@ def check_sql(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     if not statements:
         raise _fail("no SQL statement given")
     if len(statements) > 1:
+        if statements[0].type == duckdb.StatementType.CREATE and _PIVOT.search(sql):
+            raise _fail(
+                "PIVOT without an IN list makes DuckDB create a type first, which a read-only query "
+                "cannot; name the values: PIVOT events ON tier IN ('hot', 'lake') USING count(*)"
+            )
         raise _fail(f"one statement only, got {len(statements)} (remove the ';' between them)")
     kind = statements[0].type
+    explain = _EXPLAIN.match(sql)
+    if kind == duckdb.StatementType.EXPLAIN and explain:  # EXPLAIN [ANALYZE] of a query that passes
+        check_sql(con, sql[explain.end() :])
+        return
     if kind != duckdb.StatementType.SELECT:
         name = getattr(kind, "name", str(kind))
         raise _fail(f"only read-only SELECT queries are allowed, got {name}")
@@ -132,3 +144,73 @@ def lock_down(con: duckdb.DuckDBPyConnection, allowed_dirs: list[str], allowed_p
         con.execute(f"SET allowed_paths = {sql_list(list(allowed_paths))}")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
+
+
+class LockedConnection:
+    """A DuckDB connection on which every statement passes :func:`check_sql` first.
+
+    What ``magsag.lakehouse.connect(locked=True)`` returns: ``execute`` (and ``sql`` /
+    ``query``, which run the statement the same way and return this object) check the
+    statement, then run it; results are read with the usual ``fetch*`` / Arrow / pandas
+    methods. Nothing else of DuckDB's connection (``read_parquet``, ``register``,
+    ``install_extension``, relations that run SQL of their own ...) is offered, so the
+    lockdown holds without the caller's help, also for what DuckDB's own settings do not
+    stop (the SQLite scanner's ``ATTACH``/``sqlite_scan``).
+    """
+
+    _RESULTS = frozenset(
+        {
+            "fetchone",
+            "fetchall",
+            "fetchmany",
+            "fetchdf",
+            "fetch_df",
+            "fetchnumpy",
+            "df",
+            "pl",
+            "arrow",
+            "fetch_arrow_table",
+            "to_arrow_table",
+            "to_arrow_reader",
+            "fetch_record_batch",
+            "description",
+            "rowcount",
+            "interrupt",
+            "close",
+        }
+    )
+
+    def __init__(self, raw: duckdb.DuckDBPyConnection):
+        object.__setattr__(self, "_raw", raw)
+
+    def execute(self, query: str, parameters: Any = None) -> LockedConnection:
+        check_sql(self._raw, query)
+        if parameters is None:
+            self._raw.execute(query)
+        else:
+            self._raw.execute(query, parameters)
+        return self
+
+    sql = query = execute
+
+    def cursor(self) -> LockedConnection:
+        return LockedConnection(self._raw.cursor())
+
+    def __getattr__(self, name: str) -> Any:
+        if name in LockedConnection._RESULTS:
+            return getattr(object.__getattribute__(self, "_raw"), name)
+        raise AttributeError(f"{name} is not offered by a locked connection (execute a SELECT, then fetch)")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("a locked connection cannot be changed")
+
+    def __enter__(self) -> LockedConnection:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._raw.close()
+
+
+def raw_of(con: Any) -> Any:
+    """The DuckDB connection itself behind ``con`` (for this package's own view upkeep)."""
+    return object.__getattribute__(con, "_raw") if isinstance(con, LockedConnection) else con

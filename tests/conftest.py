@@ -16,10 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from magsag.backends.base import StorageBackend
 from magsag.backends.schema import NOW_ENV
 
 from tests.clock import PINNED_NOW_ISO
+
+# Property tests draw the same examples on every run (a CI result never depends on luck)
+# and keep no example database in the tree.
+hypothesis_settings.register_profile("magsag", derandomize=True, database=None)
+hypothesis_settings.load_profile("magsag")
 
 pytest_plugins = ["tests.lake_fixtures"]
 

@@ -16,7 +16,7 @@ import os
 import socket
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from magsag.backends.errors import BackendUnavailable, ConfigError, LockedError, QueryError, StorageError, redact_dsn
 
@@ -65,10 +65,75 @@ class DsnInfo:
                 "MAGSAG_STORAGE_DSN must start with postgresql:// (e.g. postgresql://user@host:5432/db); "
                 "the value given does not (not shown: it may hold a password)"
             )
-        user = unquote(parts.username) if parts.username else (os.environ.get("PGUSER") or _os_user())
-        host = netloc_host or os.environ.get("PGHOST") or "localhost"
-        database = unquote(parts.path.lstrip("/")) or os.environ.get("PGDATABASE") or user
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        unknown = sorted(k for k in query if k not in DSN_PARAMETERS)
+        if unknown:
+            shown = unknown[0] if unknown[0].isascii() and unknown[0].isprintable() and len(unknown[0]) <= 40 else "?"
+            raise ConfigError(
+                f"MAGSAG_STORAGE_DSN: parameter {shown!r} is not supported "
+                f"(supported: {', '.join(sorted(DSN_PARAMETERS))})"
+            )
+        user = query.get("user") or (unquote(parts.username) if parts.username else None)
+        user = user or os.environ.get("PGUSER") or _os_user()
+        host = query.get("host") or netloc_host or os.environ.get("PGHOST") or "localhost"
+        database = query.get("dbname") or query.get("database") or unquote(parts.path.lstrip("/"))
+        database = database or os.environ.get("PGDATABASE") or user
+        port = query.get("port") or port
         return cls(user=user, host=host, port=str(port or os.environ.get("PGPORT") or 5432), database=database)
+
+
+# DSN query parameters honoured by both connection paths (asyncpg and DuckDB's libpq);
+# any other is refused by name, so none is silently ignored by one of them.
+DSN_PARAMETERS = frozenset(
+    {
+        "host",
+        "port",
+        "user",
+        "password",
+        "dbname",
+        "database",
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "sslcrl",
+        "passfile",
+        "connect_timeout",
+        "application_name",
+        "target_session_attrs",
+    }
+)
+
+
+def pg_params(dsn: str) -> dict[str, str]:
+    """The one DSN parser: libpq parameters of ``postgresql://user:pw@host:port/db?k=v``.
+
+    Query parameters win over the URL's parts (``?host=/run/postgresql`` is a socket
+    folder); ``database`` is ``dbname``. Raises :class:`ConfigError` for a malformed DSN
+    or a parameter not in :data:`DSN_PARAMETERS` (named, its value never shown).
+    """
+    DsnInfo.parse(dsn)  # scheme, host and port checks, one-line errors without the DSN
+    parts = urlsplit(dsn.strip())
+    out: dict[str, str] = {}
+    if parts.hostname:
+        out["host"] = unquote(parts.hostname)
+    if parts.port:
+        out["port"] = str(parts.port)
+    if parts.username:
+        out["user"] = unquote(parts.username)
+    if parts.password:
+        out["password"] = unquote(parts.password)
+    if parts.path.lstrip("/"):
+        out["dbname"] = unquote(parts.path.lstrip("/"))
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key not in DSN_PARAMETERS:
+            shown = key if key.isascii() and key.isprintable() and len(key) <= 40 else "?"
+            raise ConfigError(
+                f"MAGSAG_STORAGE_DSN: parameter {shown!r} is not supported "
+                f"(supported: {', '.join(sorted(DSN_PARAMETERS))})"
+            )
+        out["dbname" if key == "database" else key] = value
+    return out
 
 
 def _url_problem(exc: ValueError) -> str:

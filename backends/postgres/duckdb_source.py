@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from datetime import date
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
 
 from magsag.backends.capabilities import HotSource
 from magsag.backends.duckdb_ext import load_extension
 from magsag.backends.duckdb_sql import sql_string
-from magsag.backends.errors import BackendUnavailable, ConfigError, StorageError, redact_dsn
+from magsag.backends.errors import BackendUnavailable, StorageError, redact_dsn
 from magsag.backends.schema import EVENT_COLUMNS, RUN_COLUMNS
 
 if TYPE_CHECKING:
@@ -24,27 +23,30 @@ EXTENSIONS = ("postgres_scanner",)
 
 
 def attach(con: duckdb.DuckDBPyConnection, dsn: str, schema: str, alias: str) -> None:
-    """ATTACH a PostgreSQL schema read-only; the password lives in a (redacted) secret."""
+    """ATTACH a PostgreSQL schema read-only; the password lives in a (redacted) secret.
+
+    The DSN goes through the one parser of both connection paths
+    (:func:`magsag.backends.postgres.conn.pg_params`): every parameter it accepts
+    (``sslmode``, ``host=/socket/dir``, ...) reaches libpq, none is dropped.
+    """
+    from magsag.backends.postgres.conn import pg_params
+
     load_extension(con, "postgres_scanner")
-    try:
-        u = urlsplit(dsn.strip())
-        port = u.port
-    except ValueError:
-        raise ConfigError("MAGSAG_STORAGE_DSN is not a valid URL") from None
-    opts = []
-    if u.hostname:
-        opts.append(f"HOST {sql_string(u.hostname)}")
-    if port:
-        opts.append(f"PORT {int(port)}")
-    if u.username:
-        opts.append(f"USER {sql_string(unquote(u.username))}")
-    if u.password:
-        opts.append(f"PASSWORD {sql_string(unquote(u.password))}")
-    db = unquote(u.path.lstrip("/"))
-    if db:
-        opts.append(f"DATABASE {sql_string(db)}")
+    params = pg_params(dsn)
+    secret = {"host": "HOST", "port": "PORT", "user": "USER", "password": "PASSWORD", "dbname": "DATABASE"}
+    opts = [f"{secret[k]} {int(v) if k == 'port' else sql_string(v)}" for k, v in params.items() if k in secret]
     con.execute(f"CREATE OR REPLACE SECRET magsag_pg (TYPE postgres{''.join(', ' + o for o in opts)})")
-    con.execute(f"ATTACH '' AS {alias} (TYPE postgres, SECRET magsag_pg, READ_ONLY, SCHEMA {sql_string(schema)})")
+    # Everything but the password also goes in the connection string, where libpq reads it.
+    conninfo = " ".join(f"{k}={_libpq_value(v)}" for k, v in params.items() if k != "password")
+    con.execute(
+        f"ATTACH {sql_string(conninfo)} AS {alias} (TYPE postgres, SECRET magsag_pg, READ_ONLY, "
+        f"SCHEMA {sql_string(schema)})"
+    )
+
+
+def _libpq_value(value: str) -> str:
+    """A libpq connection-string value: quoted, with ``\\`` and ``'`` escaped."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def attached_source(con: duckdb.DuckDBPyConnection, schema: str, alias: str) -> HotSource:

@@ -139,6 +139,7 @@ class SQLiteStorageBackend(StorageBackend):
         *,
         read_only: bool = False,
         ack: str = "journal",
+        missing_ok: bool = False,
     ):
         if ack not in ("journal", "commit"):
             raise ValueError(f"ack must be 'journal' or 'commit' (got {ack!r})")
@@ -149,7 +150,9 @@ class SQLiteStorageBackend(StorageBackend):
         # read_only: open an existing store for reading only; nothing is created (no file,
         # folder, WAL, journal or lock), nothing written, and a read-only mount works.
         self.read_only = read_only
+        self._missing_ok = missing_ok  # read_only and no file: an empty store in memory (the lake alone)
         self._ro_uri: str | None = None
+        self._keep: sqlite3.Connection | None = None  # holds the in-memory empty store open
         self._want_fts = enable_fts
         self.enable_fts = False
         self._readers = readers
@@ -161,11 +164,12 @@ class SQLiteStorageBackend(StorageBackend):
         self._stream = SQLiteStream(self)
 
     @classmethod
-    def from_settings(cls, settings: Any, *, read_only: bool = False) -> SQLiteStorageBackend:
+    def from_settings(cls, settings: Any, *, read_only: bool = False, missing_ok: bool = False) -> SQLiteStorageBackend:
         return cls(
             db_path=settings.db_path,
             enable_fts=settings.enable_fts,
             read_only=read_only,
+            missing_ok=missing_ok and read_only,
             ack=getattr(settings, "sqlite_ack", "journal"),
         )
 
@@ -228,6 +232,11 @@ class SQLiteStorageBackend(StorageBackend):
 
     def _open_read_only(self) -> None:
         """Check the store for reading only (no file is created or changed)."""
+        if not self.db_path.exists() and self._missing_ok:
+            self._ro_uri = f"file:magsag-empty-{id(self)}?mode=memory&cache=shared"
+            self._keep = sqlite3.connect(self._ro_uri, uri=True, isolation_level=None, check_same_thread=False)
+            ddl.migrate(self._keep)
+            return
         if not self.db_path.is_file():
             raise NotFoundError(f"no store at {self.db_path} (run magsag data init)")
         folder_writable = os.access(self.db_path.parent, os.W_OK) and os.access(self.db_path, os.W_OK)
@@ -270,6 +279,7 @@ class SQLiteStorageBackend(StorageBackend):
             lambda conn, rows: write_event_rows(conn, rows, fts=self.enable_fts),
             self._journal_dir if self.ack == "journal" else None,
             lambda conn, text: write_event_json(conn, text, fts=self.enable_fts),
+            name=str(self.db_path),
         )
         try:
             await asyncio.get_running_loop().run_in_executor(None, writer.start)
@@ -294,6 +304,9 @@ class SQLiteStorageBackend(StorageBackend):
                     conn.close()
             self._reader_conns.clear()
         self._local = threading.local()
+        if self._keep is not None:
+            self._keep.close()
+            self._keep = None
 
     @property
     def capabilities(self) -> StorageCapabilities:

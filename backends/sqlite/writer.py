@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import queue
@@ -174,8 +175,11 @@ class SQLiteWriter:
         write_rows: RowWriter,
         journal_dir: Path | None,
         write_json: JsonWriter | None = None,
+        *,
+        name: str = "the SQLite store",
     ):
         self._connect = connect
+        self._name = name  # how errors name the store (its path)
         self._write_rows = write_rows
         self._write_json = write_json or (lambda conn, text: write_rows(conn, [tuple(r) for r in orjson.loads(text)]))
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -249,7 +253,14 @@ class SQLiteWriter:
             raise RuntimeError("the storage backend is closed")
         journal = self._journal
         assert journal is not None
-        pending = journal.append(row)
+        try:
+            pending = journal.append(row)
+        except OSError as exc:  # the crash journal sits next to the store, on its disk
+            from magsag.backends.errors import StorageError
+
+            if exc.errno == errno.ENOSPC:
+                raise StorageError(f"disk full: {self._name}") from None
+            raise StorageError(f"cannot journal a write to {self._name}: {exc.strerror or exc}") from None
         if pending == 1:
             self._put(_JOURNAL)
         return pending >= MAX_PENDING_ROWS
@@ -334,9 +345,17 @@ class SQLiteWriter:
         except BaseException as exc:  # the whole transaction failed (disk full, busy, ...)
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            log.warning("magsag sqlite writer: transaction failed: %s", exc)
+            failure = self._failure(exc)
+            log.warning("magsag sqlite writer: transaction failed: %s", failure)
             self._failed_rows = loose  # journaled rows stay in the journal; retried next round
-            results = [(w, r if isinstance(r, BaseException) else exc) for w, r in results]
+            results = [(w, r if isinstance(r, BaseException) else failure) for w, r in results]
+            # Every waiter of this transaction hears of it, also those whose item was not
+            # reached: none may wait for a commit that will not come.
+            answered = {id(w) for w, _ in results}
+            for item in items:
+                waiter = item[1] if item[0] == "barrier" else item[2] if item[0] in ("rows", "call") else None
+                if waiter is not None and id(waiter) not in answered:
+                    results.append((waiter, failure))
             if loose:
                 time.sleep(0.05)
         finally:
@@ -348,15 +367,32 @@ class SQLiteWriter:
         if journal_mark is not None and self._journal is not None and not self._failed_rows:
             self._journal.maybe_truncate(journal_mark)
 
-    @staticmethod
-    def _savepoint(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    def _failure(self, exc: BaseException) -> BaseException:
+        """A SQLite error of the writer as one line naming the store (disk full: its path)."""
+        from magsag.backends.errors import BackendUnavailable, StorageError
+
+        if not isinstance(exc, sqlite3.Error):
+            return exc
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" or "disk is full" in text:
+            return StorageError(f"disk full: {self._name}")
+        if "readonly" in text or "read-only" in text:
+            return BackendUnavailable(f"cannot write {self._name}: {text}")
+        return StorageError(f"writing {self._name} failed: {text}")
+
+    def _savepoint(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         conn.execute("SAVEPOINT op")
         try:
             result = fn(conn)
         except Exception as exc:
-            conn.execute("ROLLBACK TO op")
-            conn.execute("RELEASE op")
-            return exc
+            if not conn.in_transaction:
+                raise  # SQLite rolled the whole transaction back (disk full, I/O error): it failed
+            try:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+            except sqlite3.Error:
+                raise exc from None
+            return self._failure(exc)
         conn.execute("RELEASE op")
         return result
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -157,18 +159,38 @@ def _stop_on_signals() -> Iterator[threading.Event]:
         yield stop
         return
 
+    watchdog: list[threading.Timer] = []
+
     def handler(signum: int, frame: Any) -> None:
         if stop.is_set():  # a second signal: give up at once
             raise KeyboardInterrupt
         stop.set()
-        err_console.print(f"{signal.Signals(signum).name}: stopping after the current step")
+        name = signal.Signals(signum).name
+        err_console.print(f"{name}: stopping after the current step")
+        # A step that does not end in time (a long export, a stuck store) is cut short: the
+        # job is crash-safe at every point, and the next run finishes what was under way.
+        timer = threading.Timer(STOP_GRACE_S, _exit_now, (name,))
+        timer.daemon = True
+        timer.start()
+        watchdog.append(timer)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield stop
     finally:
+        for t in watchdog:
+            t.cancel()
         for s, h in old.items():
             signal.signal(s, h)
+
+
+STOP_GRACE_S = 2.0  # a signalled job ends within this long, between steps or not
+
+
+def _exit_now(name: str) -> None:
+    err_console.print(f"{name}: stopped mid-step; the next run finishes it")
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
 
 
 # ------------------------------------------------------------------ output

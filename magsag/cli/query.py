@@ -64,7 +64,8 @@ def sql(
         from magsag.cli.validate import check_output as check_output_path
 
         check_output_path(output, settings)
-    table = run_sql(query, settings)
+    # --format table shows --max-rows rows: the query stops after one more (to say it was cut)
+    table = run_sql(query, settings, max_rows=max_rows + 1 if fmt == "table" and output is None else None)
     write_result(table, fmt, output, max_rows)
 
 
@@ -81,7 +82,8 @@ def write_result(table: Any, fmt: str, output: Path | None, max_rows: int) -> No
     if fmt == "table" and output is None:
         shown = table.slice(0, max_rows)
         rows = arrow_rows(shown)
-        print_table(rows, table.column_names, title=f"{table.num_rows} rows")
+        many = table.num_rows > max_rows  # the query stopped after max_rows + 1: the total is unknown
+        print_table(rows, table.column_names, title=f"more than {max_rows} rows" if many else f"{table.num_rows} rows")
         if table.num_rows > max_rows:
             err_console.print(f"(showing the first {max_rows}; use --max-rows, or --format csv/json/parquet)")
         return

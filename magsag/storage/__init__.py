@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from magsag.backends.base import StorageBackend, StorageCapabilities
@@ -135,7 +136,14 @@ async def get_storage_backend(
     the hot store itself. A read-only backend (``clickhouse``) is returned as it is.
     """
     settings = settings or load_settings(**overrides)
-    inner = backend_from_settings(settings, read_only=read_only)
+    missing_ok = False
+    if read_only and settings.backend.strip().lower() == "sqlite" and not Path(settings.db_path).expanduser().exists():
+        # No hot store: reading the lake alone is fine, if there is one (nothing is created either way).
+        from magsag.lakehouse.lakefiles import SnapshotReader
+        from magsag.lakehouse.objstore import open_lake
+
+        missing_ok = SnapshotReader(open_lake(settings.lake_url, settings)).exists()
+    inner = backend_from_settings(settings, read_only=read_only, missing_ok=missing_ok)
     if not inner.capabilities.append_event:
         # A read-only analytics store (clickhouse) already serves what was loaded from the
         # lake: reading the lake beside it would merge the same rows twice.

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from tests.cli_helpers import magsag
@@ -85,3 +86,12 @@ def test_read_commands_work_on_a_read_only_store(world: World, tmp_path: Path) -
         else:
             assert got == expected.json()
     assert world.files() == before
+
+
+def test_without_a_hot_store_the_lake_alone_is_read(world: World, tmp_path: Path) -> None:
+    env = {**world.env, "MAGSAG_STORAGE_DB_PATH": str(tmp_path / "absent" / "none.db")}
+    before = _listing(tmp_path)
+    res = magsag("data", "query", "--limit", "1000", "--json", env=env)
+    assert res.code == 0, res.err
+    assert len(res.json()) == len(pq.read_table(world.lake / "runs"))
+    assert _listing(tmp_path) == before
