@@ -40,7 +40,9 @@ class StorageSettings(BaseSettings):
 
     backend: str = Field("sqlite", description="sqlite, postgres, timescale, a plugin name or pkg.module:Class")
     db_path: Path = Field(Path(".magsag/storage.db"), description="SQLite file of the hot store")
-    enable_fts: bool = Field(True, description="keep a full-text index over event messages (SQLite)")
+    enable_fts: bool | None = Field(
+        None, description="keep a full-text index over event messages (SQLite; unset: as the store chose, on when new)"
+    )
     dsn: SecretStr | None = Field(None, description="PostgreSQL DSN, e.g. postgresql://user:pw@host:5432/db")
     hot_days: int = Field(7, ge=0, le=36500, description="days kept in the hot store before tiering")
     archive_enabled: bool = Field(False, description="vacuum refuses to delete days not archived yet")

@@ -14,6 +14,7 @@ import json
 import re
 import sqlite3
 import threading
+import unicodedata
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
@@ -51,6 +52,17 @@ from magsag.backends.stream import stream_filter
 
 T = TypeVar("T")
 _WORD = re.compile(r"\w+", re.UNICODE)
+_FTS_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def _fts_tokens(text: str) -> list[str]:
+    """The tokens FTS5's ``unicode61 remove_diacritics 2`` sees: letters and digits, case
+    and accents folded (the search without the index matches exactly these)."""
+    decomposed = unicodedata.normalize("NFD", text.lower())
+    folded = "".join(ch for ch in decomposed if unicodedata.category(ch) != "Mn")
+    return _FTS_TOKEN.findall(unicodedata.normalize("NFC", folded))
+
+
 _RUN_SELECT = ", ".join(RUN_COLUMNS)
 _PAGE = 1000
 
@@ -143,7 +155,10 @@ class SQLiteStorageBackend(StorageBackend):
     name: ClassVar[str] = "sqlite"
     stream_poll_s: float = 0.25  # stream_events: how often other processes' commits are looked for
 
-    def __init__(self, db_path: str | Path = ".magsag/storage.db", enable_fts: bool = True, readers: int = 4):
+    def __init__(self, db_path: str | Path = ".magsag/storage.db", enable_fts: bool | None = None, readers: int = 4):
+        """``enable_fts``: True/False creates or drops the full-text index and the store
+        remembers that choice; None (the default) keeps what the store chose before (on for
+        a new store)."""
         self.db_path = Path(db_path).expanduser()
         self._want_fts = enable_fts
         self.enable_fts = False
@@ -181,7 +196,15 @@ class SQLiteStorageBackend(StorageBackend):
             raise BackendUnavailable(f"cannot switch {self.db_path} to WAL mode (got {mode})")
         conn.execute("PRAGMA synchronous = NORMAL")
         ddl.migrate(conn)
-        self.enable_fts = ddl.set_fts(conn, self._want_fts)
+        stored = conn.execute("SELECT value FROM magsag_meta WHERE key = 'fts'").fetchone()
+        want = self._want_fts if self._want_fts is not None else (stored is None or stored[0] != "off")
+        self.enable_fts = ddl.set_fts(conn, want)
+        if self._want_fts is not None and (stored is None or stored[0] != ("on" if want else "off")):
+            conn.execute(
+                "INSERT INTO magsag_meta (key, value) VALUES ('fts', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                ("on" if want else "off",),
+            )
         self._replay_orphans(conn)
         return conn
 
@@ -484,17 +507,27 @@ class SQLiteStorageBackend(StorageBackend):
             )
             args = [match, *params, limit]
         else:
-            words = _WORD.findall(query) if not raw else query.split()
+            # Without the index: the same whole-word semantics as FTS5's unicode61 tokenizer
+            # (case and accents folded), LIKE only narrowing the candidates.
+            words = list(dict.fromkeys(_fts_tokens(query)))
             if not words:
                 return []
             likes = " AND ".join("e.msg LIKE ? ESCAPE '\\'" for _ in words)
-            sql = (
-                f"SELECT {ddl.EVENT_SELECT}, 0.0 AS score FROM events e WHERE {likes}{extra} ORDER BY e.ts DESC LIMIT ?"
-            )
-            args = [*("%" + _like_escape(w) + "%" for w in words), *params, limit]
+            sql = f"SELECT {ddl.EVENT_SELECT}, 0.0 AS score FROM events e WHERE {likes}{extra} ORDER BY e.ts DESC"
+            args = [*("%" + _like_escape(w) + "%" for w in words), *params]
+            msg_at = EVENT_COLUMNS.index("msg")
 
         def run(c: sqlite3.Connection) -> list[Any]:
             try:
+                if not self.enable_fts:
+                    wanted = set(words)
+                    out = []
+                    for row in c.execute(sql, args):
+                        if wanted <= set(_fts_tokens(row[msg_at] or "")):
+                            out.append(row)
+                            if len(out) >= limit:
+                                break
+                    return out
                 return c.execute(sql, args).fetchall()
             except sqlite3.OperationalError as exc:
                 if raw:
