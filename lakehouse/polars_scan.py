@@ -133,7 +133,8 @@ def scan_events(
     lake_url: str | None = None,
     hot: bool = False,
 ) -> pl.LazyFrame:
-    """Events of the lake (``hot=True``: and of the hot store) as a LazyFrame; ``since``/``until`` on ``ts`` (ISO, or an age like ``7d``)."""
+    """Events of the lake (``hot=True``: and of the hot store) as a LazyFrame; ``since``/``until``
+    on ``ts`` (ISO, or an age like ``7d``)."""
     return _scan("events", settings, since, until, agent, lake_url, hot)
 
 
