@@ -45,6 +45,16 @@ def _lake(settings: StorageSettings | None, lake_url: str | None) -> Lake:
     return open_lake(lake_url or (settings.lake_url if settings else None), settings)
 
 
+def _age(value: Any, name: str) -> Any:
+    """An age (``7d``, ``12h``) counts back from now (``utc_now()``); anything else is kept."""
+    from magsag.backends.durations import is_duration, parse_duration
+    from magsag.backends.schema import utc_now
+
+    if isinstance(value, str) and is_duration(value.strip()):
+        return utc_now() - parse_duration(value.strip(), name)
+    return value
+
+
 def _scan(
     dataset: str,
     settings: StorageSettings | None,
@@ -56,6 +66,7 @@ def _scan(
 ) -> pl.LazyFrame:
     import polars as pl
 
+    since, until = _age(since, "since"), _age(until, "until")
     lake = _lake(settings, lake_url)
     lo, hi = day_range(since, until)
     files = SnapshotReader(lake).snapshot([dataset]).of(dataset, lo, hi)
@@ -122,7 +133,8 @@ def scan_events(
     lake_url: str | None = None,
     hot: bool = False,
 ) -> pl.LazyFrame:
-    """Events of the lake (``hot=True``: and of the hot store) as a LazyFrame; ``since``/``until`` on ``ts``."""
+    """Events of the lake (``hot=True``: and of the hot store) as a LazyFrame; ``since``/``until``
+    on ``ts`` (ISO, or an age like ``7d``)."""
     return _scan("events", settings, since, until, agent, lake_url, hot)
 
 

@@ -41,7 +41,9 @@ class StorageSettings(BaseSettings):
 
     backend: str = Field("sqlite", description="sqlite, postgres, timescale, a plugin name or pkg.module:Class")
     db_path: Path = Field(Path(".magsag/storage.db"), description="SQLite file of the hot store")
-    enable_fts: bool = Field(True, description="keep a full-text index over event messages (SQLite)")
+    enable_fts: bool | None = Field(
+        None, description="keep a full-text index over event messages (SQLite; unset: as the store chose, on when new)"
+    )
     sqlite_ack: Literal["journal", "commit"] = Field(
         "journal", description="SQLite append_event returns once journaled, or once committed (for Litestream)"
     )

@@ -47,7 +47,7 @@ async def test_api_example_in_docs_runs(sqlite_path: Path, monkeypatch: pytest.M
     from magsag.backends.sqlite.store import SQLiteStorageBackend
 
     async with SQLiteStorageBackend(sqlite_path) as s:
-        await s.append_event("mag-a1b2c3d4", "offer-mag", "log", utc_now(), message="error: tool timed out")
+        await s.append_event("mag-1b6bf273", "offer-mag", "log", utc_now(), message="error: tool timed out")
     monkeypatch.setenv("MAGSAG_STORAGE_DB_PATH", str(sqlite_path))
     doc = (ROOT / "docs" / "api.md").read_text()
     code = re.search(r"<!-- example: api -->\n```python\n(.*?)```", doc, re.S).group(1)  # type: ignore[union-attr]
@@ -56,7 +56,7 @@ async def test_api_example_in_docs_runs(sqlite_path: Path, monkeypatch: pytest.M
     exec(compile(f"async def _example():\n{body}\n    return locals()", "docs/api.md", "exec"), namespace)
     result = await namespace["_example"]()
     assert [r["msg"] for r in result["results"]] == ["error: tool timed out"]
-    assert result["run"]["run_id"] == "mag-a1b2c3d4"
+    assert result["run"]["run_id"] == "mag-1b6bf273"
     assert "error: tool timed out" in capsys.readouterr().out
 
 

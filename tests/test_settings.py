@@ -15,7 +15,7 @@ from magsag.storage import get_storage_backend
 def test_defaults() -> None:
     s = load_settings()
     assert s.backend == "sqlite" and s.db_path == Path(".magsag/storage.db") and s.hot_days == 7
-    assert s.enable_fts is True and s.archive_enabled is False and s.lake_url == "./lake"
+    assert s.enable_fts is None and s.archive_enabled is False and s.lake_url == "./lake"
 
 
 def test_env_and_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,6 +15,7 @@ import os
 import re
 import sqlite3
 import threading
+import unicodedata
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -49,6 +50,17 @@ from magsag.backends.sqlite.writer import SQLiteWriter, orphan_journals, read_jo
 
 T = TypeVar("T")
 _WORD = re.compile(r"\w+", re.UNICODE)
+_FTS_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def _fts_tokens(text: str) -> list[str]:
+    """The tokens FTS5's ``unicode61 remove_diacritics 2`` sees: letters and digits, case
+    and accents folded (the search without the index matches exactly these)."""
+    decomposed = unicodedata.normalize("NFD", text.lower())
+    folded = "".join(ch for ch in decomposed if unicodedata.category(ch) != "Mn")
+    return _FTS_TOKEN.findall(unicodedata.normalize("NFC", folded))
+
+
 _RUN_SELECT = ", ".join(RUN_COLUMNS)
 _PAGE = 1000
 
@@ -134,13 +146,16 @@ class SQLiteStorageBackend(StorageBackend):
     def __init__(
         self,
         db_path: str | Path = ".magsag/storage.db",
-        enable_fts: bool = True,
+        enable_fts: bool | None = None,
         readers: int = 4,
         *,
         read_only: bool = False,
         ack: str = "journal",
         missing_ok: bool = False,
     ):
+        """``enable_fts``: True/False creates or drops the full-text index and the store
+        remembers that choice; None (the default) keeps what the store chose before (on for
+        a new store)."""
         if ack not in ("journal", "commit"):
             raise ValueError(f"ack must be 'journal' or 'commit' (got {ack!r})")
         # "commit": a single append_event returns once its row is committed to SQLite (in the
@@ -213,7 +228,15 @@ class SQLiteStorageBackend(StorageBackend):
             raise BackendUnavailable(f"cannot switch {self.db_path} to WAL mode (got {mode})")
         conn.execute("PRAGMA synchronous = NORMAL")
         ddl.migrate(conn)
-        self.enable_fts = ddl.set_fts(conn, self._want_fts)
+        stored = conn.execute("SELECT value FROM magsag_meta WHERE key = 'fts'").fetchone()
+        want = self._want_fts if self._want_fts is not None else (stored is None or stored[0] != "off")
+        self.enable_fts = ddl.set_fts(conn, want)
+        if self._want_fts is not None and (stored is None or stored[0] != ("on" if want else "off")):
+            conn.execute(
+                "INSERT INTO magsag_meta (key, value) VALUES ('fts', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                ("on" if want else "off",),
+            )
         self._replay_orphans(conn)
         return conn
 
@@ -477,17 +500,27 @@ class SQLiteStorageBackend(StorageBackend):
                 )
             args = [match, *params, limit]
         else:
-            words = _WORD.findall(query) if not raw else query.split()
+            # Without the index: the same whole-word semantics as FTS5's unicode61 tokenizer
+            # (case and accents folded), LIKE only narrowing the candidates.
+            words = list(dict.fromkeys(_fts_tokens(query)))
             if not words:
                 return []
             likes = " AND ".join("e.msg LIKE ? ESCAPE '\\'" for _ in words)
-            sql = (
-                f"SELECT {ddl.EVENT_SELECT}, 0.0 AS score FROM events e WHERE {likes}{extra} ORDER BY e.ts DESC LIMIT ?"
-            )
-            args = [*("%" + _like_escape(w) + "%" for w in words), *params, limit]
+            sql = f"SELECT {ddl.EVENT_SELECT}, 0.0 AS score FROM events e WHERE {likes}{extra} ORDER BY e.ts DESC"
+            args = [*("%" + _like_escape(w) + "%" for w in words), *params]
+            msg_at = EVENT_COLUMNS.index("msg")
 
         def run(c: sqlite3.Connection) -> list[Any]:
             try:
+                if not self.enable_fts:
+                    wanted = set(words)
+                    out = []
+                    for row in c.execute(sql, args):
+                        if wanted <= set(_fts_tokens(row[msg_at] or "")):
+                            out.append(row)
+                            if len(out) >= limit:
+                                break
+                    return out
                 return c.execute(sql, args).fetchall()
             except sqlite3.OperationalError as exc:
                 if raw:

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from magsag import __version__
-from magsag.cli import clickhouse, governance, hot, lake, live, migrate, otel, query, render, semantic
+from magsag.cli import clickhouse, doctor, governance, hot, lake, live, migrate, otel, query, render, semantic
 
 render.show_flags_as_flags()
 
@@ -31,7 +31,7 @@ data_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 
-for module in (hot, migrate, lake, query, clickhouse, live, otel, governance, semantic):
+for module in (hot, migrate, lake, query, clickhouse, live, otel, governance, semantic, doctor):
     module.register(data_app)
 
 

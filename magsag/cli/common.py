@@ -9,8 +9,12 @@ into one line on stderr and an exit code here, in :func:`command`, and nowhere e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
+import signal
+import sys
+import threading
 import warnings
 from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime
@@ -157,5 +161,58 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+GRACE_S = 1.5  # after Ctrl-C, how long the cancelled command may take to clean up
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+    """``asyncio.run`` with a Ctrl-C that always ends the command within :data:`GRACE_S`.
+
+    The first SIGINT cancels the command's task (its ``finally`` blocks close stores and
+    stop workers); if it has not finished :data:`GRACE_S` later, or on a second SIGINT,
+    the process exits at once with 130. Nothing is half-written either way: every write
+    is a transaction of the store (SQLite WAL, PostgreSQL) or a staged lake file committed
+    by its manifest entry last, and worker processes end when their pipes close. A command
+    with its own SIGINT handler (tier's graceful stop) keeps it.
+    """
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        return asyncio.run(coro)
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(coro)
+    interrupted = threading.Event()
+
+    def hard_exit() -> None:
+        with contextlib.suppress(Exception):
+            error("interrupted")
+            sys.stderr.flush()
+        os._exit(130)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if interrupted.is_set():
+            hard_exit()
+        interrupted.set()
+        loop.call_soon_threadsafe(task.cancel)
+        timer = threading.Timer(GRACE_S, hard_exit)
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        return loop.run_until_complete(task)
+    except asyncio.CancelledError:
+        if interrupted.is_set():
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            rest = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for t in rest:
+                t.cancel()
+            if rest:
+                loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()

@@ -435,7 +435,9 @@ def tier(
     """Move every complete UTC day older than the hot window from the hot store to the lake.
 
     Exactly once: a day's rows leave the hot store only after their Parquet files are
-    verified and committed; a rerun finishes an interrupted job. Runs still running (and
+    verified and committed; a rerun finishes an interrupted job. The days go to the
+    configured lake (MAGSAG_STORAGE_LAKE_URL), where every reader finds them: --lake may
+    only name that same lake (`archive` copies days anywhere else). Runs still running (and
     their events) stay hot. Exit codes: 0 done, 2 error, 3 locked (--no-wait), 130 stopped.
     --metrics-file/--metrics-port expose the job's outcome to Prometheus (docs/operations.md).
     """
@@ -444,6 +446,16 @@ def tier(
     if metrics_port is not None and interval is None:
         raise ConfigError("--metrics-port needs --every (a one-shot job writes --metrics-file instead)")
     the_lake = open_lake(settings.lake_url, settings)
+    if lake is not None:
+        from magsag.lakehouse.tiering.destination import dest_key
+
+        configured = settings_from(backend, db_path, dsn).lake_url
+        if dest_key(the_lake) != dest_key(open_lake(configured, settings)):
+            raise ConfigError(
+                f"--lake {lake} is not the configured lake ({configured}): tier moves days out of the hot store "
+                "into the lake every reader uses; set MAGSAG_STORAGE_LAKE_URL to change it, or copy days "
+                f"elsewhere with `magsag data archive {lake}`"
+            )
     _tier_command(
         settings,
         the_lake,
