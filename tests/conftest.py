@@ -191,3 +191,43 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     does, so starting them early keeps the workers busy to the end. The order is the same in
     every worker (a stable sort of the same collection), as xdist requires."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+_early_phoenix: list[Any] = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Start Phoenix (tests/otel) at once, in the process that runs the session (the xdist
+    controller, before its workers start and inherit its URL, or the only process): it takes
+    minutes to answer on a busy machine, more than a test may wait. Only when the run may
+    reach tests/otel and Phoenix is installed."""
+    config = session.config
+    if hasattr(config, "workerinput") or os.environ.get("MAGSAG_TEST_PHOENIX_URL"):
+        return
+    args = [str(a) for a in config.args] or ["tests"]
+    if not any("otel" in a or Path(a).resolve() in (Path(__file__).parent, Path(__file__).parents[1]) for a in args):
+        return
+    if config.getoption("markexpr", "") or config.getoption("keyword", ""):
+        return  # a selection: the fixture starts Phoenix if a selected test needs it
+    import tempfile
+
+    from tests.otel.conftest import PHOENIX_URL_ENV, phoenix_importable, start_phoenix
+
+    if not phoenix_importable():
+        return
+    work = Path(tempfile.mkdtemp(prefix="magsag-phoenix-"))
+    proc, url, _log = start_phoenix(work)
+    _early_phoenix.append((proc, work))
+    os.environ[PHOENIX_URL_ENV] = url
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    import shutil
+
+    from tests.otel.conftest import stop
+
+    while _early_phoenix:
+        proc, work = _early_phoenix.pop()
+        stop(proc)
+        shutil.rmtree(work, ignore_errors=True)

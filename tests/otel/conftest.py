@@ -103,18 +103,19 @@ def iso_us(text: str) -> int:
     return to_us(datetime.fromisoformat(text.replace("Z", "+00:00")))
 
 
-@pytest.fixture(scope="session")
-def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phoenix]:
+PHOENIX_URL_ENV = "MAGSAG_TEST_PHOENIX_URL"  # set by tests/conftest.py when it started Phoenix early
+
+
+def phoenix_importable() -> bool:
     try:
         import phoenix.server.main  # noqa: F401
     except ImportError:
-        if IN_CI:
-            pytest.fail("arize-phoenix is not installed (CI must install it)")
-        pytest.skip("arize-phoenix is not installed")
-    from filelock import FileLock
+        return False
+    return True
 
-    work = tmp_path_factory.mktemp("phoenix")
-    lock = FileLock(str(tmp_path_factory.getbasetemp().parent / "magsag-phoenix-start.lock"))
+
+def start_phoenix(work: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """Start ``phoenix serve`` on free loopback ports in ``work``; returns (process, url, log)."""
     port, grpc = free_port(), free_port()
     env = {
         **os.environ,
@@ -128,15 +129,45 @@ def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phoenix]:
     log = work / "phoenix.log"
     exe = shutil.which("phoenix", path=str(Path(sys.executable).parent)) or shutil.which("phoenix")
     cmd = [exe, "serve"] if exe else [sys.executable, "-m", "phoenix.server.main", "serve"]
-    with lock, log.open("wb") as out:
+    with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=work)
+    return proc, f"http://127.0.0.1:{port}", log
+
+
+@pytest.fixture(scope="session")
+def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phoenix]:
+    """Phoenix: the one tests/conftest.py started at the session's start (it has had the run
+    so far to come up: on a busy machine it takes minutes), else one started here."""
+    if not phoenix_importable():
+        if IN_CI:
+            pytest.fail("arize-phoenix is not installed (CI must install it)")
+        pytest.skip("arize-phoenix is not installed")
+    early = os.environ.get(PHOENIX_URL_ENV)
+    if early:
+        http = urllib3.PoolManager(retries=False, timeout=2.0)
+        deadline = time.monotonic() + 600
+        while True:
+            with contextlib.suppress(urllib3.exceptions.HTTPError):
+                if http.request("GET", f"{early}/healthz").status < 500:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Phoenix at {early} did not answer")
+            time.sleep(0.5)
+        yield Phoenix(early)
+        return
+    from filelock import FileLock
+
+    work = tmp_path_factory.mktemp("phoenix")
+    lock = FileLock(str(tmp_path_factory.getbasetemp().parent / "magsag-phoenix-start.lock"))
+    with lock:
+        proc, url, log = start_phoenix(work)
         try:
-            wait_http(f"http://127.0.0.1:{port}/healthz", proc, 600.0, log)  # ~15 s idle, minutes on a busy machine
+            wait_http(f"{url}/healthz", proc, 600.0, log)  # ~15 s idle, minutes on a busy machine
         except BaseException:
             stop(proc)
             raise
     try:
-        yield Phoenix(f"http://127.0.0.1:{port}")
+        yield Phoenix(url)
     finally:
         stop(proc)
 
