@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import sqlite3
@@ -171,8 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     result = asyncio.run(run(setup_sqlite(args.events), args.queries, args.semantic))
     result["uptime"] = os.popen("uptime").read().strip()
     command = "python3 bench/search.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _report import save
+
+    path = save("search", result, command=command)
     if args.json:
-        print(json.dumps({"command": command, **result}, indent=2))
+        sys.stdout.write(path.read_text())
     else:
         show(result, command)
     return 0

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import statistics
@@ -288,8 +287,12 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     result["uptime"] = os.popen("uptime").read().strip()
     command = "python3 bench/semantic.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _report import save
+
+    path = save("semantic", result, command=command)
     if args.json:
-        print(json.dumps({"command": command, **result}, indent=2, default=str))
+        sys.stdout.write(path.read_text())
     else:
         show(result, command)
     return 0

@@ -199,9 +199,8 @@ class PostgresEraser(HotEraser):
             f"CREATE TABLE IF NOT EXISTS {s}.{ERASE_JOBS} (job_id text PRIMARY KEY, created_at timestamptz NOT NULL, "
             "state text NOT NULL, request jsonb NOT NULL, plan text NOT NULL, finished_at timestamptz)",
             # Events: one statement-level check per INSERT/COPY over its transition table (a row
-            # trigger cost COPY 6x: 42k vs 266k rows/s; this one 255k vs 363k, bench in
-            # docs/governance.md). A late copy is inserted and deleted in the same statement:
-            # no other session ever sees it.
+            # trigger slows COPY several times more; the cost is in docs/governance.md). A late
+            # copy is inserted and deleted in the same statement: no other session ever sees it.
             f"""CREATE OR REPLACE FUNCTION {s}.magsag_events_tombstoned() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
                 DELETE FROM {s}.events e USING magsag_new n, {s}.{TOMBSTONES} t

@@ -44,8 +44,8 @@ _DDL = (
     "state TEXT NOT NULL, request TEXT NOT NULL, plan TEXT NOT NULL, finished_at INTEGER) STRICT",
 )
 # Late copies of erased rows are dropped silently, like an INSERT OR IGNORE of a known id.
-# Row-value IN: one index probe per key (measured on bare inserts, best of 3 at load 15:
-# 242k rows/s against 290k without a guard; an OR inside one EXISTS managed 151k).
+# Row-value IN: one index probe per key (cheaper than an OR inside one EXISTS; the cost
+# against unguarded inserts is in docs/governance.md).
 _TRIGGERS = (
     "DROP TRIGGER IF EXISTS events_tombstoned",
     "CREATE TRIGGER events_tombstoned BEFORE INSERT ON events "

@@ -490,8 +490,8 @@ class SQLiteStorageBackend(StorageBackend):
                     "ORDER BY score, e.ts DESC LIMIT ?"
                 )
             else:
-                # Unfiltered: rank inside FTS5 first, join only the best `limit` rows (2-3x faster at
-                # 100k+ matches, bench/search.py). Ties at the cut are taken newest-stored first (seq),
+                # Unfiltered: rank inside FTS5 first, join only the best `limit` rows (faster when
+                # matches are many, bench/search.py). Ties at the cut are taken newest-stored first (seq),
                 # then the page is ordered by score, newest ts first (docs/search.md).
                 sql = (
                     f"SELECT {ddl.EVENT_SELECT}, f.score FROM (SELECT rowid, bm25(events_fts) AS score "
