@@ -130,7 +130,8 @@ def test_dry_run_reports_and_writes_nothing(runner, tmp_path):
     default = migrate(runner, str(runs / "agents"), "--dry-run", "--json")  # default store .magsag/storage.db
     assert default.exit_code == 0 and json.loads(default.stdout)["events"]["new"] == 24
     assert not (tmp_path / ".magsag").exists()
-    assert json.loads(runner.invoke(app, ["data", "query", "--db-path", str(db), "--json"]).stdout) == []
+    missing = runner.invoke(app, ["data", "query", "--db-path", str(db), "--json"])
+    assert missing.exit_code == 1 and "no store at" in missing.stderr and not db.exists()  # issue 14 item 15
     real = json.loads(migrate(runner, str(runs / "agents"), "--db-path", str(db), "--json").stdout)
     assert real["events"]["by_type"] == planned["events"]["by_type"] and real["events"]["written"] == 24
     assert (

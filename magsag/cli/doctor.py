@@ -9,7 +9,6 @@ probe object (removed again); a SQLite store that does not exist yet is not crea
 from __future__ import annotations
 
 import os
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -86,31 +85,15 @@ def _check(name: str, status: str, detail: str) -> dict[str, Any]:
 
 
 def _hot(settings: StorageSettings) -> dict[str, Any]:
-    if settings.backend == "sqlite":
-        path = Path(settings.db_path).expanduser()
-        if not path.exists():
-            return _check("hot store", "FAIL", f"no SQLite store at {path} (run `magsag data init`)")
-        try:
-            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-            try:
-                version = con.execute("SELECT value FROM magsag_meta WHERE key = 'schema_version'").fetchone()
-                fts = con.execute("SELECT count(*) FROM sqlite_master WHERE name = 'events_fts'").fetchone()[0]
-                events = con.execute("SELECT count(*) FROM events").fetchone()[0]
-            finally:
-                con.close()
-        except sqlite3.Error as exc:
-            return _check("hot store", "FAIL", f"SQLite {path}: {exc}")
-        v = version[0] if version else "?"
-        return _check("hot store", "ok", f"sqlite {path}, schema v{v}, FTS {'on' if fts else 'off'}, {events:,} events")
-
     async def probe() -> dict[str, Any]:
         from magsag.storage import open_storage
 
-        async with open_storage(settings) as storage:
+        async with open_storage(settings, read_only=True) as storage:  # a check creates nothing
             hot = getattr(storage, "hot", storage)
             stats = await hot.stats() if hasattr(hot, "stats") else {}
             version = getattr(hot, "schema_version", None) or stats.get("schema_version", "?")
-            fts = storage.capabilities.search_text
+            fts = getattr(hot, "enable_fts", None)
+            fts = storage.capabilities.search_text if fts is None else fts
             events = stats.get("events")
             count = f", {events:,} events" if isinstance(events, int) else ""
             return _check("hot store", "ok", f"{storage.name}, schema v{version}, FTS {'on' if fts else 'off'}{count}")

@@ -447,7 +447,10 @@ def tier(
         raise ConfigError("--metrics-port needs --every (a one-shot job writes --metrics-file instead)")
     the_lake = open_lake(settings.lake_url, settings)
     if lake is not None:
+        from magsag.lakehouse.objstore import check_persistent
         from magsag.lakehouse.tiering.destination import dest_key
+
+        check_persistent(the_lake)  # a lake that cannot keep rows is refused first, whatever is configured
 
         configured = settings_from(backend, db_path, dsn).lake_url
         if dest_key(the_lake) != dest_key(open_lake(configured, settings)):

@@ -119,7 +119,8 @@ scrape_configs:
         _seed(db)
         tier = subprocess.Popen(
             [sys.executable, "-m", "magsag", "data", "tier", "--every", "1s", "--metrics-port", str(tier_port),
-             "--db-path", str(db), "--lake", str(tmp / "not-a-folder" / "lake"), "--json"],
+             "--db-path", str(db), "--json"],
+            env={**os.environ, "MAGSAG_STORAGE_LAKE_URL": str(tmp / "not-a-folder" / "lake")},  # the configured lake
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
